@@ -1,0 +1,20 @@
+// What the CUDA runtime can see: usable devices and their names. Host code asks here before
+// choosing the GPU path; no CUDA header leaks into host/.
+#pragma once
+
+#include <string>
+
+namespace cuvae {
+
+struct GpuInfo {
+  int count = 0;       // usable CUDA devices
+  std::string reason;  // why none is usable (empty when count > 0)
+  std::string name;    // device 0
+  int compute_major = 0, compute_minor = 0;
+  size_t total_memory = 0;  // bytes, device 0
+};
+
+// Never throws: a machine without a driver or device reports count 0 and the reason.
+GpuInfo query_gpus();
+
+}  // namespace cuvae

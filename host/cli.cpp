@@ -1,0 +1,361 @@
+// The `cuvae` command line (cli.h): `cuvae train`, `cuvae parity-dump`.
+#include "host/cli.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <cxxopts.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cuda/device.cuh"
+#include "host/error.h"
+#include "host/idx.h"
+#include "host/model.h"
+#include "host/parity_dump.h"
+#include "host/safetensors.h"
+#include "host/trainer_cpu.h"
+
+namespace cuvae {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+const char* kUsage =
+    "usage: cuvae <command> [options]\n"
+    "\n"
+    "Trains a convolutional variational autoencoder on MNIST-format data.\n"
+    "\n"
+    "commands:\n"
+    "  train         train the VAE and write a run folder (see 'cuvae train --help')\n"
+    "  parity-dump   write one batch with the CPU reference's loss and gradients for the\n"
+    "                PyTorch parity check (tools/parity/parity.py)\n"
+    "\n"
+    "options:\n"
+    "  -h, --help    show this help\n"
+    "  --version     show the version\n";
+
+// "1234567" -> "1,234,567"
+std::string with_commas(int64_t v) {
+  std::string s = std::to_string(v);
+  for (int i = int(s.size()) - 3; i > (v < 0 ? 1 : 0); i -= 3) s.insert(size_t(i), ",");
+  return s;
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v;
+  return os.str();
+}
+
+std::string quote_arg(const std::string& s) {
+  return "'" + s + "'";
+}
+
+// cxxopts quotes the option name in its messages ("Option \u2018epochs\u2019 ..."); we lead
+// with the flag as the user typed it.
+std::string flag_of(const std::string& message) {
+  const std::string open = "\u2018", close = "\u2019";
+  const size_t a = message.find(open);
+  const size_t b = a == std::string::npos ? a : message.find(close, a + open.size());
+  if (b == std::string::npos) return message;
+  const std::string name = message.substr(a + open.size(), b - a - open.size());
+  return name.size() == 1 ? "-" + name : "--" + name;
+}
+
+// cxxopts throws its own exceptions for unknown flags and missing values; give them our
+// one-line form and exit code.
+cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv) {
+  try {
+    cxxopts::ParseResult r = options.parse(argc, argv);
+    if (!r.unmatched().empty())
+      throw InputError("unexpected argument " + quote_arg(r.unmatched().front()) + " (see --help)");
+    return r;
+  } catch (const cxxopts::exceptions::no_such_option& e) {
+    throw InputError(flag_of(e.what()) + ": unknown option (see --help)");
+  } catch (const cxxopts::exceptions::missing_argument& e) {
+    throw InputError(flag_of(e.what()) + ": missing its value (see --help)");
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw InputError(std::string(e.what()) + " (see --help)");
+  }
+}
+
+// Creates the run folder and checks that it takes files, before any training time is spent.
+void prepare_out_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw InputError("--out " + dir + ": cannot create the folder: " + ec.message());
+  if (!fs::is_directory(dir)) throw InputError("--out " + dir + ": exists and is not a folder");
+  const std::string probe = dir + "/.cuvae-write-test";
+  std::FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f) throw InputError("--out " + dir + ": cannot write there: " + std::strerror(errno));
+  std::fclose(f);
+  std::remove(probe.c_str());
+}
+
+class MetricsCsv {
+ public:
+  explicit MetricsCsv(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
+    if (!out_) throw InputError(path + ": cannot create the metrics file");
+    out_ << "epoch,loss,reconstruction,kl,images,steps,images_per_s,seconds\n";
+    out_.flush();
+  }
+  void add(const EpochMetrics& m) {
+    out_.precision(9);
+    out_ << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',' << m.images << ','
+         << m.steps << ',' << m.images_per_s << ',' << m.seconds << '\n';
+    out_.flush();
+    if (!out_) throw InputError(path_ + ": cannot write the metrics file");
+  }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+std::string beta_text(double beta) {
+  std::ostringstream os;
+  os.precision(17);
+  os << beta;
+  return os.str();
+}
+
+void save_model(const std::string& path, const ModelDesc& desc, const std::vector<float>& params,
+                double beta) {
+  std::vector<TensorOut> tensors;
+  for (const ParamTensor& p : desc.params)
+    tensors.push_back({p.name, DType::F32, p.shape, params.data() + p.offset});
+  write_safetensors(path, tensors,
+                    {{"format", "cuvae-model-1"},
+                     {"architecture", kArchitecture},
+                     {"latent_dim", std::to_string(desc.latent_dim)},
+                     {"beta", beta_text(beta)}});
+}
+
+int cmd_train(int argc, char** argv) {
+  TrainConfig cfg;
+  cxxopts::Options options("cuvae train", "Train the convolutional VAE (Keras-example defaults).");
+  // clang-format off
+  options.add_options()
+    ("data", "folder with the MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)",
+       cxxopts::value<std::string>()->default_value(cfg.data_dir), "DIR")
+    ("device", "cpu or gpu", cxxopts::value<std::string>()->default_value("cpu"), "DEV")
+    ("epochs", "passes over the training images (1-100000)",
+       cxxopts::value<std::string>()->default_value(std::to_string(cfg.epochs)), "N")
+    ("batch-size", "images per step (1-65536)",
+       cxxopts::value<std::string>()->default_value(std::to_string(cfg.batch_size)), "N")
+    ("lr", "Adam learning rate (0 < lr <= 10)", cxxopts::value<std::string>()->default_value("0.001"), "X")
+    ("latent-dim", "latent dimension D (1-" + std::to_string(kMaxLatentDim) + ")",
+       cxxopts::value<std::string>()->default_value(std::to_string(cfg.latent_dim)), "D")
+    ("beta", "weight of the KL term (0 <= beta <= 1e6)", cxxopts::value<std::string>()->default_value("1"), "X")
+    ("seed", "seed of every random draw (initialisation, shuffling, noise)",
+       cxxopts::value<std::string>()->default_value("0"), "N")
+    ("limit", "train on the first N training images only (0: all)",
+       cxxopts::value<std::string>()->default_value("0"), "N")
+    ("out", "run folder for metrics.csv, config.json and model.safetensors",
+       cxxopts::value<std::string>()->default_value(cfg.out_dir), "DIR")
+    ("h,help", "show this help");
+  // clang-format on
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help()
+              << "\nThe loss is the batch mean of BCE summed over the 784 "
+                 "pixels plus beta * KL(q(z|x) || N(0, I)).\n";
+    return 0;
+  }
+  cfg.data_dir = r["data"].as<std::string>();
+  cfg.device = r["device"].as<std::string>();
+  cfg.epochs = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 100000));
+  cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 65536));
+  cfg.adam.lr = float(parse_real_flag("--lr", r["lr"].as<std::string>(), 0.0, 10.0, false));
+  cfg.latent_dim =
+      int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
+  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
+  cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
+  cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  cfg.out_dir = r["out"].as<std::string>();
+  if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
+  if (cfg.out_dir.empty()) throw InputError("--out: empty folder name");
+  if (cfg.device != "cpu" && cfg.device != "gpu")
+    throw InputError("--device: expected 'cpu' or 'gpu', got " + quote_arg(cfg.device));
+  if (cfg.device == "gpu") {
+    const GpuInfo gpu = query_gpus();
+    throw InputError(std::string("--device gpu: the GPU trainer is not part of this build yet") +
+                     (gpu.count > 0 ? " (found " + gpu.name + ")" : "") + "; use --device cpu");
+  }
+
+  const ModelDesc desc = make_vae(cfg.latent_dim);
+  Dataset train = load_dataset(cfg.data_dir, Split::Train);
+  if (cfg.limit > 0 && cfg.limit < train.images.count) {
+    train.images.count = cfg.limit;
+    train.images.pixels.resize(size_t(cfg.limit) * kImagePixels);
+  }
+  prepare_out_dir(cfg.out_dir);
+
+  std::cout << "cuvae: model " << with_commas(int64_t(desc.num_params))
+            << " parameters (latent dim " << desc.latent_dim << ")\n"
+            << "cuvae: data " << cfg.data_dir << ": " << with_commas(train.images.count)
+            << " training images\n"
+            << "cuvae: device cpu (" << omp_get_max_threads() << " threads), batch "
+            << cfg.batch_size << ", lr " << cfg.adam.lr << ", beta " << cfg.beta << ", seed "
+            << cfg.seed << ", " << cfg.epochs << (cfg.epochs == 1 ? " epoch\n" : " epochs\n")
+            << std::flush;
+  if (int64_t(cfg.epochs) * train.images.count > 100000)
+    std::cout << "cuvae: note: --device cpu is the slow reference path (about 100 images/s on "
+                 "two cores); --limit and --epochs make a quick run\n"
+              << std::flush;
+
+  TrainState state;
+  state.params.resize(desc.num_params);
+  state.adam_m.assign(desc.num_params, 0.0f);
+  state.adam_v.assign(desc.num_params, 0.0f);
+  init_params(desc, cfg.seed, state.params.data());
+
+  nlohmann::json config = {{"architecture", kArchitecture},
+                           {"latent_dim", cfg.latent_dim},
+                           {"beta", cfg.beta},
+                           {"epochs", cfg.epochs},
+                           {"batch_size", cfg.batch_size},
+                           {"lr", cfg.adam.lr},
+                           {"adam_beta1", cfg.adam.beta1},
+                           {"adam_beta2", cfg.adam.beta2},
+                           {"adam_eps", cfg.adam.eps},
+                           {"seed", cfg.seed},
+                           {"limit", cfg.limit},
+                           {"device", cfg.device},
+                           {"data", cfg.data_dir},
+                           {"train_images", train.images.count},
+                           {"parameters", desc.num_params},
+                           {"version", kVersion}};
+  {
+    std::ofstream cf(cfg.out_dir + "/config.json", std::ios::trunc);
+    cf << config.dump(2) << '\n';
+    if (!cf) throw InputError(cfg.out_dir + "/config.json: cannot write");
+  }
+
+  MetricsCsv csv(cfg.out_dir + "/metrics.csv");
+  const int width = int(std::to_string(cfg.epochs).size());
+  train_cpu(cfg, desc, train.images, state, [&](const EpochMetrics& m) {
+    std::string e = std::to_string(m.epoch);
+    e.insert(0, size_t(width) - std::min(e.size(), size_t(width)), ' ');
+    std::cout << "epoch " << e << "/" << cfg.epochs << "  loss " << fixed(m.loss, 4)
+              << "  reconstruction " << fixed(m.recon, 4) << "  kl " << fixed(m.kl, 4)
+              << "  images/s " << fixed(m.images_per_s, 0) << "  (" << fixed(m.seconds, 1)
+              << " s)\n"
+              << std::flush;
+    csv.add(m);
+  });
+  const std::string model_path = cfg.out_dir + "/model.safetensors";
+  save_model(model_path, desc, state.params, cfg.beta);
+  std::cout << "cuvae: wrote " << model_path << ", " << cfg.out_dir << "/metrics.csv, "
+            << cfg.out_dir << "/config.json\n";
+  return 0;
+}
+
+int cmd_parity_dump(int argc, char** argv) {
+  ParityDumpConfig cfg;
+  cxxopts::Options options("cuvae parity-dump",
+                           "Write weights, one batch, its noise and the CPU reference's loss and "
+                           "gradients to a safetensors file for tools/parity/parity.py.");
+  // clang-format off
+  options.add_options()
+    ("out", "output file (.safetensors)", cxxopts::value<std::string>(), "FILE")
+    ("batch-size", "images in the batch (1-4096)", cxxopts::value<std::string>()->default_value("5"), "N")
+    ("latent-dim", "latent dimension D", cxxopts::value<std::string>()->default_value("2"), "D")
+    ("beta", "weight of the KL term", cxxopts::value<std::string>()->default_value("1"), "X")
+    ("seed", "seed of the weights, images and noise", cxxopts::value<std::string>()->default_value("0"), "N")
+    ("data", "take the images from this MNIST folder's test split (default: synthetic images)",
+       cxxopts::value<std::string>()->default_value(""), "DIR")
+    ("h,help", "show this help");
+  // clang-format on
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help();
+    return 0;
+  }
+  if (!r.count("out")) throw InputError("--out: required (the file to write)");
+  cfg.out = r["out"].as<std::string>();
+  cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 4096));
+  cfg.latent_dim =
+      int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
+  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
+  cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
+  cfg.data_dir = r["data"].as<std::string>();
+  write_parity_dump(cfg);
+  std::cout << "cuvae: wrote " << cfg.out << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int64_t parse_int_flag(const std::string& flag, const std::string& text, int64_t lo, int64_t hi) {
+  const std::string range = " between " + std::to_string(lo) + " and " + std::to_string(hi);
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || end != text.c_str() + text.size() || std::isspace((unsigned char)text[0]))
+    throw InputError(flag + ": expected an integer" + range + ", got " + quote_arg(text));
+  if (errno == ERANGE || v < lo || v > hi)
+    throw InputError(flag + ": " + text + " is out of range, expected an integer" + range);
+  return v;
+}
+
+uint64_t parse_seed_flag(const std::string& flag, const std::string& text) {
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isdigit((unsigned char)text[0]))
+    throw InputError(flag + ": expected a non-negative integer, got " + quote_arg(text));
+  if (errno == ERANGE) throw InputError(flag + ": " + text + " does not fit in 64 bits");
+  return v;
+}
+
+double parse_real_flag(const std::string& flag, const std::string& text, double lo, double hi,
+                       bool lo_inclusive) {
+  std::ostringstream range;
+  range << (lo_inclusive ? " >= " : " > ") << lo << " and <= " << hi;
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || std::isspace((unsigned char)text[0]))
+    throw InputError(flag + ": expected a number" + range.str() + ", got " + quote_arg(text));
+  if (!std::isfinite(v)) throw InputError(flag + ": " + text + " is not a finite number");
+  if ((lo_inclusive ? v < lo : v <= lo) || v > hi)
+    throw InputError(flag + ": " + text + " is out of range, expected a number" + range.str());
+  return v;
+}
+
+int run_cli(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::cout << "cuvae " << kVersion << "\n";
+    return 0;
+  }
+  if (cmd == "train") return cmd_train(argc - 1, argv + 1);
+  if (cmd == "parity-dump") return cmd_parity_dump(argc - 1, argv + 1);
+  throw InputError("unknown command " + quote_arg(cmd) + " (commands: train, parity-dump)");
+}
+
+}  // namespace cuvae

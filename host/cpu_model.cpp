@@ -1,0 +1,151 @@
+// Whole-model forward/backward on the CPU (see cpu_model.h).
+#include "host/cpu_model.h"
+
+#include "host/error.h"
+
+namespace cuvae::cpu {
+
+template <typename T>
+void Activations<T>::resize(const ModelDesc& desc, int batch_size) {
+  if (batch_size < 1) throw Error("Activations::resize: batch size must be positive");
+  batch = batch_size;
+  latent_dim = desc.latent_dim;
+  const size_t b = size_t(batch_size), d = size_t(latent_dim);
+  auto out = [&](LayerId id) { return b * size_t(desc.layer(id).out_size()); };
+  x.resize(b * kImagePixels);
+  eps.resize(b * d);
+  h1.resize(out(kEncConv1));
+  h2.resize(out(kEncConv2));
+  h3.resize(out(kEncFc));
+  mu.resize(b * d);
+  logvar.resize(b * d);
+  z.resize(b * d);
+  d0.resize(out(kDecFc));
+  d1.resize(out(kDecDeconv1));
+  d2.resize(out(kDecDeconv2));
+  logits.resize(out(kDecOut));
+  dlogits.resize(out(kDecOut));
+  recon.resize(b);
+  kl.resize(b);
+}
+
+namespace {
+
+template <typename T>
+const T* weight(const ModelDesc& d, const T* params, LayerId id) {
+  return params + d.weight(id).offset;
+}
+template <typename T>
+const T* bias(const ModelDesc& d, const T* params, LayerId id) {
+  return params + d.bias(id).offset;
+}
+
+// Forward of one layer (conv, transposed conv or linear) including its ReLU.
+template <typename T>
+void layer_forward(const ModelDesc& d, const T* params, LayerId id, T* y, const T* x, int batch) {
+  const Layer& l = d.layer(id);
+  const T* w = weight(d, params, id);
+  const T* b = bias(d, params, id);
+  switch (l.kind) {
+    case LayerKind::Conv2d:
+      conv2d_forward(y, x, w, b, batch, l);
+      break;
+    case LayerKind::ConvTranspose2d:
+      conv_transpose2d_forward(y, x, w, b, batch, l);
+      break;
+    case LayerKind::Linear:
+      linear_forward(y, x, w, b, batch, l.in_channels, l.out_channels);
+      break;
+  }
+  if (l.relu) relu_forward(y, y, size_t(batch) * size_t(l.out_size()));
+}
+
+// Backward of one layer. dy is the gradient w.r.t. the layer's output *after* its ReLU and is
+// consumed (overwritten by the pre-ReLU gradient); y is the post-ReLU output. dx may be null.
+template <typename T>
+void layer_backward(const ModelDesc& d, const T* params, LayerId id, T* dx, std::vector<T>& dy,
+                    const T* y, const T* x, int batch, T* grads) {
+  const Layer& l = d.layer(id);
+  if (l.relu) relu_backward(dy.data(), dy.data(), y, dy.size());
+  const T* w = weight(d, params, id);
+  T* dw = grads + d.weight(id).offset;
+  T* db = grads + d.bias(id).offset;
+  switch (l.kind) {
+    case LayerKind::Conv2d:
+      conv2d_backward(dx, dw, db, dy.data(), x, w, batch, l);
+      break;
+    case LayerKind::ConvTranspose2d:
+      conv_transpose2d_backward(dx, dw, db, dy.data(), x, w, batch, l);
+      break;
+    case LayerKind::Linear:
+      linear_backward(dx, dw, db, dy.data(), x, w, batch, l.in_channels, l.out_channels);
+      break;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void model_encode(const ModelDesc& d, const T* params, Activations<T>& a) {
+  const int b = a.batch;
+  layer_forward(d, params, kEncConv1, a.h1.data(), a.x.data(), b);
+  layer_forward(d, params, kEncConv2, a.h2.data(), a.h1.data(), b);
+  layer_forward(d, params, kEncFc, a.h3.data(), a.h2.data(), b);
+  layer_forward(d, params, kEncMu, a.mu.data(), a.h3.data(), b);
+  layer_forward(d, params, kEncLogvar, a.logvar.data(), a.h3.data(), b);
+}
+
+template <typename T>
+LossParts model_forward(const ModelDesc& d, const T* params, Activations<T>& a, double beta) {
+  if (a.latent_dim != d.latent_dim) throw Error("model_forward: activations sized for another D");
+  const int b = a.batch;
+  model_encode(d, params, a);
+  reparam_forward(a.z.data(), a.mu.data(), a.logvar.data(), a.eps.data(), a.z.size());
+  layer_forward(d, params, kDecFc, a.d0.data(), a.z.data(), b);
+  layer_forward(d, params, kDecDeconv1, a.d1.data(), a.d0.data(), b);
+  layer_forward(d, params, kDecDeconv2, a.d2.data(), a.d1.data(), b);
+  layer_forward(d, params, kDecOut, a.logits.data(), a.d2.data(), b);
+  return bce_kl_loss(a.dlogits.data(), a.recon.data(), a.kl.data(), a.logits.data(), a.x.data(),
+                     a.mu.data(), a.logvar.data(), b, kImagePixels, d.latent_dim, beta);
+}
+
+template <typename T>
+void model_backward(const ModelDesc& d, const T* params, const Activations<T>& a, double beta,
+                    T* grads) {
+  const int b = a.batch;
+  std::vector<T> g_logits(a.dlogits), g_d2(a.d2.size()), g_d1(a.d1.size()), g_d0(a.d0.size());
+  std::vector<T> g_z(a.z.size()), g_mu(a.mu.size()), g_lv(a.logvar.size());
+  std::vector<T> g_h3(a.h3.size()), g_h3_lv(a.h3.size()), g_h2(a.h2.size()), g_h1(a.h1.size());
+  // Decoder.
+  layer_backward(d, params, kDecOut, g_d2.data(), g_logits, a.logits.data(), a.d2.data(), b, grads);
+  layer_backward(d, params, kDecDeconv2, g_d1.data(), g_d2, a.d2.data(), a.d1.data(), b, grads);
+  layer_backward(d, params, kDecDeconv1, g_d0.data(), g_d1, a.d1.data(), a.d0.data(), b, grads);
+  layer_backward(d, params, kDecFc, g_z.data(), g_d0, a.d0.data(), a.z.data(), b, grads);
+  // Reparameterization and the KL term.
+  reparam_backward(g_mu.data(), g_lv.data(), g_z.data(), a.mu.data(), a.logvar.data(), a.eps.data(),
+                   b, d.latent_dim, beta);
+  // Both heads read h3: their input gradients add up.
+  layer_backward(d, params, kEncMu, g_h3.data(), g_mu, a.mu.data(), a.h3.data(), b, grads);
+  layer_backward(d, params, kEncLogvar, g_h3_lv.data(), g_lv, a.logvar.data(), a.h3.data(), b,
+                 grads);
+  for (size_t i = 0; i < g_h3.size(); ++i) g_h3[i] += g_h3_lv[i];
+  // Encoder.
+  layer_backward(d, params, kEncFc, g_h2.data(), g_h3, a.h3.data(), a.h2.data(), b, grads);
+  layer_backward(d, params, kEncConv2, g_h1.data(), g_h2, a.h2.data(), a.h1.data(), b, grads);
+  layer_backward<T>(d, params, kEncConv1, nullptr, g_h1, a.h1.data(), a.x.data(), b, grads);
+}
+
+template struct Activations<float>;
+template struct Activations<double>;
+template LossParts model_forward<float>(const ModelDesc&, const float*, Activations<float>&,
+                                        double);
+template LossParts model_forward<double>(const ModelDesc&, const double*, Activations<double>&,
+                                         double);
+template void model_backward<float>(const ModelDesc&, const float*, const Activations<float>&,
+                                    double, float*);
+template void model_backward<double>(const ModelDesc&, const double*, const Activations<double>&,
+                                     double, double*);
+template void model_encode<float>(const ModelDesc&, const float*, Activations<float>&);
+template void model_encode<double>(const ModelDesc&, const double*, Activations<double>&);
+
+}  // namespace cuvae::cpu

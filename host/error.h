@@ -1,0 +1,25 @@
+// Error types shared by the whole program.
+//
+// cuvae::Error is the base of everything cuvae throws. cuvae::InputError marks a problem
+// with something the user handed us (a file, a flag value): the CLI prints its message as
+// one line and exits with code 2. Any other exception is an internal failure (exit 1).
+// Library code never calls exit(); only main() turns an exception into an exit code.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace cuvae {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Bad user input: the message names the file or flag and says what is wrong.
+class InputError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace cuvae

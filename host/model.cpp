@@ -1,0 +1,125 @@
+// Builds the model description (see model.h) and the seeded Glorot-uniform initialisation.
+#include "host/model.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "host/error.h"
+#include "host/philox.h"
+
+namespace cuvae {
+namespace {
+
+int conv_out(int in, int k, int s, int p) {
+  return (in + 2 * p - k) / s + 1;
+}
+int deconv_out(int in, int k, int s, int p, int op) {
+  return (in - 1) * s - 2 * p + k + op;
+}
+
+class Builder {
+ public:
+  explicit Builder(ModelDesc& d) : d_(d) {}
+
+  int add_param(const std::string& name, std::vector<int64_t> shape, int fan_in, int fan_out) {
+    ParamTensor t;
+    t.name = name;
+    t.numel = 1;
+    for (int64_t s : shape) t.numel *= static_cast<size_t>(s);
+    t.shape = std::move(shape);
+    t.offset = d_.num_params;
+    t.fan_in = fan_in;
+    t.fan_out = fan_out;
+    d_.num_params += t.numel;
+    d_.params.push_back(std::move(t));
+    return static_cast<int>(d_.params.size()) - 1;
+  }
+
+  void conv(const std::string& name, int cin, int cout, int in_hw, int stride, bool relu) {
+    Layer l{name, LayerKind::Conv2d, cin, cout};
+    l.kernel = 3, l.stride = stride, l.pad = 1;
+    l.in_h = l.in_w = in_hw;
+    l.out_h = l.out_w = conv_out(in_hw, 3, stride, 1);
+    l.relu = relu;
+    l.weight = add_param(name + ".weight", {cout, cin, 3, 3}, cin * 9, cout * 9);
+    l.bias = add_param(name + ".bias", {cout}, 0, 0);
+    d_.layers.push_back(l);
+  }
+
+  void deconv(const std::string& name, int cin, int cout, int in_hw, int stride, bool relu) {
+    Layer l{name, LayerKind::ConvTranspose2d, cin, cout};
+    l.kernel = 3, l.stride = stride, l.pad = 1, l.out_pad = stride - 1;
+    l.in_h = l.in_w = in_hw;
+    l.out_h = l.out_w = deconv_out(in_hw, 3, stride, 1, l.out_pad);
+    l.relu = relu;
+    // Glorot fans of a transposed conv: the sum fan_in + fan_out is (cin + cout) * k * k
+    // whichever way they are assigned, so the limit is unambiguous.
+    l.weight = add_param(name + ".weight", {cin, cout, 3, 3}, cin * 9, cout * 9);
+    l.bias = add_param(name + ".bias", {cout}, 0, 0);
+    d_.layers.push_back(l);
+  }
+
+  void linear(const std::string& name, int in, int out, bool relu) {
+    Layer l{name, LayerKind::Linear, in, out};
+    l.relu = relu;
+    l.weight = add_param(name + ".weight", {out, in}, in, out);
+    l.bias = add_param(name + ".bias", {out}, 0, 0);
+    d_.layers.push_back(l);
+  }
+
+ private:
+  ModelDesc& d_;
+};
+
+}  // namespace
+
+ModelDesc make_vae(int latent_dim) {
+  if (latent_dim < 1 || latent_dim > kMaxLatentDim)
+    throw InputError("latent dimension must be between 1 and " + std::to_string(kMaxLatentDim) +
+                     ", got " + std::to_string(latent_dim));
+  ModelDesc d;
+  d.latent_dim = latent_dim;
+  Builder b(d);
+  b.conv("encoder.conv1", 1, 32, kImageSide, 2, true);  // 28 -> 14
+  b.conv("encoder.conv2", 32, 64, 14, 2, true);         // 14 -> 7
+  b.linear("encoder.fc", 64 * 7 * 7, 16, true);
+  b.linear("encoder.mu", 16, latent_dim, false);
+  b.linear("encoder.logvar", 16, latent_dim, false);
+  b.linear("decoder.fc", latent_dim, 64 * 7 * 7, true);
+  b.deconv("decoder.deconv1", 64, 64, 7, 2, true);   // 7 -> 14
+  b.deconv("decoder.deconv2", 64, 32, 14, 2, true);  // 14 -> 28
+  b.deconv("decoder.out", 32, 1, kImageSide, 1, false);
+  return d;
+}
+
+const ParamTensor& ModelDesc::param(const std::string& name) const {
+  for (const ParamTensor& p : params)
+    if (p.name == name) return p;
+  throw Error("no parameter named '" + name + "' in the model description");
+}
+
+void init_params(const ModelDesc& desc, uint64_t seed, float* params) {
+  for (const ParamTensor& p : desc.params) {
+    float* w = params + p.offset;
+    if (p.fan_in == 0) {  // bias
+      for (size_t i = 0; i < p.numel; ++i) w[i] = 0.0f;
+      continue;
+    }
+    const double limit = std::sqrt(6.0 / double(p.fan_in + p.fan_out));
+    for (size_t i = 0; i < p.numel; ++i) {
+      const Philox4 r = random_words(seed, Stream::Init, p.offset + i, 0);
+      const double u = (double(r.v[0]) + 0.5) * (1.0 / 4294967296.0);  // (0, 1)
+      w[i] = static_cast<float>((2.0 * u - 1.0) * limit);
+    }
+  }
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+}  // namespace cuvae

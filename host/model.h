@@ -1,0 +1,89 @@
+// The one description of the cuvae model: layers, activation shapes and parameter tensors.
+//
+// Architecture (the classic Keras-example convolutional VAE, PyTorch conventions):
+//   x (B,1,28,28) -> encoder.conv1 3x3 s2 p1 +ReLU (B,32,14,14) -> encoder.conv2 3x3 s2 p1
+//   +ReLU (B,64,7,7) -> flatten (C,H,W) 3136 -> encoder.fc +ReLU (B,16) -> encoder.mu,
+//   encoder.logvar (B,D) -> z = mu + exp(logvar/2) * eps -> decoder.fc +ReLU (B,3136) ->
+//   reshape (B,64,7,7) -> decoder.deconv1 3x3 s2 p1 op1 +ReLU (B,64,14,14) -> decoder.deconv2
+//   3x3 s2 p1 op1 +ReLU (B,32,28,28) -> decoder.out 3x3 s1 p1 -> logits (B,1,28,28).
+// Parameter names and shapes are those of the equivalent PyTorch module (tools/parity/
+// cuvae_torch.py): Conv2d weight [out,in,kh,kw], ConvTranspose2d weight [in,out,kh,kw],
+// Linear weight [out,in]. All parameters live in one flat float buffer; each tensor is a
+// named view (offset, numel) into it. The CPU reference, the GPU trainer and checkpoints
+// all read this description.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cuvae {
+
+constexpr int kImageSide = 28;
+constexpr int kImagePixels = kImageSide * kImageSide;  // 784
+constexpr const char* kArchitecture = "cuvae-conv-vae-keras";
+
+struct ParamTensor {
+  std::string name;            // PyTorch state_dict key, e.g. "encoder.conv1.weight"
+  std::vector<int64_t> shape;  // PyTorch layout
+  size_t offset = 0;           // into the flat parameter buffer, in floats
+  size_t numel = 0;
+  int fan_in = 0;  // Glorot fans (weights only; 0 for biases)
+  int fan_out = 0;
+};
+
+enum class LayerKind { Conv2d, ConvTranspose2d, Linear };
+
+struct Layer {
+  std::string name;  // module name, e.g. "decoder.deconv1"
+  LayerKind kind;
+  int in_channels, out_channels;  // for Linear: in_features, out_features
+  int kernel = 1, stride = 1, pad = 0, out_pad = 0;
+  int in_h = 1, in_w = 1, out_h = 1, out_w = 1;  // spatial sizes (1 for Linear)
+  bool relu = false;                             // ReLU after the layer
+  int weight = -1, bias = -1;                    // indices into ModelDesc::params
+
+  int64_t in_size() const { return int64_t(in_channels) * in_h * in_w; }      // per image
+  int64_t out_size() const { return int64_t(out_channels) * out_h * out_w; }  // per image
+};
+
+// Layer indices, in execution order.
+enum LayerId : int {
+  kEncConv1 = 0,
+  kEncConv2,
+  kEncFc,
+  kEncMu,
+  kEncLogvar,
+  kDecFc,
+  kDecDeconv1,
+  kDecDeconv2,
+  kDecOut,
+  kNumLayers
+};
+
+struct ModelDesc {
+  int latent_dim = 2;
+  std::vector<Layer> layers;        // indexed by LayerId
+  std::vector<ParamTensor> params;  // in state_dict order
+  size_t num_params = 0;            // floats in the flat buffer
+
+  const Layer& layer(LayerId id) const { return layers[static_cast<size_t>(id)]; }
+  const ParamTensor& weight(LayerId id) const { return params[layer(id).weight]; }
+  const ParamTensor& bias(LayerId id) const { return params[layer(id).bias]; }
+  // Throws cuvae::Error for an unknown name.
+  const ParamTensor& param(const std::string& name) const;
+};
+
+// The VAE for latent dimension D (1 <= D <= kMaxLatentDim).
+constexpr int kMaxLatentDim = 4096;
+ModelDesc make_vae(int latent_dim);
+
+// Glorot-uniform weights (limit sqrt(6 / (fan_in + fan_out))), zero biases. Draws come from
+// Philox keyed by `seed`, one per flat parameter index, so the result does not depend on
+// the order of the loop or the machine.
+void init_params(const ModelDesc& desc, uint64_t seed, float* params);
+
+std::string shape_string(const std::vector<int64_t>& shape);  // "[32, 1, 3, 3]"
+
+}  // namespace cuvae

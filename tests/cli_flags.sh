@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# End-to-end flag validation of `cuvae train`: every nonsense value exits 2 with one line on
+# stderr naming the flag, before any data is read or any file written.
+# usage: cli_flags.sh <cuvae-binary>
+set -u
+CUVAE=$1
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_flags.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+
+expect_error() {  # expect_error <word that must appear> <args...>
+  local word=$1
+  shift
+  "$CUVAE" "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$? lines
+  lines=$(wc -l <"$TMP/err")
+  if [ "$rc" -ne 2 ] || [ "$lines" -ne 1 ] || ! grep -q -- "$word" "$TMP/err"; then
+    echo "FAIL: cuvae $* -> exit $rc, $lines stderr lines (want 2, 1 line with '$word'):"
+    cat "$TMP/err"
+    fails=$((fails + 1))
+  else
+    echo "ok: cuvae $* -> $(cat "$TMP/err")"
+  fi
+}
+
+run=(train --device cpu --data "$TMP/nodata" --out "$TMP/run")
+expect_error --batch-size "${run[@]}" --batch-size 0
+expect_error --batch-size "${run[@]}" --batch-size -5
+expect_error --batch-size "${run[@]}" --batch-size 12abc
+expect_error --epochs "${run[@]}" --epochs 0
+expect_error --epochs "${run[@]}" --epochs 100000000
+expect_error --lr "${run[@]}" --lr -0.001
+expect_error --lr "${run[@]}" --lr 0
+expect_error --lr "${run[@]}" --lr nan
+expect_error --lr "${run[@]}" --lr inf
+expect_error --latent-dim "${run[@]}" --latent-dim 0
+expect_error --latent-dim "${run[@]}" --latent-dim 1000000
+expect_error --beta "${run[@]}" --beta -1
+expect_error --beta "${run[@]}" --beta NaN
+expect_error --seed "${run[@]}" --seed -1
+expect_error --limit "${run[@]}" --limit -3
+expect_error --device "${run[@]}" --device tpu
+expect_error "no-such-flag" "${run[@]}" --no-such-flag
+expect_error "unknown command" fly
+expect_error "--epochs" "${run[@]}" --epochs
+# A missing data folder is reported by name; nothing is created in the run folder.
+expect_error "$TMP/nodata" "${run[@]}"
+if [ -e "$TMP/run" ]; then
+  echo "FAIL: the run folder was created although the data folder is missing"
+  fails=$((fails + 1))
+fi
+# Help and version succeed.
+"$CUVAE" train --help >"$TMP/out" 2>&1 && grep -q -- "--batch-size" "$TMP/out" || {
+  echo "FAIL: train --help"; fails=$((fails + 1)); }
+"$CUVAE" --version >/dev/null || { echo "FAIL: --version"; fails=$((fails + 1)); }
+
+if [ "$fails" -ne 0 ]; then
+  echo "cli_flags: $fails failed"
+  exit 1
+fi
+echo "cli_flags: all passed"

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# End-to-end check of how `cuvae train` reports broken dataset files: for every kind of
+# breakage (truncated, bad magic/type/dims, count mismatch, bad labels, broken gzip, empty,
+# missing file or folder) it must exit 2 with exactly one stderr line that names the
+# offending file (or folder), and never crash. A valid tiny dataset must train (exit 0).
+# Files are made with printf, head and gzip.
+# usage: cli_idx_errors.sh <cuvae-binary>
+set -u
+if [ $# -ne 1 ]; then
+  echo "usage: $0 <cuvae-binary>"
+  exit 1
+fi
+CUVAE=$1
+if [ ! -x "$CUVAE" ]; then
+  echo "FAIL: $CUVAE is not an executable"
+  exit 1
+fi
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_idx_errors.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+
+IMAGES=train-images-idx3-ubyte
+LABELS=train-labels-idx1-ubyte
+
+be32() {  # big-endian 32-bit integer
+  printf '%b' "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
+    $(($1 >> 8 & 255)) $(($1 & 255)))"
+}
+images() {  # images COUNT ROWS COLS [PIXEL-BYTES]: an IDX3 file with random pixels on stdout
+  printf '\0\0\10\3'
+  be32 "$1"
+  be32 "$2"
+  be32 "$3"
+  head -c "${4:-$(($1 * $2 * $3))}" /dev/urandom
+}
+labels() {  # labels LABEL...: an IDX1 file on stdout
+  printf '\0\0\10\1'
+  be32 $#
+  local l
+  for l in "$@"; do printf '%b' "$(printf '\\x%02x' "$l")"; done
+}
+LABELS16=(0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5)
+
+# new_dataset NAME: a folder with a valid 16-image training set (raw files); prints its path.
+new_dataset() {
+  local d=$TMP/$1
+  mkdir -p "$d"
+  images 16 28 28 >"$d/$IMAGES"
+  labels "${LABELS16[@]}" >"$d/$LABELS"
+  echo "$d"
+}
+
+# expect_error NAME DATA-DIR PATH-IN-MESSAGE
+expect_error() {
+  local name=$1 data=$2 path=$3 rc lines
+  "$CUVAE" train --device cpu --data "$data" --epochs 1 --limit 16 --batch-size 8 \
+    --out "$TMP/run-$name" >"$TMP/out" 2>"$TMP/err"
+  rc=$?
+  lines=$(wc -l <"$TMP/err")
+  local why=""
+  [ "$rc" -eq 2 ] || why="exit $rc, expected 2"
+  [ "$lines" -eq 1 ] || why="${why:+$why; }$lines stderr lines, expected 1"
+  grep -qF -- "$path" "$TMP/err" || why="${why:+$why; }stderr does not name $path"
+  head -n 1 "$TMP/err" | grep -q '^cuvae: error: ' || why="${why:+$why; }no 'cuvae: error: ' prefix"
+  if grep -qiE 'terminate called|core dumped|segmentation fault|aborted|sanitizer' \
+    "$TMP/err" "$TMP/out"; then
+    why="${why:+$why; }crashed"
+  fi
+  if [ -n "$why" ]; then
+    echo "FAIL: $name: $why; stderr:"
+    cat "$TMP/err"
+    fails=$((fails + 1))
+  else
+    echo "ok: $name -> $(cat "$TMP/err")"
+  fi
+}
+
+d=$(new_dataset truncated-payload)
+images 16 28 28 5000 >"$d/$IMAGES"
+expect_error truncated-payload "$d" "$d/$IMAGES"
+
+d=$(new_dataset truncated-header)
+images 16 28 28 | head -c 10 >"$d/$IMAGES"
+expect_error truncated-header "$d" "$d/$IMAGES"
+
+d=$(new_dataset wrong-magic)
+{ printf '\22\64\10\3'; be32 16; be32 28; be32 28; head -c 12544 /dev/urandom; } >"$d/$IMAGES"
+expect_error wrong-magic "$d" "$d/$IMAGES"
+
+d=$(new_dataset wrong-type)
+{ printf '\0\0\15\3'; be32 16; be32 28; be32 28; head -c 12544 /dev/urandom; } >"$d/$IMAGES"
+expect_error wrong-type-float "$d" "$d/$IMAGES"
+
+d=$(new_dataset wrong-dims)
+labels "${LABELS16[@]}" >"$d/$IMAGES"
+expect_error labels-as-images "$d" "$d/$IMAGES"
+
+d=$(new_dataset images-as-labels)
+images 16 28 28 >"$d/$LABELS"
+expect_error images-as-labels "$d" "$d/$LABELS"
+
+d=$(new_dataset huge-dims-overflow)
+images 4294967295 4294967295 4294967295 100 >"$d/$IMAGES"
+expect_error huge-dims-overflow "$d" "$d/$IMAGES"
+
+d=$(new_dataset huge-dims-tiny-file)
+images 1000000 28 28 100 >"$d/$IMAGES"
+expect_error huge-dims-tiny-file "$d" "$d/$IMAGES"
+
+d=$(new_dataset huge-dims-gzip)
+images 2000000 28 28 100 | gzip -c >"$d/$IMAGES.gz"
+rm "$d/$IMAGES"
+expect_error huge-dims-gzip "$d" "$d/$IMAGES.gz"
+
+d=$(new_dataset zero-dim)
+images 16 0 28 0 >"$d/$IMAGES"
+expect_error zero-dim "$d" "$d/$IMAGES"
+
+d=$(new_dataset trailing-bytes)
+{ images 16 28 28; printf 'xyz'; } >"$d/$IMAGES"
+expect_error trailing-bytes "$d" "$d/$IMAGES"
+
+d=$(new_dataset count-mismatch)
+labels 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 >"$d/$LABELS"
+expect_error count-mismatch "$d" "$d/$LABELS"
+
+d=$(new_dataset not-28x28)
+images 16 32 32 >"$d/$IMAGES"
+expect_error not-28x28 "$d" "$d/$IMAGES"
+
+d=$(new_dataset label-out-of-range)
+labels 0 1 2 3 4 5 6 7 8 12 0 1 2 3 4 5 >"$d/$LABELS"
+expect_error label-out-of-range "$d" "$d/$LABELS"
+
+d=$(new_dataset gzip-cut-short)
+images 16 28 28 | gzip -c | head -c 3000 >"$d/$IMAGES.gz"
+rm "$d/$IMAGES"
+expect_error gzip-cut-short "$d" "$d/$IMAGES.gz"
+
+d=$(new_dataset gzip-bad-crc)
+labels "${LABELS16[@]}" | gzip -c >"$TMP/labels.gz"
+size=$(wc -c <"$TMP/labels.gz")
+# Flip the CRC-32 of the gzip trailer (its first byte is 8 bytes from the end).
+{ head -c $((size - 8)) "$TMP/labels.gz"; printf '\377\377'; tail -c 6 "$TMP/labels.gz"; } \
+  >"$d/$LABELS.gz"
+rm "$d/$LABELS"
+expect_error gzip-bad-crc "$d" "$d/$LABELS.gz"
+
+d=$(new_dataset gzip-garbage)
+{ printf '\37\213'; head -c 500 /dev/urandom; } >"$d/$IMAGES.gz"
+rm "$d/$IMAGES"
+expect_error gzip-garbage "$d" "$d/$IMAGES.gz"
+
+d=$(new_dataset empty-file)
+: >"$d/$IMAGES"
+expect_error empty-file "$d" "$d/$IMAGES"
+
+d=$(new_dataset a-directory)
+rm "$d/$IMAGES"
+mkdir "$d/$IMAGES"
+expect_error directory-for-file "$d" "$d/$IMAGES"
+
+d=$(new_dataset missing-file)
+rm "$d/$LABELS"
+expect_error missing-file "$d" "$d"
+grep -qF "$LABELS" "$TMP/err" || { echo "FAIL: missing-file: $LABELS not named"; fails=$((fails + 1)); }
+
+expect_error missing-folder "$TMP/no-such-folder" "$TMP/no-such-folder"
+
+# A valid tiny dataset trains, raw and gzip.
+for form in raw gz; do
+  d=$(new_dataset "valid-$form")
+  if [ "$form" = gz ]; then gzip "$d/$IMAGES" "$d/$LABELS"; fi
+  "$CUVAE" train --device cpu --data "$d" --epochs 1 --limit 16 --batch-size 8 \
+    --out "$TMP/run-valid-$form" >"$TMP/out" 2>"$TMP/err"
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "FAIL: valid $form dataset: exit $rc; stderr:"
+    cat "$TMP/err"
+    fails=$((fails + 1))
+  else
+    echo "ok: valid $form dataset trains (exit 0)"
+  fi
+done
+
+if [ "$fails" -ne 0 ]; then
+  echo "cli_idx_errors: $fails failed"
+  exit 1
+fi
+echo "cli_idx_errors: all passed"

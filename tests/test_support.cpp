@@ -1,0 +1,46 @@
+// Test helpers (test_support.h).
+#include "tests/test_support.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+namespace cuvae::test {
+
+uint64_t fresh_seed() {
+  if (const char* s = std::getenv("CUVAE_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+  std::random_device rd;
+  return (uint64_t(rd()) << 32) ^ rd();
+}
+
+std::string Diff::report(const std::string& name) const {
+  std::ostringstream os;
+  os.precision(4);
+  os << name << ": max_abs " << max_abs << " at [" << worst << "] (got " << got_at_worst
+     << ", want " << want_at_worst << "), max_rel " << max_rel << ", rel_l2 " << rel_l2
+     << (non_finite ? ", NON-FINITE VALUE" : "");
+  return os.str();
+}
+
+namespace {
+bool has_mnist(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (dir.empty()) return false;
+  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
+    if (!fs::exists(dir + "/" + f) && !fs::exists(dir + "/" + f + ".gz")) return false;
+  return true;
+}
+}  // namespace
+
+const std::string& mnist_dir() {
+  static const std::string dir = [] {
+    if (const char* env = std::getenv("CUVAE_MNIST_DIR"); env && has_mnist(env))
+      return std::string(env);
+    const std::string in_tree = std::string(CUVAE_SOURCE_DIR) + "/data/mnist";
+    return has_mnist(in_tree) ? in_tree : std::string();
+  }();
+  return dir;
+}
+
+}  // namespace cuvae::test
