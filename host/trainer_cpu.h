@@ -20,7 +20,7 @@ namespace cuvae {
 struct TrainConfig {
   std::string data_dir = "data/mnist";
   std::string out_dir = "runs/latest";
-  std::string device = "cpu";
+  std::string device = "gpu";  // "gpu" or "cpu"
   int epochs = 30;
   int batch_size = 128;
   int latent_dim = 2;

@@ -1,0 +1,63 @@
+// Adam step kernel (adam.cuh): one grid-stride launch over the flat buffers.
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g g;  p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 +
+//   eps) step_size = lr / (1 - b1^t), inv_sqrt_bc2 = 1 / sqrt(1 - b2^t)
+// The bias corrections are computed on the host in double and rounded to float exactly as
+// cpu::adam_step does; the kernel then performs the CPU's fp32 operations in the CPU's order
+// with the _rn intrinsics (no FMA contraction, IEEE sqrt and division whatever the compiler
+// flags), so on a host compiler that does not contract (x86-64 without -mfma) the result is
+// the CPU's bit for bit. Scalar loads: the views into the parameter buffer need not be
+// 16-byte aligned, and at ~134k parameters the step is launch-bound anyway.
+// Owns: adam_kernel and the adam_step launcher.
+#include <cmath>
+#include <string>
+
+#include "cuda/adam.cuh"
+#include "cuda/cuda_check.cuh"
+
+namespace cuvae {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr size_t kMaxBlocks = 65535;
+
+__global__ void adam_kernel(float* __restrict__ params, float* __restrict__ m,
+                            float* __restrict__ v, const float* __restrict__ grads, size_t n,
+                            float beta1, float beta2, float eps, float step_size,
+                            float inv_sqrt_bc2) {
+  const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
+  const size_t stride = size_t(gridDim.x) * kThreads;
+  for (size_t i = size_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    const float g = grads[i];
+    const float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(one_minus_b1, g));
+    const float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(one_minus_b2, g), g));
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps);
+    params[i] = __fsub_rn(params[i], __fdiv_rn(__fmul_rn(step_size, mi), denom));
+  }
+}
+
+}  // namespace
+
+void adam_step(float* params, float* m, float* v, const float* grads, size_t n, float lr,
+               float beta1, float beta2, float eps, int64_t step, cudaStream_t s) {
+  if (step < 1) throw Error("adam_step: step must count from 1, got " + std::to_string(step));
+  if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
+    throw Error("adam_step: betas must lie in [0, 1)");
+  if (!std::isfinite(lr) || !(eps >= 0.0f) || !std::isfinite(eps))
+    throw Error("adam_step: bad lr or eps");
+  if (n == 0) return;  // nothing to update
+  if (!params || !m || !v || !grads) throw Error("adam_step: null pointer");
+  // Bias corrections exactly as cpu::adam_step computes them.
+  const double bc1 = 1.0 - std::pow(double(beta1), double(step));
+  const double bc2 = 1.0 - std::pow(double(beta2), double(step));
+  const float step_size = static_cast<float>(double(lr) / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const size_t blocks_needed = (n + kThreads - 1) / kThreads;
+  const unsigned blocks = unsigned(blocks_needed < kMaxBlocks ? blocks_needed : kMaxBlocks);
+  adam_kernel<<<blocks, kThreads, 0, s>>>(params, m, v, grads, n, beta1, beta2, eps, step_size,
+                                          inv_sqrt_bc2);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuvae

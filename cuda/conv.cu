@@ -1,0 +1,567 @@
+// cuDNN convolutions (see conv.cuh for the math). Owns the cuDNN handle, the descriptors of
+// each layer at one batch size and its three chosen algorithms.
+//
+// One geometry serves both layer kinds: a cuDNN convolution from an "image" tensor (the conv
+// input, NCHW) to a "grid" tensor (the conv output) through a filter [K, C, 3, 3]:
+//   Conv2d           image = x (B, in, in_h, in_w),   grid = y (B, out, out_h, out_w),
+//                    filter [K=out, C=in] = PyTorch's [out,in,3,3]
+//   ConvTranspose2d  image = y (B, out, out_h, out_w), grid = x (B, in, in_h, in_w),
+//                    filter [K=in, C=out] = PyTorch's [in,out,3,3]
+// and the three cuDNN routines map to the layer's passes as
+//   layer pass        Conv2d                          ConvTranspose2d
+//   forward           ConvolutionForward (x -> y)     ConvolutionBackwardData (dy:=x, dx:=y)
+//   backward_data     ConvolutionBackwardData         ConvolutionForward (x:=dy, y:=dx)
+//   backward_filter   BackwardFilter (x, dy)          BackwardFilter (x:=dy, dy:=x)
+// For the transposed conv, the output padding is implied by the tensor sizes: the constructor
+// checks that cuDNN's forward output of the image is exactly the grid.
+
+// cuDNN 9 marks this legacy convolution API (cudnnConvolutionForward / BackwardData /
+// BackwardFilter, their descriptors and algorithm queries) deprecated in favour of the backend
+// graph API. It is still supported, and it is far simpler to get right for three plain fp32
+// convolutions than building and finalizing operation graphs. cudnn_graph.h only attaches the
+// deprecation attribute when CUDNN_WARN_DEPRECATED is defined, so making sure it is undefined
+// here, before the include, keeps the warnings quiet in this file alone.
+#undef CUDNN_WARN_DEPRECATED
+#include <cudnn.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "cuda/conv.cuh"
+#include "cuda/cuda_check.cuh"
+
+namespace cuvae {
+namespace {
+
+[[noreturn]] void throw_cudnn_error(cudnnStatus_t status, const char* expr, const char* file,
+                                    int line) {
+  std::string msg = std::string(expr) + " failed at " + file + ":" + std::to_string(line) + ": " +
+                    cudnnGetErrorString(status);
+  // cuDNN 9 keeps a per-thread log of its last error with more detail (which check failed).
+  char detail[512] = {};
+  cudnnGetLastErrorString(detail, sizeof(detail));
+  if (detail[0]) msg += " (last cuDNN log message: " + std::string(detail) + ")";
+  throw CudnnError(msg);
+}
+
+}  // namespace
+}  // namespace cuvae
+
+#define CUDNN_CHECK(expr)                                                   \
+  do {                                                                      \
+    const cudnnStatus_t cuvae_status_ = (expr);                             \
+    if (cuvae_status_ != CUDNN_STATUS_SUCCESS)                              \
+      ::cuvae::throw_cudnn_error(cuvae_status_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+namespace cuvae {
+namespace {
+
+// Owns one cuDNN descriptor; Destroy is its cudnnDestroy*Descriptor. Created by the caller
+// through out() so that CUDNN_CHECK names the real create call.
+template <typename D, cudnnStatus_t (*Destroy)(D)>
+class Owned {
+ public:
+  Owned() = default;
+  ~Owned() {
+    if (!d_) return;
+    const cudnnStatus_t status = Destroy(d_);
+    if (status != CUDNN_STATUS_SUCCESS)
+      std::fprintf(stderr, "cuvae: warning: destroying a cuDNN descriptor failed: %s\n",
+                   cudnnGetErrorString(status));
+  }
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  D get() const { return d_; }
+  D* out() { return &d_; }
+
+ private:
+  D d_ = nullptr;
+};
+
+using TensorDesc = Owned<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor>;
+using FilterDesc = Owned<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor>;
+using ConvDesc = Owned<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor>;
+
+const char* algo_name(cudnnConvolutionFwdAlgo_t a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM:
+      return "IMPLICIT_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM:
+      return "IMPLICIT_PRECOMP_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM:
+      return "GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT:
+      return "DIRECT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT:
+      return "FFT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING:
+      return "FFT_TILING";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD:
+      return "WINOGRAD";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED:
+      return "WINOGRAD_NONFUSED";
+    default:
+      return "unknown";
+  }
+}
+const char* algo_name(cudnnConvolutionBwdDataAlgo_t a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_0:
+      return "ALGO_0";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_1:
+      return "ALGO_1";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT:
+      return "FFT";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING:
+      return "FFT_TILING";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD:
+      return "WINOGRAD";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED:
+      return "WINOGRAD_NONFUSED";
+    default:
+      return "unknown";
+  }
+}
+const char* algo_name(cudnnConvolutionBwdFilterAlgo_t a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0:
+      return "ALGO_0";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1:
+      return "ALGO_1";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT:
+      return "FFT";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3:
+      return "ALGO_3";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD:
+      return "WINOGRAD";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED:
+      return "WINOGRAD_NONFUSED";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING:
+      return "FFT_TILING";
+    default:
+      return "unknown";
+  }
+}
+const char* math_name(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_DEFAULT_MATH:
+      return "DEFAULT_MATH";
+    case CUDNN_TENSOR_OP_MATH:
+      return "TENSOR_OP_MATH";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+      return "TENSOR_OP_MATH_ALLOW_CONVERSION";
+    case CUDNN_FMA_MATH:
+      return "FMA_MATH";
+    default:
+      return "unknown";
+  }
+}
+
+// Whether an algorithm reporting math type `m` honours `math`. Fp32Strict takes FMA kernels;
+// DEFAULT_MATH only on a GPU without TF32 (compute capability < 8), where it means the same.
+// Tf32 takes anything but ALLOW_CONVERSION, which may round fp32 data down to fp16.
+bool math_allowed(cudnnMathType_t m, ConvMath math, bool tf32_hardware) {
+  if (math == ConvMath::Fp32Strict)
+    return m == CUDNN_FMA_MATH || (m == CUDNN_DEFAULT_MATH && !tf32_hardware);
+  return m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH || m == CUDNN_FMA_MATH;
+}
+
+// The math type a descriptor runs with: always FMA_MATH in Fp32Strict, else the chosen
+// algorithm's own.
+cudnnMathType_t math_for_policy(ConvMath math, cudnnMathType_t chosen) {
+  return math == ConvMath::Fp32Strict ? CUDNN_FMA_MATH : chosen;
+}
+
+const char* policy_name(ConvAlgoPolicy p) {
+  return p == ConvAlgoPolicy::Deterministic ? "deterministic" : "fastest";
+}
+const char* conv_math_name(ConvMath m) {
+  return m == ConvMath::Fp32Strict ? "fp32-strict" : "tf32";
+}
+
+// Picks from cuDNN's result list (heuristic order for Deterministic, measured times for
+// Fastest); throws, listing every candidate, when none is acceptable. `what` names the
+// direction for the message.
+template <typename Perf>
+Perf select_algo(const std::vector<Perf>& results, int count, ConvAlgoPolicy policy, ConvMath math,
+                 bool tf32_hardware, const std::string& what) {
+  // Which math type a result reports under an FMA-only descriptor is not pinned down by the
+  // documentation (frameworks override it rather than trust it), so Fp32Strict first looks
+  // for results reporting an allowed type and, failing that, takes any result that does not
+  // convert to fp16; the descriptor stays FMA_MATH either way (see math_for_policy()), which is
+  // what keeps tensor-core TF32 out.
+  const Perf* best = nullptr;
+  for (int pass = 0; pass < 2 && !best; ++pass) {
+    if (pass == 1 && math != ConvMath::Fp32Strict) break;
+    for (int i = 0; i < count; ++i) {
+      const Perf& r = results[size_t(i)];
+      if (r.status != CUDNN_STATUS_SUCCESS) continue;
+      if (pass == 0 && !math_allowed(r.mathType, math, tf32_hardware)) continue;
+      if (r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+      if (policy == ConvAlgoPolicy::Deterministic) {
+        if (r.determinism != CUDNN_DETERMINISTIC) continue;
+        best = &r;  // the heuristic ranking is the order of the list: take the first
+        break;
+      }
+      if (!best || r.time < best->time) best = &r;  // Find reports milliseconds per candidate
+    }
+  }
+  if (best) return *best;
+  std::ostringstream os;
+  os << what << ": no " << policy_name(policy) << " " << conv_math_name(math)
+     << " cuDNN algorithm available; candidates:";
+  if (count == 0) os << " none";
+  for (int i = 0; i < count; ++i) {
+    const Perf& r = results[size_t(i)];
+    os << " [" << algo_name(r.algo) << " " << cudnnGetErrorString(r.status) << " "
+       << math_name(r.mathType)
+       << (r.determinism == CUDNN_DETERMINISTIC ? " deterministic" : " non-deterministic") << "]";
+  }
+  throw Error(os.str());
+}
+
+}  // namespace
+
+// ---- CudnnHandle -------------------------------------------------------------------------
+
+struct CudnnHandle::Impl {
+  cudnnHandle_t handle = nullptr;
+  cudaStream_t stream = nullptr;
+  bool tf32_hardware = false;  // compute capability >= 8: DEFAULT_MATH may mean TF32
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {
+    if (!handle) return;
+    const cudnnStatus_t status = cudnnDestroy(handle);
+    if (status != CUDNN_STATUS_SUCCESS)
+      std::fprintf(stderr, "cuvae: warning: cudnnDestroy failed: %s\n",
+                   cudnnGetErrorString(status));
+  }
+};
+
+CudnnHandle::CudnnHandle(cudaStream_t stream) : impl_(std::make_unique<Impl>()) {
+  int device = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  impl_->tf32_hardware = major >= 8;
+  CUDNN_CHECK(cudnnCreate(&impl_->handle));
+  CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
+  impl_->stream = stream;
+}
+CudnnHandle::~CudnnHandle() = default;
+CudnnHandle::CudnnHandle(CudnnHandle&&) noexcept = default;
+CudnnHandle& CudnnHandle::operator=(CudnnHandle&&) noexcept = default;
+
+cudaStream_t CudnnHandle::stream() const {
+  return impl_->stream;
+}
+
+// ---- ConvOp ------------------------------------------------------------------------------
+
+struct ConvOp::Impl {
+  const CudnnHandle::Impl* h = nullptr;
+  Layer layer;
+  int batch = 0;
+  ConvMath math = ConvMath::Fp32Strict;
+  ConvAlgoPolicy policy = ConvAlgoPolicy::Deterministic;
+
+  TensorDesc image;   // conv input  (B, C, image_h, image_w)
+  TensorDesc grid;    // conv output (B, K, grid_h, grid_w)
+  FilterDesc filter;  // [K, C, kernel, kernel]
+  // One convolution descriptor per cuDNN routine: each carries the math type its chosen
+  // algorithm reported, and the three choices need not agree.
+  ConvDesc conv_fwd, conv_bwd_data, conv_bwd_filter;
+
+  cudnnConvolutionFwdAlgoPerf_t fwd{};
+  cudnnConvolutionBwdDataAlgoPerf_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter{};
+  size_t ws_fwd = 0, ws_bwd_data = 0, ws_bwd_filter = 0;
+  size_t workspace = 0;  // max of the three
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  bool transposed() const { return layer.kind == LayerKind::ConvTranspose2d; }
+
+  void setup();
+  void choose_fwd();
+  void choose_bwd_data();
+  void choose_bwd_filter();
+
+  // Throws unless the call has every pointer and a large enough workspace.
+  void check_call(const char* fn, bool pointers_ok, const void* ws, size_t ws_bytes) const;
+
+  // The three cuDNN routines in image/grid terms (see the table at the top).
+  void conv_forward(float* grid_out, const float* image_in, const float* w, void* ws,
+                    size_t ws_bytes) const {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionForward(h->handle, &one, image.get(), image_in, filter.get(), w,
+                                        conv_fwd.get(), fwd.algo, ws, ws_bytes, &zero, grid.get(),
+                                        grid_out));
+  }
+  void conv_backward_data(float* image_out, const float* grid_in, const float* w, void* ws,
+                          size_t ws_bytes) const {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionBackwardData(h->handle, &one, filter.get(), w, grid.get(), grid_in,
+                                             conv_bwd_data.get(), bwd_data.algo, ws, ws_bytes,
+                                             &zero, image.get(), image_out));
+  }
+  void conv_backward_filter(float* dw, const float* image_in, const float* grid_in, void* ws,
+                            size_t ws_bytes) const {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(h->handle, &one, image.get(), image_in, grid.get(),
+                                               grid_in, conv_bwd_filter.get(), bwd_filter.algo, ws,
+                                               ws_bytes, &zero, filter.get(), dw));
+  }
+};
+
+namespace {
+
+std::string layer_label(const Layer& l, int batch) {
+  return l.name + " (" + (l.kind == LayerKind::Conv2d ? "Conv2d" : "ConvTranspose2d") + ", batch " +
+         std::to_string(batch) + ")";
+}
+
+// Sizes cuDNN's legacy API holds in int: the whole tensor must stay below 2^31 elements.
+void check_tensor_size(const Layer& l, int batch, int64_t per_image, const char* which) {
+  if (int64_t(batch) * per_image > int64_t(INT_MAX))
+    throw InputError(layer_label(l, batch) + ": the " + which + " tensor has " +
+                     std::to_string(int64_t(batch) * per_image) +
+                     " elements, more than cuDNN's 2^31 - 1 (try a smaller --batch-size)");
+}
+
+// The layer's own sizes against its kernel/stride/pad/out_pad (PyTorch's formulas).
+void check_layer(const Layer& l, int batch) {
+  const std::string label = layer_label(l, batch);
+  if (l.kind != LayerKind::Conv2d && l.kind != LayerKind::ConvTranspose2d)
+    throw Error("ConvOp: " + l.name + " is not a Conv2d or ConvTranspose2d layer");
+  if (batch < 1) throw Error(label + ": batch must be >= 1");
+  if (l.in_channels < 1 || l.out_channels < 1 || l.kernel < 1 || l.stride < 1 || l.pad < 0 ||
+      l.in_h < 1 || l.in_w < 1 || l.out_h < 1 || l.out_w < 1)
+    throw Error(label + ": channels, kernel, stride and sizes must be positive, pad >= 0");
+  int want_h, want_w;
+  if (l.kind == LayerKind::Conv2d) {
+    want_h = (l.in_h + 2 * l.pad - l.kernel) / l.stride + 1;
+    want_w = (l.in_w + 2 * l.pad - l.kernel) / l.stride + 1;
+    if (l.out_pad != 0) throw Error(label + ": a Conv2d has no output padding");
+  } else {
+    if (l.out_pad < 0 || l.out_pad >= l.stride)
+      throw Error(label + ": output padding must be in [0, stride)");
+    want_h = (l.in_h - 1) * l.stride - 2 * l.pad + l.kernel + l.out_pad;
+    want_w = (l.in_w - 1) * l.stride - 2 * l.pad + l.kernel + l.out_pad;
+  }
+  if (want_h != l.out_h || want_w != l.out_w)
+    throw Error(label + ": output " + std::to_string(l.out_h) + "x" + std::to_string(l.out_w) +
+                " disagrees with the geometry, which gives " + std::to_string(want_h) + "x" +
+                std::to_string(want_w));
+  check_tensor_size(l, batch, l.in_size(), "input");
+  check_tensor_size(l, batch, l.out_size(), "output");
+}
+
+}  // namespace
+
+void ConvOp::Impl::setup() {
+  const Layer& l = layer;
+  // image = conv input, grid = conv output (see the table at the top of the file).
+  const int img_c = transposed() ? l.out_channels : l.in_channels;
+  const int img_h = transposed() ? l.out_h : l.in_h;
+  const int img_w = transposed() ? l.out_w : l.in_w;
+  const int grid_c = transposed() ? l.in_channels : l.out_channels;
+  const int grid_h = transposed() ? l.in_h : l.out_h;
+  const int grid_w = transposed() ? l.in_w : l.out_w;
+
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(image.out()));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(image.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, batch,
+                                         img_c, img_h, img_w));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(grid.out()));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(grid.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, batch,
+                                         grid_c, grid_h, grid_w));
+  // K = grid channels, C = image channels: Conv2d [out,in,k,k], ConvTranspose2d [in,out,k,k].
+  CUDNN_CHECK(cudnnCreateFilterDescriptor(filter.out()));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(filter.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, grid_c,
+                                         img_c, l.kernel, l.kernel));
+
+  // Cross-correlation (PyTorch's convention), fp32 compute, dilation 1. The starting math type
+  // steers the algorithm queries; each descriptor then takes its chosen algorithm's.
+  const cudnnMathType_t base_math =
+      math == ConvMath::Fp32Strict ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+  for (ConvDesc* c : {&conv_fwd, &conv_bwd_data, &conv_bwd_filter}) {
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(c->out()));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(c->get(), l.pad, l.pad, l.stride, l.stride, 1, 1,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(c->get(), base_math));
+  }
+
+  int n = 0, c = 0, oh = 0, ow = 0;
+  CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(conv_fwd.get(), image.get(), filter.get(), &n,
+                                                    &c, &oh, &ow));
+  if (n != batch || c != grid_c || oh != grid_h || ow != grid_w) {
+    std::ostringstream os;
+    os << layer_label(l, batch) << ": cuDNN's convolution of the (" << batch << ", " << img_c
+       << ", " << img_h << ", " << img_w << ") image gives (" << n << ", " << c << ", " << oh
+       << ", " << ow << "), expected (" << batch << ", " << grid_c << ", " << grid_h << ", "
+       << grid_w << ")";
+    throw Error(os.str());
+  }
+
+  choose_fwd();
+  choose_bwd_data();
+  choose_bwd_filter();
+  workspace = std::max({ws_fwd, ws_bwd_data, ws_bwd_filter});
+}
+
+void ConvOp::Impl::choose_fwd() {
+  int max_count = 0;
+  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h->handle, &max_count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> results(size_t(std::max(max_count, 1)));
+  int count = 0;
+  if (policy == ConvAlgoPolicy::Deterministic)
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h->handle, image.get(), filter.get(),
+                                                       conv_fwd.get(), grid.get(), max_count,
+                                                       &count, results.data()));
+  else
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h->handle, image.get(), filter.get(),
+                                                     conv_fwd.get(), grid.get(), max_count, &count,
+                                                     results.data()));
+  fwd = select_algo(results, count, policy, math, h->tf32_hardware,
+                    layer_label(layer, batch) + " convolution forward");
+  CUDNN_CHECK(cudnnSetConvolutionMathType(conv_fwd.get(), math_for_policy(math, fwd.mathType)));
+  CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+      h->handle, image.get(), filter.get(), conv_fwd.get(), grid.get(), fwd.algo, &ws_fwd));
+  ws_fwd = std::max(ws_fwd, fwd.memory);
+}
+
+void ConvOp::Impl::choose_bwd_data() {
+  int max_count = 0;
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h->handle, &max_count));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results(size_t(std::max(max_count, 1)));
+  int count = 0;
+  if (policy == ConvAlgoPolicy::Deterministic)
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h->handle, filter.get(), grid.get(),
+                                                            conv_bwd_data.get(), image.get(),
+                                                            max_count, &count, results.data()));
+  else
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h->handle, filter.get(), grid.get(),
+                                                          conv_bwd_data.get(), image.get(),
+                                                          max_count, &count, results.data()));
+  bwd_data = select_algo(results, count, policy, math, h->tf32_hardware,
+                         layer_label(layer, batch) + " convolution backward-data");
+  CUDNN_CHECK(
+      cudnnSetConvolutionMathType(conv_bwd_data.get(), math_for_policy(math, bwd_data.mathType)));
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h->handle, filter.get(), grid.get(),
+                                                           conv_bwd_data.get(), image.get(),
+                                                           bwd_data.algo, &ws_bwd_data));
+  ws_bwd_data = std::max(ws_bwd_data, bwd_data.memory);
+}
+
+void ConvOp::Impl::choose_bwd_filter() {
+  int max_count = 0;
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h->handle, &max_count));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> results(size_t(std::max(max_count, 1)));
+  int count = 0;
+  if (policy == ConvAlgoPolicy::Deterministic)
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h->handle, image.get(), grid.get(),
+                                                              conv_bwd_filter.get(), filter.get(),
+                                                              max_count, &count, results.data()));
+  else
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h->handle, image.get(), grid.get(),
+                                                            conv_bwd_filter.get(), filter.get(),
+                                                            max_count, &count, results.data()));
+  bwd_filter = select_algo(results, count, policy, math, h->tf32_hardware,
+                           layer_label(layer, batch) + " convolution backward-filter");
+  CUDNN_CHECK(cudnnSetConvolutionMathType(conv_bwd_filter.get(),
+                                          math_for_policy(math, bwd_filter.mathType)));
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h->handle, image.get(), grid.get(),
+                                                             conv_bwd_filter.get(), filter.get(),
+                                                             bwd_filter.algo, &ws_bwd_filter));
+  ws_bwd_filter = std::max(ws_bwd_filter, bwd_filter.memory);
+}
+
+void ConvOp::Impl::check_call(const char* fn, bool pointers_ok, const void* ws,
+                              size_t ws_bytes) const {
+  if (!pointers_ok)
+    throw Error(layer_label(layer, batch) + ": ConvOp::" + fn + ": null tensor pointer");
+  if (ws_bytes < workspace)
+    throw Error(layer_label(layer, batch) + ": ConvOp::" + fn + ": workspace of " +
+                std::to_string(ws_bytes) + " bytes, the chosen algorithms need " +
+                std::to_string(workspace));
+  if (workspace > 0 && !ws)
+    throw Error(layer_label(layer, batch) + ": ConvOp::" + fn + ": null workspace, " +
+                std::to_string(workspace) + " bytes needed");
+}
+
+ConvOp::ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math,
+               ConvAlgoPolicy policy)
+    : impl_(std::make_unique<Impl>()) {
+  check_layer(layer, batch);
+  if (!handle.impl_) throw Error("ConvOp: the CudnnHandle was moved from");
+  impl_->h = handle.impl_.get();
+  impl_->layer = layer;
+  impl_->batch = batch;
+  impl_->math = math;
+  impl_->policy = policy;
+  impl_->setup();
+}
+ConvOp::~ConvOp() = default;
+ConvOp::ConvOp(ConvOp&&) noexcept = default;
+ConvOp& ConvOp::operator=(ConvOp&&) noexcept = default;
+
+size_t ConvOp::workspace_bytes() const {
+  return impl_->workspace;
+}
+
+void ConvOp::forward(float* y, const float* x, const float* w, void* workspace,
+                     size_t workspace_bytes) const {
+  impl_->check_call("forward", y && x && w, workspace, workspace_bytes);
+  if (impl_->transposed())
+    impl_->conv_backward_data(y, x, w, workspace, workspace_bytes);  // y = conv^T(x)
+  else
+    impl_->conv_forward(y, x, w, workspace, workspace_bytes);
+}
+
+void ConvOp::backward_data(float* dx, const float* dy, const float* w, void* workspace,
+                           size_t workspace_bytes) const {
+  impl_->check_call("backward_data", dx && dy && w, workspace, workspace_bytes);
+  if (impl_->transposed())
+    impl_->conv_forward(dx, dy, w, workspace, workspace_bytes);  // dx = conv(dy)
+  else
+    impl_->conv_backward_data(dx, dy, w, workspace, workspace_bytes);
+}
+
+void ConvOp::backward_filter(float* dw, const float* x, const float* dy, void* workspace,
+                             size_t workspace_bytes) const {
+  impl_->check_call("backward_filter", dw && x && dy, workspace, workspace_bytes);
+  if (impl_->transposed())
+    impl_->conv_backward_filter(dw, dy, x, workspace, workspace_bytes);  // image dy, grid x
+  else
+    impl_->conv_backward_filter(dw, x, dy, workspace, workspace_bytes);
+}
+
+std::string ConvOp::describe() const {
+  const Impl& p = *impl_;
+  auto part = [](const char* routine, const char* algo, cudnnMathType_t m, size_t bytes) {
+    return std::string(routine) + " " + algo + " (" + math_name(m) + ", " + std::to_string(bytes) +
+           " B)";
+  };
+  const std::string f = part("ConvolutionForward", algo_name(p.fwd.algo), p.fwd.mathType, p.ws_fwd);
+  const std::string bd = part("ConvolutionBackwardData", algo_name(p.bwd_data.algo),
+                              p.bwd_data.mathType, p.ws_bwd_data);
+  const std::string bf = part("ConvolutionBackwardFilter", algo_name(p.bwd_filter.algo),
+                              p.bwd_filter.mathType, p.ws_bwd_filter);
+  std::ostringstream os;
+  os << layer_label(p.layer, p.batch) << " [" << policy_name(p.policy) << ", "
+     << conv_math_name(p.math) << "]: forward=" << (p.transposed() ? bd : f)
+     << "; backward_data=" << (p.transposed() ? f : bd) << "; backward_filter=" << bf
+     << "; workspace " << p.workspace << " B";
+  return os.str();
+}
+
+}  // namespace cuvae

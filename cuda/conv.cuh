@@ -1,0 +1,103 @@
+// cuDNN convolutions for the Conv2d and ConvTranspose2d layers (no bias: that is a separate
+// kernel). Math, NCHW float tensors, cross-correlation (PyTorch semantics), 3x3 window:
+//   Conv2d            y[b,k,oy,ox] = sum_{c,ky,kx} W[k,c,ky,kx] x[b,c,oy*s-p+ky,ox*s-p+kx]
+//                     W is PyTorch's [out,in,3,3]; backward: dx = conv^T(dy), dW = dy (*) x.
+//   ConvTranspose2d   the adjoint of the Conv2d that maps the (out, out_h, out_w) image to the
+//                     (in, in_h, in_w) grid with the same stride/pad and filter [K=in, C=out]
+//                     (PyTorch's [in,out,3,3] read as cuDNN's KCRS); the output padding is
+//                     implied by the tensor sizes. So y = conv^T(x), dx = conv(dy), and
+//                     dW = x (*) dy with dy in the conv-input role.
+// Owns: the cuDNN handle (CudnnHandle) and, per layer and batch size, the tensor / filter /
+// convolution descriptors and the three chosen algorithms (ConvOp). Everything expensive
+// (descriptors, algorithm choice, workspace sizes) happens once in the ConvOp constructor; the
+// calls only bind pointers. cuDNN's header stays inside conv.cu (pimpl).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "host/error.h"
+#include "host/model.h"
+
+namespace cuvae {
+
+// Thrown by CUDNN_CHECK (conv.cu): the failing expression, file:line and cuDNN's message.
+class CudnnError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Fp32Strict: FMA kernels only (CUDNN_FMA_MATH), no TF32 tensor cores.
+// Tf32: CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores on Ampere and newer.
+enum class ConvMath { Fp32Strict, Tf32 };
+
+// Deterministic: cuDNN's heuristic ranking (cudnnGet*Algorithm_v7), first algorithm that
+// reports CUDNN_DETERMINISTIC. The ranking does not depend on timing, so every run picks the
+// same algorithms and training is bit-reproducible on the same GPU and library versions.
+// Fastest: cudnnFind*Algorithm benchmarks every algorithm at setup and takes the fastest; the
+// choice can change from run to run and may be non-deterministic (atomics).
+enum class ConvAlgoPolicy { Deterministic, Fastest };
+
+// A cuDNN handle bound to one stream (every ConvOp built on it runs there). Move-only.
+class CudnnHandle {
+ public:
+  explicit CudnnHandle(cudaStream_t stream);
+  ~CudnnHandle();  // never throws; logs a failure to stderr
+  CudnnHandle(const CudnnHandle&) = delete;
+  CudnnHandle& operator=(const CudnnHandle&) = delete;
+  CudnnHandle(CudnnHandle&&) noexcept;
+  CudnnHandle& operator=(CudnnHandle&&) noexcept;
+
+  cudaStream_t stream() const;
+
+  struct Impl;
+
+ private:
+  friend class ConvOp;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One Conv2d or ConvTranspose2d layer at one batch size. The CudnnHandle must outlive it.
+// Move-only; a moved-from ConvOp may only be destroyed or assigned to.
+class ConvOp {
+ public:
+  // Throws CudnnError for a geometry cuDNN rejects, Error for a layer whose sizes disagree
+  // with its kernel/stride/pad/out_pad, or when no algorithm fits `math` (and `policy`).
+  ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math, ConvAlgoPolicy policy);
+  ~ConvOp();
+  ConvOp(const ConvOp&) = delete;
+  ConvOp& operator=(const ConvOp&) = delete;
+  ConvOp(ConvOp&&) noexcept;
+  ConvOp& operator=(ConvOp&&) noexcept;
+
+  // The workspace every call below needs: the max over the three chosen algorithms. Each
+  // call throws if handed fewer bytes than this (or a null workspace when this is > 0).
+  size_t workspace_bytes() const;
+
+  // All tensors are device pointers, NCHW, batch-first, no bias; outputs are overwritten
+  // (beta = 0, never read). Enqueued on the handle's stream; nothing is allocated.
+  //   x  (batch, in, in_h, in_w)     the layer input
+  //   y  (batch, out, out_h, out_w)  the layer output
+  //   w  Conv2d [out,in,3,3] / ConvTranspose2d [in,out,3,3]
+  void forward(float* y, const float* x, const float* w, void* workspace,
+               size_t workspace_bytes) const;
+  // dx = dL/dx (batch, in, in_h, in_w) from dy = dL/dy (batch, out, out_h, out_w).
+  void backward_data(float* dx, const float* dy, const float* w, void* workspace,
+                     size_t workspace_bytes) const;
+  // dw = dL/dW, summed over the batch, same layout as w.
+  void backward_filter(float* dw, const float* x, const float* dy, void* workspace,
+                       size_t workspace_bytes) const;
+
+  // One line naming the layer, the batch and the three algorithms (math type, workspace).
+  std::string describe() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cuvae

@@ -1,0 +1,45 @@
+// Batch gather + normalisation (data.cuh): x[i][p] = images[index[i] * pixels + p] / 255.
+// The division is __fdiv_rn (IEEE round-to-nearest whatever the -prec-div / fast-math flags),
+// so the result equals the CPU's float(v) / 255.0f bit for bit.
+// Owns: gather_normalize_kernel and its launcher.
+#include <climits>
+#include <cmath>
+#include <string>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/data.cuh"
+
+namespace cuvae {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxRowBlocks = 65535;  // gridDim.y limit; rows beyond it are grid-strided
+
+// Block (blockIdx.x, blockIdx.y) covers pixel tile blockIdx.x of rows blockIdx.y,
+// blockIdx.y + gridDim.y, ...
+__global__ void gather_normalize_kernel(float* __restrict__ x, const uint8_t* __restrict__ images,
+                                        const int32_t* __restrict__ index, int count, int pixels) {
+  const int p = blockIdx.x * kThreads + threadIdx.x;
+  if (p >= pixels) return;  // no block-wide sync below, so an early exit is safe
+  for (int64_t row = blockIdx.y; row < count; row += gridDim.y) {
+    const int32_t image = index[row];
+    float* dst = x + row * pixels;
+    dst[p] = image < 0 ? NAN : __fdiv_rn(float(images[int64_t(image) * pixels + p]), 255.0f);
+  }
+}
+
+}  // namespace
+
+void gather_normalize(float* x, const uint8_t* images, const int32_t* index, int count, int pixels,
+                      cudaStream_t s) {
+  if (count < 1 || pixels < 1 || pixels > INT_MAX - kThreads)
+    throw Error("gather_normalize: bad sizes count=" + std::to_string(count) +
+                " pixels=" + std::to_string(pixels));
+  if (!x || !images || !index) throw Error("gather_normalize: null pointer");
+  const dim3 grid(unsigned((pixels + kThreads - 1) / kThreads),
+                  unsigned(count < kMaxRowBlocks ? count : kMaxRowBlocks));
+  gather_normalize_kernel<<<grid, kThreads, 0, s>>>(x, images, index, count, pixels);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuvae

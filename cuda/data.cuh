@@ -1,0 +1,20 @@
+// Batch assembly on the GPU: gathers the images of one mini-batch from the uint8 training set
+// held on the device and normalises them to [0, 1]:
+//   x[i][p] = images[index[i] * pixels + p] / 255   (a true fp32 division, the CPU's
+//   float(v) / 255.0f bit for bit; see host/batch.h gather_batch).
+// Owns: the gather_normalize launcher.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cuvae {
+
+// x (count, pixels) from images (N, pixels) uint8 and index (count) int32, all device memory.
+// The caller guarantees 0 <= index[i] < N (the launcher cannot see N); a negative index
+// yields a row of NaN rather than a read outside the buffer.
+void gather_normalize(float* x, const uint8_t* images, const int32_t* index, int count, int pixels,
+                      cudaStream_t s);
+
+}  // namespace cuvae

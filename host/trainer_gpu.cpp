@@ -1,0 +1,326 @@
+// GPU trainer (trainer_gpu.h).
+#include "host/trainer_gpu.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "cuda/activations.cuh"
+#include "cuda/adam.cuh"
+#include "cuda/conv.cuh"
+#include "cuda/data.cuh"
+#include "cuda/dense.cuh"
+#include "cuda/device.cuh"
+#include "cuda/device_buffer.cuh"
+#include "cuda/loss.cuh"
+#include "cuda/reparam.cuh"
+#include "host/batch.h"
+#include "host/error.h"
+
+namespace cuvae {
+
+namespace {
+
+bool is_conv(const Layer& l) {
+  return l.kind != LayerKind::Linear;
+}
+
+// One ConvOp per convolution layer for one batch size (null for dense layers).
+using ConvSet = std::array<std::unique_ptr<ConvOp>, kNumLayers>;
+
+}  // namespace
+
+struct GpuTrainer::Impl {
+  ModelDesc desc;
+  TrainConfig cfg;
+  GpuOptions opts;
+  int max_batch;
+  int remainder;
+  CudaStream stream;
+  CudnnHandle cudnn;
+  CublasHandle cublas;
+  ConvSet full_convs, rem_convs;
+  DeviceBuffer<unsigned char> workspace;
+
+  DeviceBuffer<float> params, grads, adam_m, adam_v;  // (num_params) each
+  // Activations, sized for max_batch; see cpu_model.h for the shapes.
+  DeviceBuffer<float> x, h1, h2, h3, mu, logvar, eps, z, d0, d1, d2, logits, dlogits;
+  // Activation gradients.
+  DeviceBuffer<float> g_h1, g_h2, g_h3, g_h3_lv, g_mu, g_lv, g_z, g_d0, g_d1, g_d2;
+  DeviceBuffer<float> recon, kl;  // (max_batch) per image
+  DeviceBuffer<double> sums;      // (2) epoch sums of recon and kl over images
+  DeviceBuffer<uint8_t> images;   // (N, 784)
+  DeviceBuffer<int32_t> perm;     // (N)
+  int64_t num_images = 0;
+  int64_t step = 0;  // Adam steps taken
+
+  Impl(const ModelDesc& d, const TrainConfig& c, const GpuOptions& o, int mb, int rem)
+      : desc(d),
+        cfg(c),
+        opts(o),
+        max_batch(mb),
+        remainder(rem),
+        cudnn(stream.get()),
+        cublas(stream.get(), o.tf32) {
+    const ConvMath math = o.tf32 ? ConvMath::Tf32 : ConvMath::Fp32Strict;
+    const ConvAlgoPolicy policy =
+        o.deterministic ? ConvAlgoPolicy::Deterministic : ConvAlgoPolicy::Fastest;
+    size_t ws = 0;
+    for (int i = 0; i < kNumLayers; ++i) {
+      const Layer& l = desc.layers[size_t(i)];
+      if (!is_conv(l)) continue;
+      full_convs[size_t(i)] = std::make_unique<ConvOp>(cudnn, l, max_batch, math, policy);
+      ws = std::max(ws, full_convs[size_t(i)]->workspace_bytes());
+      if (remainder > 0) {
+        rem_convs[size_t(i)] = std::make_unique<ConvOp>(cudnn, l, remainder, math, policy);
+        ws = std::max(ws, rem_convs[size_t(i)]->workspace_bytes());
+      }
+    }
+    workspace = DeviceBuffer<unsigned char>(ws, "the cuDNN workspace");
+
+    const size_t n = desc.num_params;
+    params = DeviceBuffer<float>(n, "the parameters");
+    grads = DeviceBuffer<float>(n, "the gradients");
+    adam_m = DeviceBuffer<float>(n, "the Adam moments");
+    adam_v = DeviceBuffer<float>(n, "the Adam moments");
+    const size_t b = size_t(max_batch), dim = size_t(desc.latent_dim);
+    auto act = [&](LayerId id, const char* what) {
+      return DeviceBuffer<float>(b * size_t(desc.layer(id).out_size()), what);
+    };
+    x = DeviceBuffer<float>(b * kImagePixels, "the input batch");
+    h1 = act(kEncConv1, "activations");
+    h2 = act(kEncConv2, "activations");
+    h3 = act(kEncFc, "activations");
+    mu = act(kEncMu, "activations");
+    logvar = act(kEncLogvar, "activations");
+    eps = DeviceBuffer<float>(b * dim, "activations");
+    z = DeviceBuffer<float>(b * dim, "activations");
+    d0 = act(kDecFc, "activations");
+    d1 = act(kDecDeconv1, "activations");
+    d2 = act(kDecDeconv2, "activations");
+    logits = act(kDecOut, "activations");
+    dlogits = act(kDecOut, "activation gradients");
+    g_h1 = act(kEncConv1, "activation gradients");
+    g_h2 = act(kEncConv2, "activation gradients");
+    g_h3 = act(kEncFc, "activation gradients");
+    g_h3_lv = act(kEncFc, "activation gradients");
+    g_mu = act(kEncMu, "activation gradients");
+    g_lv = act(kEncLogvar, "activation gradients");
+    g_z = DeviceBuffer<float>(b * dim, "activation gradients");
+    g_d0 = act(kDecFc, "activation gradients");
+    g_d1 = act(kDecDeconv1, "activation gradients");
+    g_d2 = act(kDecDeconv2, "activation gradients");
+    recon = DeviceBuffer<float>(b, "per-image losses");
+    kl = DeviceBuffer<float>(b, "per-image losses");
+    sums = DeviceBuffer<double>(2, "loss sums");
+  }
+
+  cudaStream_t s() const { return stream.get(); }
+  const float* weight(LayerId id) const { return params.data() + desc.weight(id).offset; }
+  const float* bias(LayerId id) const { return params.data() + desc.bias(id).offset; }
+
+  // y = act(layer(x) + bias)
+  void layer_forward(const ConvSet& convs, LayerId id, float* y, const float* in, int batch) {
+    const Layer& l = desc.layer(id);
+    if (is_conv(l))
+      convs[size_t(id)]->forward(y, in, weight(id), workspace.data(), workspace.size());
+    else
+      dense_forward(cublas, y, in, weight(id), batch, l.in_channels, l.out_channels);
+    bias_act_forward(y, bias(id), batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
+  }
+
+  // dy: gradient w.r.t. the layer's (post-ReLU) output y, masked in place; writes the
+  // layer's weight and bias gradients and, unless dx is null, the input gradient.
+  void layer_backward(const ConvSet& convs, LayerId id, float* dx, float* dy, const float* y,
+                      const float* in, int batch) {
+    const Layer& l = desc.layer(id);
+    float* dw = grads.data() + desc.weight(id).offset;
+    float* db = grads.data() + desc.bias(id).offset;
+    bias_act_backward(dy, db, y, batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
+    if (is_conv(l)) {
+      const ConvOp& op = *convs[size_t(id)];
+      op.backward_filter(dw, in, dy, workspace.data(), workspace.size());
+      if (dx) op.backward_data(dx, dy, weight(id), workspace.data(), workspace.size());
+    } else {
+      dense_backward_filter(cublas, dw, in, dy, batch, l.in_channels, l.out_channels);
+      if (dx) dense_backward_data(cublas, dx, dy, weight(id), batch, l.in_channels, l.out_channels);
+    }
+  }
+
+  // Forward, loss (added to `sums`), backward and optionally Adam for the batch in `x`.
+  void train_step(int count, bool apply_adam) {
+    if (count != max_batch && count != remainder)
+      throw Error("GpuTrainer: no convolution plan for a batch of " + std::to_string(count));
+    const ConvSet& c = count == max_batch ? full_convs : rem_convs;
+    const int dim = desc.latent_dim;
+    // Forward.
+    layer_forward(c, kEncConv1, h1.data(), x.data(), count);
+    layer_forward(c, kEncConv2, h2.data(), h1.data(), count);
+    layer_forward(c, kEncFc, h3.data(), h2.data(), count);
+    layer_forward(c, kEncMu, mu.data(), h3.data(), count);
+    layer_forward(c, kEncLogvar, logvar.data(), h3.data(), count);
+    reparam_forward(z.data(), eps.data(), mu.data(), logvar.data(), cfg.seed, uint64_t(step), count,
+                    dim, s());
+    layer_forward(c, kDecFc, d0.data(), z.data(), count);
+    layer_forward(c, kDecDeconv1, d1.data(), d0.data(), count);
+    layer_forward(c, kDecDeconv2, d2.data(), d1.data(), count);
+    layer_forward(c, kDecOut, logits.data(), d2.data(), count);
+    bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu.data(),
+                logvar.data(), count, kImagePixels, dim, s());
+    loss_accumulate(sums.data(), recon.data(), kl.data(), count, s());
+    // Backward.
+    layer_backward(c, kDecOut, g_d2.data(), dlogits.data(), logits.data(), d2.data(), count);
+    layer_backward(c, kDecDeconv2, g_d1.data(), g_d2.data(), d2.data(), d1.data(), count);
+    layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), count);
+    layer_backward(c, kDecFc, g_z.data(), g_d0.data(), d0.data(), z.data(), count);
+    reparam_backward(g_mu.data(), g_lv.data(), g_z.data(), mu.data(), logvar.data(), eps.data(),
+                     count, dim, float(cfg.beta), s());
+    layer_backward(c, kEncMu, g_h3.data(), g_mu.data(), mu.data(), h3.data(), count);
+    layer_backward(c, kEncLogvar, g_h3_lv.data(), g_lv.data(), logvar.data(), h3.data(), count);
+    add_inplace(g_h3.data(), g_h3_lv.data(), size_t(count) * size_t(desc.layer(kEncFc).out_size()),
+                s());
+    layer_backward(c, kEncFc, g_h2.data(), g_h3.data(), h3.data(), h2.data(), count);
+    layer_backward(c, kEncConv2, g_h1.data(), g_h2.data(), h2.data(), h1.data(), count);
+    layer_backward(c, kEncConv1, nullptr, g_h1.data(), h1.data(), x.data(), count);
+    if (!apply_adam) return;
+    ++step;
+    adam_step(params.data(), adam_m.data(), adam_v.data(), grads.data(), desc.num_params,
+              cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, step, s());
+  }
+
+  void read_sums(double out[2]) {
+    sums.download(out, 2, s());
+    stream.synchronize();
+  }
+};
+
+GpuTrainer::GpuTrainer(const ModelDesc& desc, const TrainConfig& cfg, const GpuOptions& opts,
+                       int max_batch, int remainder) {
+  if (max_batch < 1 || remainder < 0 || remainder >= max_batch)
+    throw Error("GpuTrainer: bad batch sizes");
+  impl_ = std::make_unique<Impl>(desc, cfg, opts, max_batch, remainder);
+}
+
+GpuTrainer::~GpuTrainer() = default;
+
+void GpuTrainer::set_state(const TrainState& st) {
+  Impl& m = *impl_;
+  const size_t n = m.desc.num_params;
+  if (st.params.size() != n || st.adam_m.size() != n || st.adam_v.size() != n)
+    throw Error("GpuTrainer::set_state: state sized for another model");
+  m.params.upload(st.params.data(), n, m.s());
+  m.adam_m.upload(st.adam_m.data(), n, m.s());
+  m.adam_v.upload(st.adam_v.data(), n, m.s());
+  m.step = st.step;
+  m.stream.synchronize();
+}
+
+void GpuTrainer::get_state(TrainState& st) const {
+  const Impl& m = *impl_;
+  const size_t n = m.desc.num_params;
+  st.params.resize(n);
+  st.adam_m.resize(n);
+  st.adam_v.resize(n);
+  m.params.download(st.params.data(), n, m.s());
+  m.adam_m.download(st.adam_m.data(), n, m.s());
+  m.adam_v.download(st.adam_v.data(), n, m.s());
+  st.step = m.step;
+  m.stream.synchronize();
+}
+
+void GpuTrainer::upload_images(const ImageSet& img) {
+  Impl& m = *impl_;
+  if (img.rows * img.cols != kImagePixels) throw Error("GpuTrainer: images are not 28x28");
+  if (img.count < 1 || img.count > INT32_MAX) throw Error("GpuTrainer: bad image count");
+  const size_t bytes = size_t(img.count) * kImagePixels;
+  m.images = DeviceBuffer<uint8_t>(bytes, "the training images");
+  m.perm = DeviceBuffer<int32_t>(size_t(img.count), "the epoch permutation");
+  m.images.upload(img.pixels.data(), bytes, m.s());
+  m.num_images = img.count;
+  m.stream.synchronize();
+}
+
+EpochMetrics GpuTrainer::run_epoch(int epoch) {
+  Impl& m = *impl_;
+  if (m.num_images == 0) throw Error("GpuTrainer::run_epoch: no images uploaded");
+  const int64_t n = m.num_images;
+  if (n % m.max_batch != m.remainder)
+    throw Error("GpuTrainer::run_epoch: dataset size does not match the planned batches");
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> perm = epoch_permutation(m.cfg.seed, epoch, n);
+  // Pageable source: the copy is staged before cudaMemcpyAsync returns, so `perm` may go.
+  m.perm.upload(perm.data(), size_t(n), m.s());
+  CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
+  EpochMetrics out;
+  out.epoch = epoch;
+  for (int64_t first = 0; first < n; first += m.max_batch) {
+    const int count = int(std::min<int64_t>(m.max_batch, n - first));
+    gather_normalize(m.x.data(), m.images.data(), m.perm.data() + first, count, kImagePixels,
+                     m.s());
+    m.train_step(count, true);
+    out.images += count;
+    ++out.steps;
+  }
+  double sums[2];
+  m.read_sums(sums);  // the only host synchronisation of the epoch
+  out.recon = sums[0] / double(out.images);
+  out.kl = sums[1] / double(out.images);
+  out.loss = out.recon + m.cfg.beta * out.kl;
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.images_per_s = double(out.images) / std::max(out.seconds, 1e-9);
+  if (!std::isfinite(out.loss))
+    throw Error("training diverged: the mean loss of epoch " + std::to_string(epoch) +
+                " is not finite");
+  return out;
+}
+
+cpu::LossParts GpuTrainer::step_on_batch(const float* host_x, int count, bool apply_adam) {
+  Impl& m = *impl_;
+  m.x.upload(host_x, size_t(count) * kImagePixels, m.s());
+  CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
+  m.train_step(count, apply_adam);
+  double sums[2];
+  m.read_sums(sums);
+  cpu::LossParts p;
+  p.recon = sums[0] / count;
+  p.kl = sums[1] / count;
+  p.loss = p.recon + m.cfg.beta * p.kl;
+  return p;
+}
+
+void GpuTrainer::download_grads(float* g) const {
+  impl_->grads.download(g, impl_->desc.num_params, impl_->s());
+  impl_->stream.synchronize();
+}
+
+void GpuTrainer::download_eps(float* e, int count) const {
+  impl_->eps.download(e, size_t(count) * size_t(impl_->desc.latent_dim), impl_->s());
+  impl_->stream.synchronize();
+}
+
+std::string GpuTrainer::describe() const {
+  std::ostringstream os;
+  for (int i = 0; i < kNumLayers; ++i)
+    if (impl_->full_convs[size_t(i)])
+      os << impl_->desc.layers[size_t(i)].name << ": " << impl_->full_convs[size_t(i)]->describe()
+         << "\n";
+  return os.str();
+}
+
+void train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
+               const ImageSet& images, TrainState& state, const EpochCallback& on_epoch) {
+  const int batch = int(std::min<int64_t>(cfg.batch_size, images.count));
+  const int remainder = int(images.count % batch);
+  GpuTrainer trainer(desc, cfg, opts, batch, remainder);
+  trainer.set_state(state);
+  trainer.upload_images(images);
+  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+    const EpochMetrics m = trainer.run_epoch(epoch);
+    trainer.get_state(state);
+    on_epoch(m);
+  }
+}
+
+}  // namespace cuvae

@@ -1,0 +1,60 @@
+// The GPU trainer: the whole model on one device, driven by the model description.
+//
+// Owns one flat device buffer each for parameters, gradients and the two Adam moments (named
+// views from the description), every activation and activation gradient sized once for the
+// largest batch, the training images as uint8 (uploaded once), the epoch permutation, the
+// cuDNN/cuBLAS handles bound to the compute stream, and one ConvOp per convolution layer per
+// batch size (the full batch and, if the dataset size is not a multiple of it, the remainder).
+// A step: gather + normalise the batch on the device, forward (cuDNN/cuBLAS + bias/ReLU
+// kernels, fused reparameterization, fused BCE+KL value-and-gradient), backward, one Adam
+// launch. Loss sums are accumulated on the device and read back once per epoch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "host/cpu_ref.h"
+#include "host/idx.h"
+#include "host/model.h"
+#include "host/trainer_cpu.h"
+
+namespace cuvae {
+
+struct GpuOptions {
+  bool tf32 = false;          // allow TF32 tensor cores in cuDNN and cuBLAS
+  bool deterministic = true;  // deterministic cuDNN algorithms (bit-reproducible runs)
+};
+
+class GpuTrainer {
+ public:
+  // max_batch: the batch size; remainder: size of the epoch's last, smaller batch (0: none).
+  GpuTrainer(const ModelDesc& desc, const TrainConfig& cfg, const GpuOptions& opts, int max_batch,
+             int remainder);
+  ~GpuTrainer();
+  GpuTrainer(const GpuTrainer&) = delete;
+  GpuTrainer& operator=(const GpuTrainer&) = delete;
+
+  void set_state(const TrainState& state);  // uploads parameters, moments and the step count
+  void get_state(TrainState& state) const;  // downloads them
+  void upload_images(const ImageSet& images);
+
+  // One epoch over the uploaded images in the seeded permutation (1-based epoch).
+  EpochMetrics run_epoch(int epoch);
+
+  // Test hooks: one step on a host batch x (count, 784) with eps drawn for the current step.
+  // Returns the batch-mean loss parts; Adam runs only if apply_adam.
+  cpu::LossParts step_on_batch(const float* x, int count, bool apply_adam);
+  void download_grads(float* grads) const;         // (num_params)
+  void download_eps(float* eps, int count) const;  // (count, D) of the last step
+  std::string describe() const;                    // device, algorithms
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Trains `state` for cfg.epochs on the GPU; calls on_epoch after every epoch.
+void train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
+               const ImageSet& images, TrainState& state, const EpochCallback& on_epoch);
+
+}  // namespace cuvae

@@ -1,0 +1,453 @@
+// GPU tests of the cuDNN convolutions (ConvOp, cuda/conv.cuh) and the cuBLAS dense layers
+// (cuda/dense.cuh) against the CPU reference (host/cpu_ref.h, evaluated in double on the same
+// fp32 inputs, with a zero bias; the bias gradient is not compared: bias is another kernel's).
+// Every output is poisoned with NaN (0xFF bytes) before each call, so an element a call forgot
+// to write fails the comparison. Inputs are fresh random numbers per run; the seed is printed
+// (replay with CUVAE_TEST_SEED=<seed>).
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/conv.cuh"
+#include "cuda/dense.cuh"
+#include "cuda/device_buffer.cuh"
+#include "host/cpu_ref.h"
+#include "host/model.h"
+#include "tests/test_support.h"
+
+using namespace cuvae;
+using cuvae::test::compare;
+using cuvae::test::Diff;
+
+namespace {
+
+// ---- tolerances --------------------------------------------------------------------------
+//
+// Each output element is a sum of n fp32 products; the reference sums the same fp32 inputs in
+// double, so the whole difference is the GPU's fp32 rounding. With round-to-nearest
+// (unit roundoff u = 2^-24) and terms of random sign, the rounding errors of a sum of n terms
+// behave like a random walk and give a relative (L2) error of order u * sqrt(n); blocked and
+// tree-shaped GPU reductions do better. So the bound is 1e-5 (about 170 u: far above any
+// correct fp32 result for the short sums here, far below the O(1) error of a wrong index,
+// transpose or stride), widened to 4 u sqrt(n) for the long sums of the filter gradients
+// (n = batch x output positions, up to 101,136 terms for decoder.out at batch 129, which
+// gives 7.6e-5). A layout or indexing bug shows up as rel L2 ~ 1, far above either.
+constexpr double kUnitRoundoff = 1.0 / 16777216.0;  // 2^-24
+double fp32_rel_l2_tol(int64_t terms) {
+  return std::max(1e-5, 4.0 * kUnitRoundoff * std::sqrt(double(terms)));
+}
+
+// LOOSE, on purpose: TF32 tensor cores round each fp32 input to a 10-bit mantissa (relative
+// error up to 2^-11 ~ 4.9e-4 per operand), so a TF32 result differs from the fp32 one by a few
+// 1e-4 in rel L2. This bound only shows that the TF32 path runs and computes the right thing;
+// the exactness of the layout and indexing is checked by the fp32-strict tests.
+constexpr double kTf32RelL2Tol = 5e-3;
+
+// ---- helpers -----------------------------------------------------------------------------
+
+Layer conv_layer(const std::string& name, int cin, int cout, int h, int w, int stride) {
+  Layer l{name, LayerKind::Conv2d, cin, cout};
+  l.kernel = 3, l.stride = stride, l.pad = 1;
+  l.in_h = h, l.in_w = w;
+  l.out_h = (h + 2 - 3) / stride + 1;
+  l.out_w = (w + 2 - 3) / stride + 1;
+  return l;
+}
+
+Layer deconv_layer(const std::string& name, int cin, int cout, int h, int w, int stride,
+                   int out_pad) {
+  Layer l{name, LayerKind::ConvTranspose2d, cin, cout};
+  l.kernel = 3, l.stride = stride, l.pad = 1, l.out_pad = out_pad;
+  l.in_h = h, l.in_w = w;
+  l.out_h = (h - 1) * stride - 2 + 3 + out_pad;
+  l.out_w = (w - 1) * stride - 2 + 3 + out_pad;
+  return l;
+}
+
+// The model's five convolution layers.
+std::vector<Layer> model_conv_layers() {
+  const ModelDesc m = make_vae(2);
+  std::vector<Layer> v;
+  for (LayerId id : {kEncConv1, kEncConv2, kDecDeconv1, kDecDeconv2, kDecOut})
+    v.push_back(m.layer(id));
+  return v;
+}
+
+// The model's layers plus odd geometries: channel counts that are not multiples of anything,
+// odd and non-square images, stride 2 with and without output padding, stride 1.
+std::vector<Layer> all_conv_geometries() {
+  std::vector<Layer> v = model_conv_layers();
+  v.push_back(conv_layer("odd.conv_3to5_7x7_s2", 3, 5, 7, 7, 2));
+  v.push_back(conv_layer("odd.conv_3to5_7x7_s1", 3, 5, 7, 7, 1));
+  v.push_back(conv_layer("odd.conv_2to3_9x6_s2", 2, 3, 9, 6, 2));
+  v.push_back(deconv_layer("odd.deconv_3to5_5x5_s2_op1", 3, 5, 5, 5, 2, 1));
+  v.push_back(deconv_layer("odd.deconv_3to5_5x5_s2_op0", 3, 5, 5, 5, 2, 0));
+  v.push_back(deconv_layer("odd.deconv_3to5_5x5_s1", 3, 5, 5, 5, 1, 0));
+  v.push_back(deconv_layer("odd.deconv_4to2_3x6_s2_op1", 4, 2, 3, 6, 2, 1));
+  return v;
+}
+
+constexpr int kBatches[] = {1, 3, 127, 129};
+
+std::string label(const Layer& l, int batch) {
+  return l.name + (l.kind == LayerKind::Conv2d ? " Conv2d " : " ConvTranspose2d ") +
+         std::to_string(l.in_channels) + "x" + std::to_string(l.in_h) + "x" +
+         std::to_string(l.in_w) + " -> " + std::to_string(l.out_channels) + "x" +
+         std::to_string(l.out_h) + "x" + std::to_string(l.out_w) + " stride " +
+         std::to_string(l.stride) + " out_pad " + std::to_string(l.out_pad) + ", batch " +
+         std::to_string(batch);
+}
+
+size_t weight_count(const Layer& l) {
+  return size_t(l.in_channels) * l.out_channels * l.kernel * l.kernel;
+}
+
+std::vector<double> widen(const std::vector<float>& v) {
+  return {v.begin(), v.end()};
+}
+
+DeviceBuffer<float> upload(const std::vector<float>& h, const CudaStream& s) {
+  DeviceBuffer<float> d(h.size(), "a test tensor");
+  d.upload(h.data(), h.size(), s.get());
+  return d;
+}
+
+// Every byte 0xFF: each float reads as a NaN.
+void poison(DeviceBuffer<float>& d, const CudaStream& s) {
+  CUDA_CHECK(cudaMemsetAsync(d.data(), 0xFF, d.bytes(), s.get()));
+}
+
+std::vector<float> download(const DeviceBuffer<float>& d, const CudaStream& s) {
+  std::vector<float> h(d.size());
+  d.download(h.data(), h.size(), s.get());
+  s.synchronize();
+  return h;
+}
+
+bool all_finite(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float f) { return std::isfinite(f); });
+}
+
+bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// CHECK (not REQUIRE) so that one run on a GPU reports every tensor that is off.
+void check_rel_l2(const Diff& d, const std::string& name, double tol) {
+  INFO(d.report(name) << "; tolerance " << tol);
+  CHECK_FALSE(d.non_finite);
+  CHECK(d.rel_l2 <= tol);
+}
+
+// Random inputs of one conv layer at one batch, and the CPU reference outputs in double.
+struct ConvCase {
+  std::vector<float> x, w, dy;          // (B,in,H,W), weight, (B,out,Ho,Wo)
+  std::vector<double> y, dx, dw;        // reference forward, backward-data, backward-filter
+  int64_t y_terms, dx_terms, dw_terms;  // products summed per output element (at most)
+};
+
+ConvCase make_case(const Layer& l, int batch, std::mt19937_64& rng, bool with_reference) {
+  ConvCase c;
+  c.x = test::random_vector<float>(rng, size_t(batch) * l.in_size(), -1, 1);
+  c.w = test::random_vector<float>(rng, weight_count(l), -0.5, 0.5);
+  c.dy = test::random_vector<float>(rng, size_t(batch) * l.out_size(), -1, 1);
+  const int64_t taps = int64_t(l.kernel) * l.kernel;
+  c.y_terms = l.in_channels * taps;
+  c.dx_terms = l.out_channels * taps;
+  // The filter gradient sums over the batch and the positions of the conv's output grid: the
+  // layer output for a Conv2d, the layer input for a transposed one.
+  c.dw_terms = int64_t(batch) * (l.kind == LayerKind::Conv2d ? int64_t(l.out_h) * l.out_w
+                                                             : int64_t(l.in_h) * l.in_w);
+  if (!with_reference) return c;
+  const std::vector<double> x = widen(c.x), w = widen(c.w), dy = widen(c.dy);
+  const std::vector<double> zero_bias(size_t(l.out_channels), 0.0);
+  std::vector<double> db(size_t(l.out_channels));  // ignored: the bias is not ConvOp's
+  c.y.resize(size_t(batch) * l.out_size());
+  c.dx.resize(x.size());
+  c.dw.resize(w.size());
+  if (l.kind == LayerKind::Conv2d) {
+    cpu::conv2d_forward(c.y.data(), x.data(), w.data(), zero_bias.data(), batch, l);
+    cpu::conv2d_backward(c.dx.data(), c.dw.data(), db.data(), dy.data(), x.data(), w.data(), batch,
+                         l);
+  } else {
+    cpu::conv_transpose2d_forward(c.y.data(), x.data(), w.data(), zero_bias.data(), batch, l);
+    cpu::conv_transpose2d_backward(c.dx.data(), c.dw.data(), db.data(), dy.data(), x.data(),
+                                   w.data(), batch, l);
+  }
+  return c;
+}
+
+// Device copies of a case's inputs and room for the three outputs.
+struct ConvBuffers {
+  DeviceBuffer<float> x, w, dy, y, dx, dw;
+  ConvBuffers(const ConvCase& c, const CudaStream& s)
+      : x(upload(c.x, s)),
+        w(upload(c.w, s)),
+        dy(upload(c.dy, s)),
+        y(c.dy.size(), "y"),
+        dx(c.x.size(), "dx"),
+        dw(c.w.size(), "dw") {}
+};
+
+struct ConvOutputs {
+  std::vector<float> y, dx, dw;
+};
+
+// Poisons the outputs, runs the three passes, downloads the results.
+ConvOutputs run_conv(const ConvOp& op, ConvBuffers& b, DeviceBuffer<unsigned char>& ws,
+                     const CudaStream& s) {
+  poison(b.y, s), poison(b.dx, s), poison(b.dw, s);
+  op.forward(b.y.data(), b.x.data(), b.w.data(), ws.data(), ws.size());
+  op.backward_data(b.dx.data(), b.dy.data(), b.w.data(), ws.data(), ws.size());
+  op.backward_filter(b.dw.data(), b.x.data(), b.dy.data(), ws.data(), ws.size());
+  CUDA_CHECK(cudaGetLastError());
+  return {download(b.y, s), download(b.dx, s), download(b.dw, s)};
+}
+
+void compare_conv(const ConvOutputs& got, const ConvCase& c, double tol_floor) {
+  check_rel_l2(compare(got.y.data(), c.y.data(), c.y.size()), "forward y",
+               std::max(tol_floor, fp32_rel_l2_tol(c.y_terms)));
+  check_rel_l2(compare(got.dx.data(), c.dx.data(), c.dx.size()), "backward_data dx",
+               std::max(tol_floor, fp32_rel_l2_tol(c.dx_terms)));
+  check_rel_l2(compare(got.dw.data(), c.dw.data(), c.dw.size()), "backward_filter dw",
+               std::max(tol_floor, fp32_rel_l2_tol(c.dw_terms)));
+}
+
+const char* policy_name(ConvAlgoPolicy p) {
+  return p == ConvAlgoPolicy::Deterministic ? "Deterministic" : "Fastest";
+}
+
+}  // namespace
+
+// ---- convolutions ------------------------------------------------------------------------
+
+TEST_CASE("ConvOp matches the CPU reference in strict fp32 with both algorithm policies",
+          "[gpu][conv]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  CudnnHandle cudnn(stream.get());
+  for (const Layer& l : all_conv_geometries())
+    for (int batch : kBatches) {
+      INFO(label(l, batch));
+      const ConvCase c = make_case(l, batch, rng, true);
+      ConvBuffers b(c, stream);
+      for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
+        INFO("policy " << policy_name(policy));
+        const ConvOp op(cudnn, l, batch, ConvMath::Fp32Strict, policy);
+        INFO(op.describe());
+        DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
+        compare_conv(run_conv(op, b, ws, stream), c, 0.0);
+      }
+    }
+}
+
+TEST_CASE("ConvOp with the deterministic policy is bit-reproducible", "[gpu][conv]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  CudnnHandle cudnn(stream.get());
+  std::vector<Layer> layers = model_conv_layers();
+  layers.push_back(conv_layer("odd.conv_3to5_7x7_s2", 3, 5, 7, 7, 2));
+  layers.push_back(deconv_layer("odd.deconv_3to5_5x5_s2_op1", 3, 5, 5, 5, 2, 1));
+  for (const Layer& l : layers)
+    for (int batch : {3, 129}) {
+      INFO(label(l, batch));
+      const ConvCase c = make_case(l, batch, rng, false);
+      ConvBuffers b(c, stream);
+      // Two ops built independently must choose the same algorithms, and two runs of either
+      // must give the same bits (including backward_filter, where atomics would show).
+      const ConvOp first(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
+      const ConvOp second(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
+      INFO(first.describe());
+      REQUIRE(first.describe() == second.describe());
+      DeviceBuffer<unsigned char> ws(first.workspace_bytes(), "the conv workspace");
+      const ConvOutputs a = run_conv(first, b, ws, stream);
+      const ConvOutputs a2 = run_conv(first, b, ws, stream);
+      const ConvOutputs s = run_conv(second, b, ws, stream);
+      CHECK(all_finite(a.y));
+      CHECK(all_finite(a.dx));
+      CHECK(all_finite(a.dw));
+      CHECK(bit_identical(a.y, a2.y));
+      CHECK(bit_identical(a.dx, a2.dx));
+      CHECK(bit_identical(a.dw, a2.dw));
+      CHECK(bit_identical(a.y, s.y));
+      CHECK(bit_identical(a.dx, s.dx));
+      CHECK(bit_identical(a.dw, s.dw));
+    }
+}
+
+TEST_CASE("ConvOp throws on a too-small workspace and null pointers, before launching",
+          "[gpu][conv]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  CudnnHandle cudnn(stream.get());
+  int exercised = 0;
+  for (const Layer& l : model_conv_layers())
+    for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
+      const int batch = 129;
+      INFO(label(l, batch) << ", policy " << policy_name(policy));
+      const ConvCase c = make_case(l, batch, rng, false);
+      ConvBuffers b(c, stream);
+      const ConvOp op(cudnn, l, batch, ConvMath::Fp32Strict, policy);
+      INFO(op.describe());
+      const size_t need = op.workspace_bytes();
+      DeviceBuffer<unsigned char> ws(need, "the conv workspace");
+
+      // Null tensors are rejected whatever the workspace.
+      CHECK_THROWS_AS(op.forward(nullptr, b.x.data(), b.w.data(), ws.data(), need), Error);
+      CHECK_THROWS_AS(op.backward_data(b.dx.data(), nullptr, b.w.data(), ws.data(), need), Error);
+      CHECK_THROWS_AS(op.backward_filter(b.dw.data(), b.x.data(), nullptr, ws.data(), need), Error);
+      if (need == 0) continue;
+      ++exercised;
+      poison(b.y, stream), poison(b.dx, stream), poison(b.dw, stream);
+      CHECK_THROWS_AS(op.forward(b.y.data(), b.x.data(), b.w.data(), ws.data(), need - 1), Error);
+      CHECK_THROWS_AS(op.backward_data(b.dx.data(), b.dy.data(), b.w.data(), ws.data(), need - 1),
+                      Error);
+      CHECK_THROWS_AS(op.backward_filter(b.dw.data(), b.x.data(), b.dy.data(), ws.data(), need - 1),
+                      Error);
+      CHECK_THROWS_AS(op.forward(b.y.data(), b.x.data(), b.w.data(), nullptr, need), Error);
+      // Nothing was launched: the outputs still hold the poison.
+      const std::vector<float> y = download(b.y, stream), dw = download(b.dw, stream);
+      CHECK(std::all_of(y.begin(), y.end(), [](float f) { return std::isnan(f); }));
+      CHECK(std::all_of(dw.begin(), dw.end(), [](float f) { return std::isnan(f); }));
+    }
+  if (exercised == 0)
+    WARN("no chosen algorithm needed a workspace, so the too-small case was not exercised");
+}
+
+TEST_CASE("ConvOp rejects inconsistent layers", "[gpu][conv]") {
+  CudaStream stream;
+  CudnnHandle cudnn(stream.get());
+  const auto build = [&](const Layer& l, int batch) {
+    ConvOp op(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
+  };
+  Layer wrong_out = conv_layer("bad.conv", 3, 5, 7, 7, 2);
+  wrong_out.out_h += 1;
+  CHECK_THROWS_AS(build(wrong_out, 2), Error);
+  Layer wrong_pad = deconv_layer("bad.deconv", 3, 5, 5, 5, 2, 1);
+  wrong_pad.out_pad = 2;  // >= stride, and out_h no longer matches
+  CHECK_THROWS_AS(build(wrong_pad, 2), Error);
+  Layer linear{"bad.linear", LayerKind::Linear, 3, 5};
+  CHECK_THROWS_AS(build(linear, 2), Error);
+  CHECK_THROWS_AS(build(conv_layer("ok.conv", 3, 5, 7, 7, 2), 0), Error);
+  CHECK_NOTHROW(build(conv_layer("ok.conv", 3, 5, 7, 7, 2), 1));
+}
+
+TEST_CASE("ConvOp with TF32 runs and stays within a LOOSE bound", "[gpu][conv]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  CudnnHandle cudnn(stream.get());
+  for (const Layer& l : model_conv_layers()) {
+    const int batch = 127;
+    INFO(label(l, batch));
+    const ConvCase c = make_case(l, batch, rng, true);
+    ConvBuffers b(c, stream);
+    for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
+      INFO("policy " << policy_name(policy));
+      const ConvOp op(cudnn, l, batch, ConvMath::Tf32, policy);
+      INFO(op.describe());
+      DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
+      compare_conv(run_conv(op, b, ws, stream), c, kTf32RelL2Tol);  // LOOSE: TF32, see top
+    }
+  }
+}
+
+// ---- dense -------------------------------------------------------------------------------
+
+namespace {
+
+struct DenseSize {
+  int batch, in, out;
+};
+// encoder.fc at batch 1, tiny odd sizes, decoder.fc at an odd batch, a single output.
+constexpr DenseSize kDenseSizes[] = {{1, 3136, 16}, {3, 16, 17}, {127, 2, 3136}, {129, 16, 1}};
+
+struct DenseOutputs {
+  std::vector<float> y, dx, dw;
+};
+
+DenseOutputs run_dense(const CublasHandle& h, const DenseSize& n, const DeviceBuffer<float>& x,
+                       const DeviceBuffer<float>& w, const DeviceBuffer<float>& dy,
+                       DeviceBuffer<float>& y, DeviceBuffer<float>& dx, DeviceBuffer<float>& dw,
+                       const CudaStream& s) {
+  poison(y, s), poison(dx, s), poison(dw, s);
+  dense_forward(h, y.data(), x.data(), w.data(), n.batch, n.in, n.out);
+  dense_backward_data(h, dx.data(), dy.data(), w.data(), n.batch, n.in, n.out);
+  dense_backward_filter(h, dw.data(), x.data(), dy.data(), n.batch, n.in, n.out);
+  return {download(y, s), download(dx, s), download(dw, s)};
+}
+
+void check_dense(bool tf32) {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  const CublasHandle h(stream.get(), tf32);
+  for (const DenseSize& n : kDenseSizes) {
+    INFO("dense batch " << n.batch << " in " << n.in << " out " << n.out
+                        << (tf32 ? " (TF32)" : " (strict fp32)"));
+    const std::vector<float> x = test::random_vector<float>(rng, size_t(n.batch) * n.in, -1, 1);
+    const std::vector<float> w = test::random_vector<float>(rng, size_t(n.out) * n.in, -0.5, 0.5);
+    const std::vector<float> dy = test::random_vector<float>(rng, size_t(n.batch) * n.out, -1, 1);
+    const std::vector<double> xd = widen(x), wd = widen(w), dyd = widen(dy);
+    const std::vector<double> zero_bias(size_t(n.out), 0.0);
+    std::vector<double> y_ref(dy.size()), dx_ref(x.size()), dw_ref(w.size()), db(size_t(n.out));
+    cpu::linear_forward(y_ref.data(), xd.data(), wd.data(), zero_bias.data(), n.batch, n.in, n.out);
+    cpu::linear_backward(dx_ref.data(), dw_ref.data(), db.data(), dyd.data(), xd.data(), wd.data(),
+                         n.batch, n.in, n.out);
+
+    DeviceBuffer<float> d_x = upload(x, stream), d_w = upload(w, stream), d_dy = upload(dy, stream);
+    DeviceBuffer<float> d_y(dy.size(), "y"), d_dx(x.size(), "dx"), d_dw(w.size(), "dw");
+    const DenseOutputs got = run_dense(h, n, d_x, d_w, d_dy, d_y, d_dx, d_dw, stream);
+    // Terms per element: y sums over in, dx over out, dW over the batch.
+    const double tol_floor = tf32 ? kTf32RelL2Tol : 0.0;  // LOOSE under TF32, see top
+    check_rel_l2(compare(got.y.data(), y_ref.data(), y_ref.size()), "dense forward y",
+                 std::max(tol_floor, fp32_rel_l2_tol(n.in)));
+    check_rel_l2(compare(got.dx.data(), dx_ref.data(), dx_ref.size()), "dense backward_data dx",
+                 std::max(tol_floor, fp32_rel_l2_tol(n.out)));
+    check_rel_l2(compare(got.dw.data(), dw_ref.data(), dw_ref.size()), "dense backward_filter dW",
+                 std::max(tol_floor, fp32_rel_l2_tol(n.batch)));
+
+    if (!tf32) {  // the same call twice gives the same bits
+      const DenseOutputs again = run_dense(h, n, d_x, d_w, d_dy, d_y, d_dx, d_dw, stream);
+      CHECK(bit_identical(got.y, again.y));
+      CHECK(bit_identical(got.dx, again.dx));
+      CHECK(bit_identical(got.dw, again.dw));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("dense layers match the CPU reference in strict fp32", "[gpu][dense]") {
+  check_dense(false);
+}
+
+TEST_CASE("dense layers with TF32 run and stay within a LOOSE bound", "[gpu][dense]") {
+  check_dense(true);
+}
+
+TEST_CASE("dense layers reject bad sizes and null pointers", "[gpu][dense]") {
+  CudaStream stream;
+  const CublasHandle h(stream.get(), false);
+  DeviceBuffer<float> a(64, "a"), b(64, "b"), c(64, "c");
+  CHECK_THROWS_AS(dense_forward(h, a.data(), b.data(), c.data(), 0, 2, 2), Error);
+  CHECK_THROWS_AS(dense_forward(h, a.data(), b.data(), c.data(), 2, 0, 2), Error);
+  CHECK_THROWS_AS(dense_backward_data(h, a.data(), b.data(), c.data(), 2, 2, -1), Error);
+  CHECK_THROWS_AS(dense_forward(h, nullptr, b.data(), c.data(), 2, 2, 2), Error);
+  CHECK_THROWS_AS(dense_backward_data(h, a.data(), nullptr, c.data(), 2, 2, 2), Error);
+  CHECK_THROWS_AS(dense_backward_filter(h, a.data(), b.data(), nullptr, 2, 2, 2), Error);
+  CHECK_NOTHROW(dense_forward(h, a.data(), b.data(), c.data(), 2, 2, 2));
+  stream.synchronize();
+}

@@ -1,0 +1,719 @@
+// GPU tests of the small kernels (cuda/data, activations, reparam, loss, adam) against the CPU
+// reference (host/cpu_ref.h, host/batch.h): fresh random inputs at awkward sizes, every output
+// poisoned with NaN before each launch, each compared tensor with its own tolerance and the
+// reason for it, and each launch repeated to check the results are bit-identical run to run.
+// Compiled by the host compiler: it calls only the launchers and the CUDA runtime.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/activations.cuh"
+#include "cuda/adam.cuh"
+#include "cuda/data.cuh"
+#include "cuda/device_buffer.cuh"
+#include "cuda/loss.cuh"
+#include "cuda/reparam.cuh"
+#include "host/batch.h"
+#include "host/cpu_ref.h"
+#include "tests/test_support.h"
+
+using namespace cuvae;
+using cuvae::test::compare;
+
+// Like REQUIRE_MAX_ABS for the relative error max |got - want| / max(|want|, floor).
+#define REQUIRE_MAX_REL(diff, name, tol) \
+  do {                                   \
+    const auto& dr_ = (diff);            \
+    INFO(dr_.report(name));              \
+    REQUIRE_FALSE(dr_.non_finite);       \
+    REQUIRE(dr_.max_rel <= (tol));       \
+  } while (0)
+
+namespace {
+
+// ---- host <-> device, all synchronous ---------------------------------------------------------
+template <typename T>
+DeviceBuffer<T> to_device(const std::vector<T>& host, cudaStream_t s) {
+  DeviceBuffer<T> d(host.size(), "test input");
+  d.upload(host.data(), host.size(), s);
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  return d;
+}
+
+template <typename T>
+void upload(DeviceBuffer<T>& d, const std::vector<T>& host, cudaStream_t s) {
+  REQUIRE(host.size() == d.size());
+  d.upload(host.data(), host.size(), s);
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+// Waits for the stream (so a kernel fault surfaces here as a CudaError) and copies back.
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer<T>& d, cudaStream_t s) {
+  std::vector<T> host(d.size());
+  d.download(host.data(), host.size(), s);
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  return host;
+}
+
+// All bits set is a NaN for float and double: an element the kernel forgets to write fails.
+template <typename T>
+void poison_device(DeviceBuffer<T>& d, cudaStream_t s) {
+  CUDA_CHECK(cudaMemsetAsync(d.data(), 0xFF, d.bytes(), s));
+}
+
+template <typename T>
+size_t first_bitwise_difference(const std::vector<T>& a, const std::vector<T>& b) {
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return i;
+  return a.size();
+}
+
+// got == want bit for bit (so -0 != +0), and no NaN on either side.
+template <typename T>
+void require_bitwise_equal(const std::vector<T>& got, const std::vector<T>& want,
+                           const std::string& name) {
+  REQUIRE(got.size() == want.size());
+  const test::Diff d = compare(got.data(), want.data(), got.size());
+  INFO(d.report(name) << "; first bitwise difference at [" << first_bitwise_difference(got, want)
+                      << "] of " << got.size());
+  REQUIRE_FALSE(d.non_finite);
+  REQUIRE(std::memcmp(got.data(), want.data(), got.size() * sizeof(T)) == 0);
+}
+
+// Two runs of the same launch on the same input: identical bits. (NaN == NaN bitwise, so each
+// caller also compares the first run with the CPU reference, which rejects NaN.)
+template <typename T>
+void require_same_run(const std::vector<T>& second, const std::vector<T>& first,
+                      const std::string& name) {
+  REQUIRE(second.size() == first.size());
+  INFO(name << ": second run differs from the first at [" << first_bitwise_difference(second, first)
+            << "] of " << first.size());
+  REQUIRE(std::memcmp(second.data(), first.data(), first.size() * sizeof(T)) == 0);
+}
+
+std::vector<float> uniform(std::mt19937_64& rng, size_t n, double lo, double hi) {
+  return test::random_vector<float>(rng, n, lo, hi);
+}
+
+double max_abs_of(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, double(std::abs(x)));
+  return m;
+}
+
+// (batch, channels, plane) shapes for the bias/activation kernels: every awkward batch with the
+// model's planes (a Linear output is plane 1), channel counts that are not multiples of the
+// 32-channel tile, and the two production shapes of the brief.
+struct Shape {
+  int batch, channels;
+  int64_t plane;
+};
+
+std::vector<Shape> activation_shapes() {
+  std::vector<Shape> shapes;
+  for (int batch : {1, 3, 127, 129})
+    for (int64_t plane : {1, 49, 196, 784}) shapes.push_back({batch, plane == 1 ? 33 : 5, plane});
+  shapes.push_back({128, 32, 784});  // conv layer, one block per channel
+  shapes.push_back({128, 3136, 1});  // Linear (B, 7*7*64), the channel-tiled kernel
+  shapes.push_back({129, 1, 784});   // one channel (the decoder's output layer)
+  shapes.push_back({3, 4097, 1});    // partial last tile of 32 channels
+  shapes.push_back({1, 1, 1});
+  return shapes;
+}
+
+}  // namespace
+
+// ---- data -------------------------------------------------------------------------------------
+
+TEST_CASE("gather_normalize equals gather_batch bit for bit", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int count = GENERATE(1, 3, 127, 129);
+  const int pixels = GENERATE(784, 31, 256);
+  INFO("count " << count << " pixels " << pixels);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+
+  const int n_images = 300;
+  std::vector<uint8_t> images(size_t(n_images) * pixels);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t& v : images) v = uint8_t(byte(rng));
+  for (int p = 0; p < pixels; ++p) images[size_t(p)] = uint8_t(p % 256);  // 0..255 in image 0
+  std::vector<int32_t> index(static_cast<size_t>(count));
+  std::uniform_int_distribution<int32_t> pick(0, n_images - 1);
+  for (int32_t& i : index) i = pick(rng);
+  index.back() = n_images - 1;  // the last image of the set (bounds)
+  index.front() = 0;            // every byte value goes through the division
+
+  std::vector<float> want(size_t(count) * pixels);
+  gather_batch(want.data(), images.data(), index.data(), count, pixels);
+
+  const auto d_images = to_device(images, s);
+  const auto d_index = to_device(index, s);
+  DeviceBuffer<float> d_x(want.size());
+  auto run = [&] {
+    poison_device(d_x, s);
+    gather_normalize(d_x.data(), d_images.data(), d_index.data(), count, pixels, s);
+    return to_host(d_x, s);
+  };
+  const auto got = run();
+  // Exact: one IEEE division of the same two floats on both sides.
+  require_bitwise_equal(got, want, "x");
+  require_same_run(run(), got, "x");
+}
+
+TEST_CASE("gather_normalize turns a negative index into a NaN row", "[gpu][kernels]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const int pixels = 31;
+  const std::vector<uint8_t> images(size_t(2) * pixels, 255);
+  const std::vector<int32_t> index{1, -1};
+  const auto d_images = to_device(images, s);
+  const auto d_index = to_device(index, s);
+  DeviceBuffer<float> d_x(size_t(2) * pixels);
+  gather_normalize(d_x.data(), d_images.data(), d_index.data(), 2, pixels, s);
+  const auto got = to_host(d_x, s);
+  for (int p = 0; p < pixels; ++p) {
+    INFO("pixel " << p);
+    REQUIRE(got[size_t(p)] == 1.0f);
+    REQUIRE(std::isnan(got[size_t(pixels + p)]));
+  }
+}
+
+// ---- bias + activation --------------------------------------------------------------------------
+
+TEST_CASE("bias_act_forward adds the channel bias and applies ReLU exactly", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const bool relu = GENERATE(true, false);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  for (const Shape& sh : activation_shapes()) {
+    INFO("shape (" << sh.batch << ", " << sh.channels << ", " << sh.plane << ") relu " << relu);
+    const size_t n = size_t(sh.batch) * sh.channels * size_t(sh.plane);
+    std::vector<float> y = uniform(rng, n, -1, 1);
+    std::vector<float> bias = uniform(rng, size_t(sh.channels), -0.5, 0.5);
+    // Signed zeros: -0 + -0 = -0 must become +0 under ReLU (v > 0 ? v : 0, as the CPU), which a
+    // kernel using fmaxf(v, 0) may not do; and y = -bias gives exactly +0.
+    bias[0] = -0.0f;
+    for (size_t i = 0; i < std::min<size_t>(n, size_t(sh.plane)); i += 2) y[i] = -0.0f;
+    if (n > 1) y[n - 1] = -bias[size_t(sh.channels) - 1];
+
+    std::vector<float> want = y;
+    for (int b = 0; b < sh.batch; ++b)
+      for (int c = 0; c < sh.channels; ++c)
+        for (int64_t p = 0; p < sh.plane; ++p) {
+          float& v = want[(size_t(b) * sh.channels + size_t(c)) * size_t(sh.plane) + size_t(p)];
+          v = v + bias[size_t(c)];
+        }
+    if (relu) cpu::relu_forward(want.data(), want.data(), n);
+
+    auto d_y = to_device(y, s);
+    const auto d_bias = to_device(bias, s);
+    auto run = [&] {
+      upload(d_y, y, s);  // in place: restart from the same input
+      bias_act_forward(d_y.data(), d_bias.data(), sh.batch, sh.channels, sh.plane, relu, s);
+      return to_host(d_y, s);
+    };
+    const auto got = run();
+    // Exact: one fp32 add and a select, identical on both sides.
+    require_bitwise_equal(got, want, "y");
+    require_same_run(run(), got, "y");
+  }
+}
+
+TEST_CASE("bias_act_backward masks dy and reduces db deterministically", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const bool relu = GENERATE(true, false);
+  // shift 1 places dy and y 4 bytes past a 16-byte boundary, which must send planes that are
+  // multiples of 4 down the scalar path instead of the float4 one.
+  const size_t shift = GENERATE(size_t(0), size_t(1));
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  for (const Shape& sh : activation_shapes()) {
+    INFO("shape (" << sh.batch << ", " << sh.channels << ", " << sh.plane << ") relu " << relu
+                   << " shift " << shift);
+    const size_t n = size_t(sh.batch) * sh.channels * size_t(sh.plane);
+    std::vector<float> dy = uniform(rng, n, -1, 1);
+    std::vector<float> y = uniform(rng, n, -1, 1);
+    cpu::relu_forward(y.data(), y.data(), n);  // a post-ReLU output: about half exact zeros
+    if (relu) {
+      // Behind a dead unit the gradient is dropped by a select, not a multiply by 0: NaN and Inf
+      // there must come out as 0 (as in cpu::relu_backward), never poison db.
+      const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                                std::numeric_limits<float>::infinity(),
+                                -std::numeric_limits<float>::infinity()};
+      int k = 0;
+      for (size_t i = 0; i < n && k < 30; i += 7)
+        if (y[i] == 0.0f) dy[i] = specials[k++ % 3];
+    }
+
+    std::vector<float> dy_want = dy;
+    if (relu) cpu::relu_backward(dy_want.data(), dy_want.data(), y.data(), n);
+    std::vector<double> db_sum(size_t(sh.channels), 0.0);  // the definition, summed in double
+    for (int b = 0; b < sh.batch; ++b)
+      for (int c = 0; c < sh.channels; ++c)
+        for (int64_t p = 0; p < sh.plane; ++p)
+          db_sum[size_t(c)] +=
+              double(dy_want[(size_t(b) * sh.channels + size_t(c)) * size_t(sh.plane) + size_t(p)]);
+    const std::vector<float> db_want(db_sum.begin(), db_sum.end());
+
+    // Device images: `shift` pad floats, the tensor, then kGuard guard floats that no launch may
+    // touch (dy is written in place, so a write past either end would show there).
+    constexpr size_t kGuard = 5;
+    constexpr float kGuardValue = 12345.0f;
+    auto placed = [&](const std::vector<float>& v) {
+      std::vector<float> out(shift, kGuardValue);
+      out.insert(out.end(), v.begin(), v.end());
+      out.insert(out.end(), kGuard, kGuardValue);
+      return out;
+    };
+    const std::vector<float> dy_placed = placed(dy);
+    auto d_dy = to_device(dy_placed, s);
+    const auto d_y = to_device(placed(y), s);
+    DeviceBuffer<float> d_db(size_t(sh.channels));
+    auto run = [&] {
+      upload(d_dy, dy_placed, s);  // in place: restart from the same input
+      poison_device(d_db, s);
+      bias_act_backward(d_dy.data() + shift, d_db.data(), d_y.data() + shift, sh.batch, sh.channels,
+                        sh.plane, relu, s);
+      return std::make_pair(to_host(d_dy, s), to_host(d_db, s));
+    };
+    const auto got = run();
+    for (size_t i = 0; i < got.first.size(); ++i)
+      if (i < shift || i >= shift + n) {
+        INFO("guard float " << i << " of dy's buffer");
+        REQUIRE(got.first[i] == kGuardValue);
+      }
+    // dy: exact, a select per element.
+    require_bitwise_equal(std::vector<float>(got.first.begin() + ptrdiff_t(shift),
+                                             got.first.begin() + ptrdiff_t(shift + n)),
+                          dy_want, "dy");
+    // db: both sides sum the same floats in double, in different orders (a tree on the GPU):
+    // the double sums differ by ~1e-16 relative and the float results by at most one rounding
+    // (1.2e-7). floor 1e-3 (|db| reaches ~300) keeps channels that sum to ~0 meaningful; one
+    // missing or doubled element (|dy| ~ 0.5) would be off by > 1e-3 relative.
+    REQUIRE_MAX_REL(compare(got.second.data(), db_want.data(), db_want.size(), 1e-3), "db", 1e-6);
+    const auto again = run();
+    require_same_run(again.first, got.first, "dy");
+    require_same_run(again.second, got.second, "db");
+  }
+}
+
+TEST_CASE("add_inplace adds elementwise", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const size_t n = GENERATE(size_t(1), size_t(31), size_t(4097), size_t(134165));
+  INFO("n " << n);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const std::vector<float> a = uniform(rng, n, -1, 1), b = uniform(rng, n, -1, 1);
+  std::vector<float> want(n);
+  for (size_t i = 0; i < n; ++i) want[i] = a[i] + b[i];
+  auto d_a = to_device(a, s);
+  const auto d_b = to_device(b, s);
+  auto run = [&] {
+    upload(d_a, a, s);
+    add_inplace(d_a.data(), d_b.data(), n, s);
+    return to_host(d_a, s);
+  };
+  const auto got = run();
+  require_bitwise_equal(got, want, "a");  // exact: one fp32 add
+  require_same_run(run(), got, "a");
+}
+
+// ---- reparameterization -----------------------------------------------------------------------
+
+TEST_CASE("reparam_forward draws the CPU's Philox noise and forms z", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 3, 127, 129);
+  const int dim = GENERATE(1, 2, 17);
+  // A noise seed and a step above 2^32, so both words of each reach the counter.
+  const uint64_t noise_seed = rng(), step = (uint64_t(1) << 33) + rng() % 100000;
+  INFO("batch " << batch << " D " << dim << " noise seed " << noise_seed << " step " << step);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const size_t n = size_t(batch) * dim;
+  // |mu| <= 2, exp(logvar / 2) <= 1.65, |eps| <= 5.8 (the largest Box-Muller radius for a 24-bit
+  // uniform), so |z| < 12: the bounds the z tolerance below is derived from.
+  const std::vector<float> mu = uniform(rng, n, -2, 2), logvar = uniform(rng, n, -3, 1);
+  std::vector<float> eps_want(n);
+  fill_eps(eps_want.data(), noise_seed, step, batch, dim);
+
+  const auto d_mu = to_device(mu, s), d_logvar = to_device(logvar, s);
+  DeviceBuffer<float> d_z(n), d_eps(n);
+  auto run = [&] {
+    poison_device(d_z, s);
+    poison_device(d_eps, s);
+    reparam_forward(d_z.data(), d_eps.data(), d_mu.data(), d_logvar.data(), noise_seed, step, batch,
+                    dim, s);
+    return std::make_pair(to_host(d_z, s), to_host(d_eps, s));
+  };
+  const auto got = run();
+  // eps: the same Philox words and the same float Box-Muller, but the device logf/cosf differ
+  // from glibc's by a few ulp (CUDA: logf 1 ulp, cosf 2 ulp), about 5e-7 relative at most.
+  // A wrong counter (index, step or seed word) gives an unrelated value.
+  REQUIRE_MAX_REL(compare(got.second.data(), eps_want.data(), n, 1e-6), "eps", 1e-5);
+  // z: checked against the CPU formula fed with the GPU's own eps, so only expf differs (CUDA
+  // 2 ulp, glibc < 1 ulp): <= 3 ulp of exp(lv/2) <= 1.65 times |eps| <= 5.8 is 2.1e-6, plus
+  // one rounding each of the product and of z (< 16: 9.5e-7 each), so 5e-6 absolute.
+  std::vector<float> z_want(n);
+  cpu::reparam_forward(z_want.data(), mu.data(), logvar.data(), got.second.data(), n);
+  REQUIRE_MAX_ABS(compare(got.first.data(), z_want.data(), n), "z", 5e-6);
+  const auto again = run();
+  require_same_run(again.first, got.first, "z");
+  require_same_run(again.second, got.second, "eps");
+}
+
+TEST_CASE("reparam_backward: the dz path plus the beta-weighted KL gradient", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 3, 127, 129);
+  const int dim = GENERATE(1, 2, 17);
+  const float beta = GENERATE(1.0f, 0.25f, 0.0f);
+  INFO("batch " << batch << " D " << dim << " beta " << beta);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const size_t n = size_t(batch) * dim;
+  const std::vector<float> dz = uniform(rng, n, -1, 1), mu = uniform(rng, n, -2, 2),
+                           logvar = uniform(rng, n, -3, 1);
+  std::vector<float> eps(n);
+  std::normal_distribution<float> normal;
+  for (float& e : eps) e = normal(rng);
+
+  std::vector<float> dmu_want(n), dlogvar_want(n);
+  cpu::reparam_backward(dmu_want.data(), dlogvar_want.data(), dz.data(), mu.data(), logvar.data(),
+                        eps.data(), batch, dim, double(beta));
+
+  const auto d_dz = to_device(dz, s), d_mu = to_device(mu, s), d_logvar = to_device(logvar, s),
+             d_eps = to_device(eps, s);
+  DeviceBuffer<float> d_dmu(n), d_dlogvar(n);
+  auto run = [&] {
+    poison_device(d_dmu, s);
+    poison_device(d_dlogvar, s);
+    reparam_backward(d_dmu.data(), d_dlogvar.data(), d_dz.data(), d_mu.data(), d_logvar.data(),
+                     d_eps.data(), batch, dim, beta, s);
+    return std::make_pair(to_host(d_dmu, s), to_host(d_dlogvar, s));
+  };
+  const auto got = run();
+  // Both sides evaluate in double in the same order and round to float once; only the last
+  // bit of the double exp can differ, which moves a float result by at most one rounding
+  // (1.2e-7). floor 1e-6 for values that cancel to ~0 (the double error there is ~1e-16).
+  REQUIRE_MAX_REL(compare(got.first.data(), dmu_want.data(), n, 1e-6), "dmu", 1e-6);
+  REQUIRE_MAX_REL(compare(got.second.data(), dlogvar_want.data(), n, 1e-6), "dlogvar", 1e-6);
+  const auto again = run();
+  require_same_run(again.first, got.first, "dmu");
+  require_same_run(again.second, got.second, "dlogvar");
+}
+
+// ---- loss ---------------------------------------------------------------------------------------
+
+namespace {
+
+struct LossResult {
+  std::vector<float> dlogits, recon, kl;
+};
+
+struct LossCase {
+  int batch, pixels, dim;
+  std::vector<float> logits, x, mu, logvar;
+};
+
+// One GPU run of bce_kl_loss with every output poisoned first.
+LossResult run_loss(const LossCase& c, cudaStream_t s) {
+  const auto d_logits = to_device(c.logits, s), d_x = to_device(c.x, s), d_mu = to_device(c.mu, s),
+             d_logvar = to_device(c.logvar, s);
+  DeviceBuffer<float> d_dlogits(c.logits.size()), d_recon(size_t(c.batch)), d_kl(size_t(c.batch));
+  poison_device(d_dlogits, s);
+  poison_device(d_recon, s);
+  poison_device(d_kl, s);
+  bce_kl_loss(d_dlogits.data(), d_recon.data(), d_kl.data(), d_logits.data(), d_x.data(),
+              d_mu.data(), d_logvar.data(), c.batch, c.pixels, c.dim, s);
+  return {to_host(d_dlogits, s), to_host(d_recon, s), to_host(d_kl, s)};
+}
+
+// GPU against cpu::bce_kl_loss, then a second run bit-identical to the first.
+void check_loss(const LossCase& c, cudaStream_t s) {
+  std::vector<float> dlogits_want(c.logits.size());
+  std::vector<double> recon_want(size_t(c.batch)), kl_want(size_t(c.batch));
+  cpu::bce_kl_loss(dlogits_want.data(), recon_want.data(), kl_want.data(), c.logits.data(),
+                   c.x.data(), c.mu.data(), c.logvar.data(), c.batch, c.pixels, c.dim, 1.0);
+  const LossResult got = run_loss(c, s);
+  // dlogits: each element is evaluated in double in the CPU's order and rounded once; the
+  // device exp may differ in the last double bit, moving the float by at most one rounding
+  // (1.2e-7). floor 1e-9 / B: sigmoid(l) - x can cancel to ~0, where the double error
+  // (~1e-16 / B) must still count as small.
+  REQUIRE_MAX_REL(
+      compare(got.dlogits.data(), dlogits_want.data(), dlogits_want.size(), 1e-9 / c.batch),
+      "dlogits", 1e-6);
+  // recon, kl: per-image double sums (a tree on the GPU, sequential on the CPU: ~1e-15
+  // relative apart for these sums of non-negative terms) stored as float on the GPU: one
+  // rounding, 6e-8. The brief's 1e-6 relative leaves room for the device exp/log1p.
+  REQUIRE_MAX_REL(compare(got.recon.data(), recon_want.data(), recon_want.size()), "recon", 1e-6);
+  REQUIRE_MAX_REL(compare(got.kl.data(), kl_want.data(), kl_want.size(), 1e-9), "kl", 1e-6);
+  const LossResult again = run_loss(c, s);
+  require_same_run(again.dlogits, got.dlogits, "dlogits");
+  require_same_run(again.recon, got.recon, "recon");
+  require_same_run(again.kl, got.kl, "kl");
+}
+
+}  // namespace
+
+TEST_CASE("bce_kl_loss matches the CPU value and gradient", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 3, 127, 129);
+  const int pixels = GENERATE(784, 1, 257);
+  const int dim = GENERATE(1, 2, 17);
+  INFO("batch " << batch << " pixels " << pixels << " D " << dim);
+  CudaStream stream;
+  LossCase c{batch, pixels, dim, {}, {}, {}, {}};
+  const size_t n = size_t(batch) * pixels, nz = size_t(batch) * dim;
+  c.logits = uniform(rng, n, -8, 8);
+  c.x.resize(n);
+  std::uniform_int_distribution<int> byte(0, 255);  // targets as the data has them: k / 255
+  for (float& t : c.x) t = float(byte(rng)) / 255.0f;
+  c.mu = uniform(rng, nz, -2, 2);
+  c.logvar = uniform(rng, nz, -3, 1);
+  check_loss(c, stream.get());
+}
+
+TEST_CASE("bce_kl_loss is finite and exact at extreme logits", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  const float logit_values[] = {100.0f, -100.0f, 1e4f, -1e4f, 0.0f};
+  const float target_values[] = {0.0f, 0.5f, 1.0f};
+  const int batch = 4, pixels = 784, dim = 3;
+  LossCase c{batch, pixels, dim, {}, {}, {}, {}};
+  c.logits.resize(size_t(batch) * pixels);
+  c.x.resize(c.logits.size());
+  for (int p = 0; p < pixels; ++p) {
+    // image 0: every (logit, target) pair, cycling; image 1: l = 1e4, x = 1 (loss exactly 0);
+    // image 2: l = -1e4, x = 1 (loss 1e4 per pixel); image 3: random pairs of the set.
+    c.logits[size_t(p)] = logit_values[p % 5];
+    c.x[size_t(p)] = target_values[(p / 5) % 3];
+    c.logits[size_t(pixels + p)] = 1e4f, c.x[size_t(pixels + p)] = 1.0f;
+    c.logits[size_t(2 * pixels + p)] = -1e4f, c.x[size_t(2 * pixels + p)] = 1.0f;
+    c.logits[size_t(3 * pixels + p)] = logit_values[rng() % 5];
+    c.x[size_t(3 * pixels + p)] = target_values[rng() % 3];
+  }
+  // Large but finite latents: exp(20) and mu^2 = 100 are fine in double and in float.
+  c.mu = {0.0f, 10.0f, -10.0f, 1.0f, 0.0f, -1.0f, 0.0f, 0.0f, 0.0f, 3.0f, -3.0f, 0.5f};
+  c.logvar = {-20.0f, 0.0f, 20.0f, 1.0f, -1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 5.0f, -5.0f, 0.1f};
+
+  const LossResult got = run_loss(c, stream.get());
+  for (size_t i = 0; i < got.dlogits.size(); ++i) {
+    INFO("dlogits[" << i << "] = " << got.dlogits[i] << " logit " << c.logits[i] << " target "
+                    << c.x[i]);
+    REQUIRE(std::isfinite(got.dlogits[i]));
+  }
+  for (int b = 0; b < batch; ++b) {
+    INFO("image " << b << " recon " << got.recon[size_t(b)] << " kl " << got.kl[size_t(b)]);
+    REQUIRE(std::isfinite(got.recon[size_t(b)]));
+    REQUIRE(std::isfinite(got.kl[size_t(b)]));
+  }
+  REQUIRE(got.recon[1] == 0.0f);                 // log1p(exp(-1e4)) is exactly 0
+  REQUIRE(got.recon[2] == float(1e4 * pixels));  // max(l,0) - l x = 1e4 per pixel, exact
+  REQUIRE(got.kl[2] == 0.0f);                    // mu = 0, logvar = 0: no divergence
+  check_loss(c, stream.get());                   // and everything equal to the CPU (1e-6 relative)
+}
+
+TEST_CASE("loss_accumulate adds the batch sums in double, deterministically", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 3, 127, 129, 4097);
+  INFO("batch " << batch);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const std::vector<float> recon = uniform(rng, size_t(batch), 0, 600),
+                           kl = uniform(rng, size_t(batch), 0, 30);
+  const std::vector<double> start{1.5, -2.25};  // += , not =
+  double recon_sum = 0, kl_sum = 0;
+  for (int b = 0; b < batch; ++b) recon_sum += double(recon[size_t(b)]), kl_sum += kl[size_t(b)];
+
+  const auto d_recon = to_device(recon, s), d_kl = to_device(kl, s);
+  auto d_sums = to_device(start, s);
+  auto run = [&](int times) {
+    upload(d_sums, start, s);
+    for (int t = 0; t < times; ++t)
+      loss_accumulate(d_sums.data(), d_recon.data(), d_kl.data(), batch, s);
+    return to_host(d_sums, s);
+  };
+  // The same floats summed in double in another order (a tree): the sums of these positive
+  // terms agree to ~batch * 1e-16 relative at worst.
+  const auto once = run(1);
+  const std::vector<double> want1{start[0] + recon_sum, start[1] + kl_sum};
+  REQUIRE_MAX_REL(compare(once.data(), want1.data(), 2), "sums after one step", 1e-12);
+  const auto twice = run(2);
+  const std::vector<double> want2{start[0] + 2 * recon_sum, start[1] + 2 * kl_sum};
+  REQUIRE_MAX_REL(compare(twice.data(), want2.data(), 2), "sums after two steps", 1e-12);
+  require_same_run(run(1), once, "sums");
+  require_same_run(run(2), twice, "sums");
+}
+
+// ---- Adam ---------------------------------------------------------------------------------------
+
+namespace {
+
+struct AdamState {
+  std::vector<float> params, m, v;
+};
+
+// GPU state after `steps` Adam steps from `start` with grads[k] at step first_step + k, and the
+// same on the CPU; compared after every step.
+void check_adam(const AdamState& start, const std::vector<std::vector<float>>& grads,
+                int64_t first_step, const cpu::AdamConfig& cfg, cudaStream_t s) {
+  const size_t n = start.params.size();
+  AdamState cpu_state = start;
+  auto d_params = to_device(start.params, s), d_m = to_device(start.m, s),
+       d_v = to_device(start.v, s);
+  DeviceBuffer<float> d_grads(n);
+  std::vector<AdamState> gpu_states;
+  for (size_t k = 0; k < grads.size(); ++k) {
+    const int64_t step = first_step + int64_t(k);
+    INFO("step " << step);
+    cpu::adam_step(cpu_state.params.data(), cpu_state.m.data(), cpu_state.v.data(), grads[k].data(),
+                   n, cfg, step);
+    upload(d_grads, grads[k], s);
+    adam_step(d_params.data(), d_m.data(), d_v.data(), d_grads.data(), n, cfg.lr, cfg.beta1,
+              cfg.beta2, cfg.eps, step, s);
+    const AdamState got{to_host(d_params, s), to_host(d_m, s), to_host(d_v, s)};
+    // The kernel performs the CPU's fp32 operations in its order with the bias corrections
+    // rounded on the host exactly as the CPU rounds them, so on x86-64 (no FMA contraction in
+    // the CPU build) every value is expected bit-equal; the tolerances allow for a host
+    // compiler that contracts (one ulp here and there) and nothing more.
+    // m: can cancel to ~0, so errors are measured against the largest |m| (floor).
+    REQUIRE_MAX_REL(compare(got.m.data(), cpu_state.m.data(), n, max_abs_of(cpu_state.m)), "m",
+                    1e-6);
+    // v: a sum of non-negative terms, no cancellation: plain relative error.
+    REQUIRE_MAX_REL(compare(got.v.data(), cpu_state.v.data(), n), "v", 1e-6);
+    // params: |p| < 2, so 2 ulp is 2.4e-7; an update off by one ulp moves p by at most one.
+    // An error in the update of 1e-4 relative (lr 1e-3) would already show.
+    REQUIRE_MAX_ABS(compare(got.params.data(), cpu_state.params.data(), n), "params", 2.4e-7);
+    gpu_states.push_back(got);
+  }
+  // Determinism: the same sequence again from the same start gives the same bits.
+  upload(d_params, start.params, s);
+  upload(d_m, start.m, s);
+  upload(d_v, start.v, s);
+  for (size_t k = 0; k < grads.size(); ++k) {
+    upload(d_grads, grads[k], s);
+    adam_step(d_params.data(), d_m.data(), d_v.data(), d_grads.data(), n, cfg.lr, cfg.beta1,
+              cfg.beta2, cfg.eps, first_step + int64_t(k), s);
+  }
+  require_same_run(to_host(d_params, s), gpu_states.back().params, "params");
+  require_same_run(to_host(d_m, s), gpu_states.back().m, "m");
+  require_same_run(to_host(d_v, s), gpu_states.back().v, "v");
+}
+
+}  // namespace
+
+TEST_CASE("adam_step matches cpu::adam_step", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const size_t n = GENERATE(size_t(1), size_t(31), size_t(4097), size_t(134165));
+  INFO("n " << n);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  // Gradients over many magnitudes, some far below eps so that eps matters in the denominator.
+  auto make_grads = [&] {
+    std::vector<float> g = uniform(rng, n, -1, 1);
+    std::uniform_int_distribution<int> exponent(-12, 1);
+    for (float& x : g) x *= std::pow(10.0f, float(exponent(rng)));
+    return g;
+  };
+
+  SECTION("the first steps from zero moments (large bias corrections)") {
+    const cpu::AdamConfig cfg;  // lr 1e-3, betas 0.9 / 0.999, eps 1e-7: the reference setup
+    const AdamState start{uniform(rng, n, -1, 1), std::vector<float>(n, 0.0f),
+                          std::vector<float>(n, 0.0f)};
+    check_adam(start, {make_grads(), make_grads(), make_grads()}, 1, cfg, s);
+  }
+  SECTION("a late step with warm moments and another configuration") {
+    cpu::AdamConfig cfg;
+    cfg.lr = 1e-2f, cfg.beta1 = 0.8f, cfg.beta2 = 0.99f, cfg.eps = 1e-8f;
+    // sqrt(v) >= |m| keeps the updates ~lr, so |p| stays below 2 (the params tolerance).
+    const AdamState start{uniform(rng, n, -1, 1), uniform(rng, n, -0.1, 0.1),
+                          uniform(rng, n, 0.01, 0.02)};
+    check_adam(start, {make_grads(), make_grads()}, 1000, cfg, s);
+  }
+}
+
+// ---- argument checks ----------------------------------------------------------------------------
+
+TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  DeviceBuffer<float> f(64);
+  DeviceBuffer<double> d(2);
+  DeviceBuffer<uint8_t> u8(64);
+  DeviceBuffer<int32_t> i32(4);
+  CUDA_CHECK(cudaMemsetAsync(i32.data(), 0, i32.bytes(), s));
+  float* p = f.data();
+
+  REQUIRE_THROWS_AS(gather_normalize(p, u8.data(), i32.data(), 0, 8, s), Error);
+  REQUIRE_THROWS_AS(gather_normalize(p, u8.data(), i32.data(), 1, 0, s), Error);
+  REQUIRE_THROWS_AS(gather_normalize(nullptr, u8.data(), i32.data(), 1, 8, s), Error);
+  REQUIRE_THROWS_AS(gather_normalize(p, u8.data(), nullptr, 1, 8, s), Error);
+
+  REQUIRE_THROWS_AS(bias_act_forward(p, p + 32, 0, 1, 1, true, s), Error);
+  REQUIRE_THROWS_AS(bias_act_forward(p, p + 32, 1, 0, 1, true, s), Error);
+  REQUIRE_THROWS_AS(bias_act_forward(p, p + 32, 1, 1, 0, true, s), Error);
+  REQUIRE_THROWS_AS(bias_act_forward(p, nullptr, 1, 1, 1, true, s), Error);
+  REQUIRE_THROWS_AS(bias_act_backward(p, p + 32, p + 48, -1, 1, 1, true, s), Error);
+  REQUIRE_THROWS_AS(bias_act_backward(p, p + 32, nullptr, 1, 1, 1, true, s), Error);
+  REQUIRE_THROWS_AS(bias_act_backward(p, nullptr, p + 48, 1, 1, 1, false, s), Error);
+  REQUIRE_THROWS_AS(bias_act_backward(p, p + 32, p + 48, 2, 1, int64_t(1) << 31, true, s), Error);
+  REQUIRE_NOTHROW(bias_act_backward(p, p + 32, nullptr, 1, 1, 1, false, s));  // y unused
+  REQUIRE_THROWS_AS(add_inplace(nullptr, p, 4, s), Error);
+  REQUIRE_NOTHROW(add_inplace(nullptr, nullptr, 0, s));  // nothing to do
+
+  REQUIRE_THROWS_AS(reparam_forward(p, p + 8, p + 16, p + 24, 1, 1, 0, 2, s), Error);
+  REQUIRE_THROWS_AS(reparam_forward(p, p + 8, p + 16, p + 24, 1, 1, 2, 0, s), Error);
+  REQUIRE_THROWS_AS(reparam_forward(p, nullptr, p + 16, p + 24, 1, 1, 2, 2, s), Error);
+  REQUIRE_THROWS_AS(reparam_backward(p, p + 8, p + 16, p + 24, p + 32, p + 40, 0, 2, 1.0f, s),
+                    Error);
+  REQUIRE_THROWS_AS(reparam_backward(p, p + 8, p + 16, p + 24, nullptr, p + 40, 2, 2, 1.0f, s),
+                    Error);
+
+  REQUIRE_THROWS_AS(bce_kl_loss(p, p + 8, p + 16, p + 24, p + 32, p + 40, p + 48, 0, 4, 2, s),
+                    Error);
+  REQUIRE_THROWS_AS(bce_kl_loss(p, p + 8, p + 16, p + 24, p + 32, p + 40, p + 48, 1, 0, 2, s),
+                    Error);
+  REQUIRE_THROWS_AS(bce_kl_loss(p, p + 8, p + 16, p + 24, p + 32, p + 40, p + 48, 1, 4, 0, s),
+                    Error);
+  REQUIRE_THROWS_AS(bce_kl_loss(p, nullptr, p + 16, p + 24, p + 32, p + 40, p + 48, 1, 4, 2, s),
+                    Error);
+  REQUIRE_THROWS_AS(loss_accumulate(d.data(), p, p + 8, 0, s), Error);
+  REQUIRE_THROWS_AS(loss_accumulate(nullptr, p, p + 8, 1, s), Error);
+
+  REQUIRE_THROWS_AS(adam_step(p, p + 8, p + 16, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 0, s),
+                    Error);
+  REQUIRE_THROWS_AS(adam_step(p, p + 8, p + 16, p + 24, 8, 1e-3f, 1.0f, 0.999f, 1e-7f, 1, s),
+                    Error);
+  REQUIRE_THROWS_AS(adam_step(p, nullptr, p + 16, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 1, s),
+                    Error);
+  REQUIRE_NOTHROW(adam_step(nullptr, nullptr, nullptr, nullptr, 0, 1e-3f, 0.9f, 0.999f, 1e-7f, 1,
+                            s));         // n == 0: nothing to do
+  CUDA_CHECK(cudaStreamSynchronize(s));  // the one real launch above ran cleanly
+}
