@@ -2,10 +2,10 @@
 #include "host/parity_dump.h"
 
 #include <cmath>
-#include <sstream>
 #include <vector>
 
 #include "host/batch.h"
+#include "host/cli_util.h"
 #include "host/cpu_model.h"
 #include "host/idx.h"
 #include "host/philox.h"
@@ -67,13 +67,10 @@ void write_parity_dump(const ParityDumpConfig& cfg) {
   out.push_back({"ref.loss", DType::F64, {1}, &loss.loss});
   out.push_back({"ref.recon", DType::F64, {1}, &loss.recon});
   out.push_back({"ref.kl", DType::F64, {1}, &loss.kl});
-  std::ostringstream beta;
-  beta.precision(17);
-  beta << cfg.beta;
   write_safetensors(cfg.out, out,
                     {{"format", "cuvae-parity-1"},
                      {"latent_dim", std::to_string(cfg.latent_dim)},
-                     {"beta", beta.str()},
+                     {"beta", exact_text(cfg.beta)},
                      {"batch_size", std::to_string(cfg.batch_size)},
                      {"seed", std::to_string(cfg.seed)}});
 }

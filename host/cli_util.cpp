@@ -1,0 +1,67 @@
+// Shared subcommand helpers (cli_util.h).
+#include "host/cli_util.h"
+
+#include <sstream>
+
+#include "host/error.h"
+
+namespace cuvae {
+namespace {
+
+// cxxopts quotes the option name in its messages ("Option \u2018epochs\u2019 ..."); we lead
+// with the flag as the user typed it.
+std::string flag_of(const std::string& message) {
+  const std::string open = "\u2018", close = "\u2019";
+  const size_t a = message.find(open);
+  const size_t b = a == std::string::npos ? a : message.find(close, a + open.size());
+  if (b == std::string::npos) return message;
+  const std::string name = message.substr(a + open.size(), b - a - open.size());
+  return name.size() == 1 ? "-" + name : "--" + name;
+}
+
+}  // namespace
+
+// "1234567" -> "1,234,567"
+std::string with_commas(int64_t v) {
+  std::string s = std::to_string(v);
+  for (int i = int(s.size()) - 3; i > (v < 0 ? 1 : 0); i -= 3) s.insert(size_t(i), ",");
+  return s;
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v;
+  return os.str();
+}
+
+std::string quote_arg(const std::string& s) {
+  return "'" + s + "'";
+}
+
+std::string exact_text(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+// cxxopts throws its own exceptions for unknown flags and missing values; give them our
+// one-line form and exit code.
+cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv) {
+  try {
+    cxxopts::ParseResult r = options.parse(argc, argv);
+    if (!r.unmatched().empty())
+      throw InputError("unexpected argument " + quote_arg(r.unmatched().front()) + " (see --help)");
+    return r;
+  } catch (const cxxopts::exceptions::no_such_option& e) {
+    throw InputError(flag_of(e.what()) + ": unknown option (see --help)");
+  } catch (const cxxopts::exceptions::missing_argument& e) {
+    throw InputError(flag_of(e.what()) + ": missing its value (see --help)");
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw InputError(std::string(e.what()) + " (see --help)");
+  }
+}
+
+}  // namespace cuvae

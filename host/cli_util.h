@@ -1,0 +1,21 @@
+// Helpers shared by the subcommands: option parsing with one-line errors, number formatting.
+#pragma once
+
+#include <cstdint>
+#include <cxxopts.hpp>
+#include <string>
+
+namespace cuvae {
+
+constexpr const char* kVersion = "0.1.0";
+
+// Parses argv with cxxopts; unknown options, missing values and stray arguments become
+// InputErrors that lead with the flag.
+cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv);
+
+std::string with_commas(int64_t v);           // 1234567 -> "1,234,567"
+std::string fixed(double v, int digits);      // fixed-point text
+std::string quote_arg(const std::string& s);  // 'text'
+std::string exact_text(double v);             // shortest text that reads back as v (17 digits)
+
+}  // namespace cuvae
