@@ -84,7 +84,15 @@ int run_cli(int argc, char** argv) {
   }
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
   if (cmd == "parity-dump") return cmd_parity_dump(argc - 1, argv + 1);
-  throw InputError("unknown command " + quote_arg(cmd) + " (commands: train, parity-dump)");
+  if (cmd == "grid") return cmd_grid(argc - 1, argv + 1);
+  if (cmd == "scatter") return cmd_scatter(argc - 1, argv + 1);
+  if (cmd == "reconstruct") return cmd_reconstruct(argc - 1, argv + 1);
+  if (cmd == "sample") return cmd_sample(argc - 1, argv + 1);
+  if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
+  if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
+  throw InputError("unknown command " + quote_arg(cmd) +
+                   " (commands: train, eval, encode, grid, scatter, reconstruct, sample, "
+                   "parity-dump)");
 }
 
 }  // namespace cuvae

@@ -5,5 +5,11 @@ namespace cuvae {
 
 int cmd_train(int argc, char** argv);        // cmd_train.cpp
 int cmd_parity_dump(int argc, char** argv);  // cmd_parity.cpp
+int cmd_grid(int argc, char** argv);         // cmd_pictures.cpp
+int cmd_scatter(int argc, char** argv);      // cmd_pictures.cpp
+int cmd_reconstruct(int argc, char** argv);  // cmd_pictures.cpp
+int cmd_sample(int argc, char** argv);       // cmd_pictures.cpp
+int cmd_eval(int argc, char** argv);         // cmd_eval.cpp
+int cmd_encode(int argc, char** argv);       // cmd_eval.cpp
 
 }  // namespace cuvae

@@ -96,15 +96,21 @@ void model_encode(const ModelDesc& d, const T* params, Activations<T>& a) {
 }
 
 template <typename T>
+void model_decode(const ModelDesc& d, const T* params, Activations<T>& a) {
+  const int b = a.batch;
+  layer_forward(d, params, kDecFc, a.d0.data(), a.z.data(), b);
+  layer_forward(d, params, kDecDeconv1, a.d1.data(), a.d0.data(), b);
+  layer_forward(d, params, kDecDeconv2, a.d2.data(), a.d1.data(), b);
+  layer_forward(d, params, kDecOut, a.logits.data(), a.d2.data(), b);
+}
+
+template <typename T>
 LossParts model_forward(const ModelDesc& d, const T* params, Activations<T>& a, double beta) {
   if (a.latent_dim != d.latent_dim) throw Error("model_forward: activations sized for another D");
   const int b = a.batch;
   model_encode(d, params, a);
   reparam_forward(a.z.data(), a.mu.data(), a.logvar.data(), a.eps.data(), a.z.size());
-  layer_forward(d, params, kDecFc, a.d0.data(), a.z.data(), b);
-  layer_forward(d, params, kDecDeconv1, a.d1.data(), a.d0.data(), b);
-  layer_forward(d, params, kDecDeconv2, a.d2.data(), a.d1.data(), b);
-  layer_forward(d, params, kDecOut, a.logits.data(), a.d2.data(), b);
+  model_decode(d, params, a);
   return bce_kl_loss(a.dlogits.data(), a.recon.data(), a.kl.data(), a.logits.data(), a.x.data(),
                      a.mu.data(), a.logvar.data(), b, kImagePixels, d.latent_dim, beta);
 }
@@ -147,5 +153,7 @@ template void model_backward<double>(const ModelDesc&, const double*, const Acti
                                      double, double*);
 template void model_encode<float>(const ModelDesc&, const float*, Activations<float>&);
 template void model_encode<double>(const ModelDesc&, const double*, Activations<double>&);
+template void model_decode<float>(const ModelDesc&, const float*, Activations<float>&);
+template void model_decode<double>(const ModelDesc&, const double*, Activations<double>&);
 
 }  // namespace cuvae::cpu

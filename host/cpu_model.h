@@ -50,4 +50,8 @@ void model_backward(const ModelDesc& desc, const T* params, const Activations<T>
 template <typename T>
 void model_encode(const ModelDesc& desc, const T* params, Activations<T>& a);
 
+// Decoder only: logits (B, 784) for a.z (fills d0..d2, logits).
+template <typename T>
+void model_decode(const ModelDesc& desc, const T* params, Activations<T>& a);
+
 }  // namespace cuvae::cpu

@@ -26,6 +26,7 @@ enum class Stream : uint32_t {
   Eps = 2,      // reparameterization noise: (step, batch_row * D + j)
   Shuffle = 3,  // per-epoch permutation: (epoch, swap index)
   Data = 4,     // synthetic data in tests and parity dumps
+  Eval = 5,     // evaluation noise: (seed, image index, sample * D + j)
 };
 
 struct Philox4 {

@@ -1,0 +1,29 @@
+// Batched inference with a trained model: encode images to (mu, logvar), decode latents to
+// logits. Used by the pictures, eval, encode and the per-epoch test loss. The CPU engine runs
+// the reference model; a GPU engine can stand behind the same interface.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "host/model.h"
+
+namespace cuvae {
+
+class Inference {
+ public:
+  virtual ~Inference() = default;
+  virtual const ModelDesc& desc() const = 0;
+  virtual std::string device() const = 0;  // "cpu" or the GPU's name
+  // mu, logvar (count, D) for x (count, 784) in [0, 1]; any count >= 1.
+  virtual void encode(float* mu, float* logvar, const float* x, int count) = 0;
+  // logits (count, 784) for z (count, D); any count >= 1.
+  virtual void decode(float* logits, const float* z, int count) = 0;
+};
+
+// The CPU reference engine over `params` (desc.num_params floats, copied).
+std::unique_ptr<Inference> make_cpu_inference(const ModelDesc& desc,
+                                              const std::vector<float>& params);
+
+}  // namespace cuvae
