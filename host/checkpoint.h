@@ -1,16 +1,42 @@
-// Checkpoints in safetensors: model.safetensors (the weights under their PyTorch names,
-// float32, with metadata: format, architecture, latent_dim, beta) that PyTorch's
-// load_state_dict(strict=True) accepts, written atomically (see safetensors.h).
+// Checkpoints in safetensors (see safetensors.h; every write is atomic):
+//
+//   model.safetensors        the weights under their PyTorch names, float32, with metadata
+//                            format, format_version, architecture, latent_dim, beta; PyTorch's
+//                            load_state_dict(strict=True) accepts it.
+//   train_state.safetensors  everything a resume needs, in ONE file so that a crash can never
+//                            pair the weights of one epoch with the moments of another:
+//                              <param name>          F32, parameter shape   the weights
+//                              adam.m.<param name>   F32, parameter shape   Adam first moment
+//                              adam.v.<param name>   F32, parameter shape   Adam second moment
+//                              step                  I64 [1]                Adam steps taken
+//                              epoch                 I64 [1]                epochs completed
+//                            and in the metadata the hyperparameters (latent_dim, batch_size,
+//                            lr, beta, adam_beta1/2, adam_eps, exact decimal text), the seed
+//                            (decimal), the architecture and format version, the planned total
+//                            of epochs, the data folder, --limit, --test-limit, and the
+//                            training images' count and CRC-32 so a resume on other data is
+//                            refused. The random numbers are Philox, counter-based: the
+//                            permutation of epoch e is a function of (seed, e) and the noise of
+//                            step s of (seed, s), so seed + step + epoch IS the whole RNG state.
+//
+// Loading is strict: format, version, architecture, every tensor present with its dtype and
+// shape, no extra tensor, every value finite, step consistent with epoch. Anything else is an
+// InputError naming the file.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "host/idx.h"
 #include "host/model.h"
+#include "host/trainer_cpu.h"
 
 namespace cuvae {
 
 constexpr const char* kModelFormat = "cuvae-model-1";
+constexpr const char* kTrainStateFormat = "cuvae-train-state";
+constexpr int kCheckpointVersion = 1;  // metadata "format_version" of both files
 
 void save_model(const std::string& path, const ModelDesc& desc, const std::vector<float>& params,
                 double beta);
@@ -24,5 +50,30 @@ struct LoadedModel {
 // Reads and validates a model file: format, architecture, latent_dim, every tensor present
 // with the right dtype and shape, no extra tensors, all values finite. InputError otherwise.
 LoadedModel load_model(const std::string& path);
+
+// What a training run records besides the tensors.
+struct TrainRun {
+  // Hyperparameters (latent_dim, batch_size, beta, adam, seed, limit), data_dir, and epochs,
+  // the planned total. device and out_dir are not recorded (a run may resume elsewhere).
+  TrainConfig cfg;
+  int64_t train_images = 0;  // images trained on (after --limit)
+  uint32_t train_crc32 = 0;  // image_checksum() of those images
+  int64_t test_limit = 0;    // --test-limit used for the test loss (0: all)
+};
+
+void save_train_state(const std::string& path, const ModelDesc& desc, const TrainRun& run,
+                      const TrainState& state);
+
+struct LoadedTrainState {
+  ModelDesc desc;
+  TrainRun run;
+  TrainState state;
+};
+
+LoadedTrainState load_train_state(const std::string& path);
+
+// CRC-32 (zlib) of the images' pixels and shape: tells two datasets of the same size apart
+// (MNIST and Fashion-MNIST both have 60,000 training images).
+uint32_t image_checksum(const ImageSet& images);
 
 }  // namespace cuvae

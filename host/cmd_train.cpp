@@ -1,14 +1,40 @@
-// `cuvae train`: options, the run folder (config.json, metrics.csv, model.safetensors) and the
-// choice between the GPU and the CPU trainer.
+// `cuvae train`: options, the run folder and the choice between the GPU and the CPU trainer.
+//
+// The run folder (--out DIR, or the folder given to --resume):
+//   train_state.safetensors  weights, Adam moments, step, epoch and the run's settings: all a
+//                            resume needs, one atomically written file (checkpoint.h)
+//   model.safetensors        the weights for PyTorch and the other subcommands
+//   metrics.csv              one row per epoch (epoch,loss,reconstruction,kl,test_loss,images,
+//                            steps,images_per_s,seconds)
+//   config.json              the settings of the latest invocation
+//   *.png                    write_run_pictures() at the end and every --snapshot-every epochs
+// After every epoch the files are refreshed in that order (train_state first), so a crash
+// leaves at worst a metrics.csv one row short of the state it resumes from.
+//
+// Epochs are numbered globally and every random draw is a function of (seed, epoch) or
+// (seed, step) (philox.h), so `--epochs 2` followed by `--resume DIR --epochs 4` gives the
+// same bits as `--epochs 4` straight, on the same device.
+//
+// test_loss is ElboStats::loss(beta) on the test split (t10k files of --data): the mean of
+// the same per-image quantity as the training loss (BCE + beta * KL, one z sample per image,
+// noise from the run's seed), so the two columns compare directly. It is evaluated with the
+// weights at the end of the epoch, whereas the training loss averages over the epoch's steps.
 #include <omp.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 
 #include "cuda/device.cuh"
 #include "host/checkpoint.h"
@@ -16,17 +42,42 @@
 #include "host/cli_util.h"
 #include "host/commands.h"
 #include "host/error.h"
+#include "host/evaluate.h"
 #include "host/idx.h"
+#include "host/inference.h"
 #include "host/model.h"
+#include "host/pictures.h"
 #include "host/trainer_cpu.h"
 #include "host/trainer_gpu.h"
 
 namespace cuvae {
 namespace {
 
+namespace fs = std::filesystem;
+
+constexpr const char* kStateFile = "train_state.safetensors";
+constexpr const char* kModelFile = "model.safetensors";
+constexpr const char* kMetricsHeader =
+    "epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds";
+// The CPU reference evaluates about 200 images/s: by default it scores the first 1,000 test
+// images per epoch (a few seconds), the GPU all of them.
+constexpr int64_t kCpuTestLimit = 1000;
+// Picture families write_run_pictures() writes (pictures.h); --overwrite removes old ones.
+constexpr const char* kPicturePrefixes[] = {"grid_15", "grid_30", "scatter", "reconstructions",
+                                            "samples"};
+
 // Creates the run folder and checks that it takes files, before any training time is spent.
+// runs/YYYYmmdd-HHMMSS (local time): a fresh folder for every run started without --out.
+std::string default_run_dir() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char name[32];
+  std::strftime(name, sizeof name, "runs/%Y%m%d-%H%M%S", &local);
+  return name;
+}
+
 void prepare_out_dir(const std::string& dir) {
-  namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw InputError("--out " + dir + ": cannot create the folder: " + ec.message());
@@ -38,17 +89,97 @@ void prepare_out_dir(const std::string& dir) {
   std::remove(probe.c_str());
 }
 
+// --overwrite: removes what a previous run left that this one would not rewrite at once (its
+// state, model and pictures), so a crash early in the new run cannot mix the two.
+void clear_old_run(const std::string& dir) {
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    bool ours = name == kStateFile || name == kModelFile;
+    if (e.path().extension() == ".png")
+      for (const char* prefix : kPicturePrefixes) ours = ours || name.rfind(prefix, 0) == 0;
+    if (ours && e.is_regular_file()) fs::remove(e.path(), ec);
+  }
+}
+
+bool exists(const std::string& path) {
+  std::error_code ec;
+  return fs::exists(path, ec);
+}
+
+bool is_folder(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec);
+}
+
+bool has_test_split(const std::string& dir) {
+  const std::string base = dir + "/" + idx_images_name(Split::Test);
+  return exists(base) || exists(base + ".gz");
+}
+
+std::string value_text(int64_t v) {
+  return std::to_string(v);
+}
+std::string value_text(uint64_t v) {
+  return std::to_string(v);
+}
+std::string value_text(int v) {
+  return std::to_string(v);
+}
+// The shortest of 6 or 17 significant digits that tells `v` from `other`.
+std::string value_text(double v, double other) {
+  std::ostringstream os;
+  os << v;
+  std::ostringstream o2;
+  o2 << other;
+  if (os.str() != o2.str()) return os.str();
+  return exact_text(v);
+}
+
+// metrics.csv: created with its header for a new run; on resume, the rows of the epochs the
+// state has completed are kept (any later ones, from a state that was replaced, dropped) and
+// new rows are appended.
 class MetricsCsv {
  public:
-  explicit MetricsCsv(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
-    if (!out_) throw InputError(path + ": cannot create the metrics file");
-    out_ << "epoch,loss,reconstruction,kl,images,steps,images_per_s,seconds\n";
-    out_.flush();
+  MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool resume) : path_(path) {
+    std::string kept = std::string(kMetricsHeader) + "\n";
+    if (resume) {
+      std::ifstream in(path);
+      if (!in) {
+        std::cout << "cuvae: note: " << path << " is missing; starting it afresh\n";
+      } else {
+        std::string line;
+        std::getline(in, line);
+        if (line != kMetricsHeader)
+          throw InputError(path + ": unexpected header '" + line + "', expected '" +
+                           kMetricsHeader + "'");
+        while (std::getline(in, line)) {
+          const long epoch = std::strtol(line.c_str(), nullptr, 10);
+          if (epoch >= 1 && epoch <= keep_through_epoch) kept += line + "\n";
+        }
+      }
+    }
+    // Rewritten whole, then renamed over the old file: a crash keeps the old rows.
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << kept;
+      out.flush();
+      if (!out) throw InputError(tmp + ": cannot write the metrics file");
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) throw InputError(path + ": cannot write the metrics file: " + ec.message());
+    out_.open(path, std::ios::app);
+    if (!out_) throw InputError(path + ": cannot open the metrics file");
   }
-  void add(const EpochMetrics& m) {
+
+  // test_loss: NaN when there is no test split (the column stays empty).
+  void add(const EpochMetrics& m, double test_loss) {
     out_.precision(9);
-    out_ << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',' << m.images << ','
-         << m.steps << ',' << m.images_per_s << ',' << m.seconds << '\n';
+    out_ << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',';
+    if (std::isfinite(test_loss)) out_ << test_loss;
+    out_ << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds << '\n';
     out_.flush();
     if (!out_) throw InputError(path_ + ": cannot write the metrics file");
   }
@@ -58,6 +189,73 @@ class MetricsCsv {
   std::ofstream out_;
 };
 
+// The live progress line: on a terminal, one line rewritten in place with '\r' at most every
+// 0.2 s; elsewhere (a pipe, a file) nothing at all.
+class ProgressLine {
+ public:
+  ProgressLine() : enabled_(::isatty(::fileno(stdout)) == 1) {}
+
+  bool enabled() const { return enabled_; }
+
+  // Whether an update now would be shown (at most one every 0.2 s).
+  bool due() const {
+    return enabled_ && (shown_ == 0 ||
+                        std::chrono::steady_clock::now() - last_ >= std::chrono::milliseconds(200));
+  }
+
+  void show(const std::string& text) {
+    if (!enabled_) return;
+    last_ = std::chrono::steady_clock::now();
+    std::cout << '\r' << text;
+    if (text.size() < shown_) std::cout << std::string(shown_ - text.size(), ' ');
+    std::cout << std::flush;
+    shown_ = std::max(text.size(), size_t(1));
+  }
+
+  // Erases the line so that ordinary output starts at column 0.
+  void clear() {
+    if (shown_ == 0) return;
+    std::cout << '\r' << std::string(shown_, ' ') << '\r' << std::flush;
+    shown_ = 0;
+  }
+
+ private:
+  bool enabled_;
+  size_t shown_ = 0;  // width of what is on screen; 0: nothing
+  std::chrono::steady_clock::time_point last_;
+};
+
+std::string clock_text(double seconds) {
+  const auto s = int64_t(std::llround(std::max(seconds, 0.0)));
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(s / 3600),
+                  (long long)(s / 60 % 60), (long long)(s % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lld:%02lld", (long long)(s / 60), (long long)(s % 60));
+  return buf;
+}
+
+// On resume, a hyperparameter flag given explicitly (`name` without the dashes) must match
+// the run's value.
+void require_same(const cxxopts::ParseResult& r, const std::string& name, const std::string& given,
+                  const std::string& saved, bool same, const std::string& run_dir) {
+  if (!r.count(name) || same) return;
+  throw InputError("--" + name + " " + given + " conflicts with the run in " + run_dir +
+                   ", trained with --" + name + " " + saved +
+                   " (a resumed run keeps its settings; drop the flag or start a new run)");
+}
+template <typename T>
+void require_same(const cxxopts::ParseResult& r, const std::string& name, T given, T saved,
+                  const std::string& run_dir) {
+  require_same(r, name, value_text(given), value_text(saved), given == saved, run_dir);
+}
+void require_same_real(const cxxopts::ParseResult& r, const std::string& name, double given,
+                       double saved, const std::string& run_dir) {
+  require_same(r, name, value_text(given, saved), value_text(saved, given), given == saved,
+               run_dir);
+}
+
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
@@ -65,14 +263,16 @@ int cmd_train(int argc, char** argv) {
   cxxopts::Options options("cuvae train", "Train the convolutional VAE (Keras-example defaults).");
   // clang-format off
   options.add_options()
-    ("data", "folder with the MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...)",
+    ("data", "folder with the MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...; "
+             "t10k-* for the test loss); on --resume, the run's folder",
        cxxopts::value<std::string>()->default_value(cfg.data_dir), "DIR")
     ("device", "gpu or cpu (default gpu; falls back to cpu with a message when no GPU is usable)",
        cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
     ("algo", "cuDNN algorithm choice: deterministic (bit-reproducible) or fastest (benchmarked)",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
-    ("epochs", "passes over the training images (1-100000)",
+    ("epochs", "total passes over the training images (1-100000); on --resume, the total to "
+               "reach (default: the run's)",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.epochs)), "N")
     ("batch-size", "images per step (1-65536)",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.batch_size)), "N")
@@ -84,20 +284,34 @@ int cmd_train(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("0"), "N")
     ("limit", "train on the first N training images only (0: all)",
        cxxopts::value<std::string>()->default_value("0"), "N")
-    ("out", "run folder for metrics.csv, config.json and model.safetensors",
-       cxxopts::value<std::string>()->default_value(cfg.out_dir), "DIR")
+    ("test-limit", "test loss on the first N test images (0: all; default all on the GPU, "
+                   "1000 on the CPU; on --resume, the run's)",
+       cxxopts::value<std::string>(), "N")
+    ("snapshot-every", "also write the pictures with suffix _epochN after every K-th epoch (0: off)",
+       cxxopts::value<std::string>()->default_value("0"), "K")
+    ("out", "run folder (train_state.safetensors, model.safetensors, metrics.csv, config.json, "
+            "pictures); default runs/<date>-<time>, a new folder for every run",
+       cxxopts::value<std::string>(), "DIR")
+    ("resume", "continue the run in DIR from its last completed epoch up to --epochs (a total); "
+               "its settings come from DIR/train_state.safetensors",
+       cxxopts::value<std::string>(), "DIR")
+    ("overwrite", "start a new run even if --out already holds one (its files are replaced)")
     ("h,help", "show this help");
   // clang-format on
   const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
   if (r.count("help")) {
     std::cout << options.help()
-              << "\nThe loss is the batch mean of BCE summed over the 784 "
-                 "pixels plus beta * KL(q(z|x) || N(0, I)).\n";
+              << "\nThe loss is the batch mean of BCE summed over the 784 pixels plus beta * "
+                 "KL(q(z|x) || N(0, I));\ntest_loss is the same quantity on the test split "
+                 "(one z sample per image).\n";
     return 0;
   }
+
+  // Flags as given (validated even where a resume ignores them).
   cfg.data_dir = r["data"].as<std::string>();
   cfg.device = r["device"].as<std::string>();
-  cfg.epochs = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 100000));
+  const int epochs_flag = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 100000));
+  cfg.epochs = epochs_flag;
   cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 65536));
   cfg.adam.lr = float(parse_real_flag("--lr", r["lr"].as<std::string>(), 0.0, 10.0, false));
   cfg.latent_dim =
@@ -105,7 +319,15 @@ int cmd_train(int argc, char** argv) {
   cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
-  cfg.out_dir = r["out"].as<std::string>();
+  std::optional<int64_t> test_limit_flag;
+  if (r.count("test-limit"))
+    test_limit_flag =
+        parse_int_flag("--test-limit", r["test-limit"].as<std::string>(), 0, INT32_MAX);
+  const int snapshot_every =
+      int(parse_int_flag("--snapshot-every", r["snapshot-every"].as<std::string>(), 0, 100000));
+  cfg.out_dir = r.count("out") ? r["out"].as<std::string>() : default_run_dir();
+  const bool resume = r.count("resume") > 0;
+  const bool overwrite = r.count("overwrite") > 0;
   if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
   if (cfg.out_dir.empty()) throw InputError("--out: empty folder name");
   if (cfg.device != "cpu" && cfg.device != "gpu")
@@ -116,6 +338,62 @@ int cmd_train(int argc, char** argv) {
   if (algo != "deterministic" && algo != "fastest")
     throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
   gpu_opts.deterministic = algo == "deterministic";
+
+  // A resume takes the run's settings from its state file; a new run refuses a folder that
+  // already holds one unless --overwrite says so.
+  TrainState state;
+  TrainRun run;
+  int64_t test_limit = -1;  // -1: the device's default, decided below
+  if (resume) {
+    const std::string dir = r["resume"].as<std::string>();
+    if (dir.empty()) throw InputError("--resume: empty folder name");
+    if (overwrite) throw InputError("--overwrite: cannot be combined with --resume");
+    if (r.count("out") &&
+        fs::path(cfg.out_dir).lexically_normal() != fs::path(dir).lexically_normal())
+      throw InputError("--out " + cfg.out_dir + ": a resumed run writes into its own folder (" +
+                       dir + "); drop --out");
+    if (!is_folder(dir)) throw InputError("--resume " + dir + ": no such folder");
+    const std::string state_path = dir + "/" + kStateFile;
+    if (!exists(state_path))
+      throw InputError(state_path + ": missing, so " + dir + " cannot be resumed");
+    LoadedTrainState loaded = load_train_state(state_path);
+    const TrainConfig& saved = loaded.run.cfg;
+    require_same(r, "latent-dim", cfg.latent_dim, saved.latent_dim, dir);
+    require_same(r, "batch-size", cfg.batch_size, saved.batch_size, dir);
+    require_same_real(r, "lr", cfg.adam.lr, saved.adam.lr, dir);
+    require_same_real(r, "beta", cfg.beta, saved.beta, dir);
+    require_same(r, "seed", cfg.seed, saved.seed, dir);
+    require_same(r, "limit", cfg.limit, saved.limit, dir);
+    const int64_t done = loaded.state.epoch;
+    const int total = r.count("epochs") ? epochs_flag : loaded.run.cfg.epochs;
+    if (total <= done) {
+      if (r.count("epochs"))
+        throw InputError("--epochs " + std::to_string(total) + ": the run in " + dir +
+                         " has already completed " + std::to_string(done) +
+                         " epochs; --epochs is the total to reach, so pass more than " +
+                         std::to_string(done));
+      throw InputError("--resume " + dir + ": the run has finished its " + std::to_string(done) +
+                       " epochs; pass --epochs TOTAL (more than " + std::to_string(done) +
+                       ") to train further");
+    }
+    const std::string device = cfg.device;
+    cfg = loaded.run.cfg;
+    cfg.epochs = total;
+    cfg.device = device;
+    cfg.out_dir = dir;
+    if (r.count("data")) cfg.data_dir = r["data"].as<std::string>();
+    test_limit = test_limit_flag.value_or(loaded.run.test_limit);
+    run = loaded.run;
+    state = std::move(loaded.state);
+  } else {
+    const std::string state_path = cfg.out_dir + "/" + kStateFile;
+    if (exists(state_path) && !overwrite)
+      throw InputError("--out " + cfg.out_dir + ": already holds a training run (" + kStateFile +
+                       "); pass --resume " + cfg.out_dir + " to continue it, --overwrite to " +
+                       "replace it, or another --out");
+    if (test_limit_flag) test_limit = *test_limit_flag;
+  }
+
   GpuInfo gpu;
   if (cfg.device == "gpu") {
     gpu = query_gpus();
@@ -127,14 +405,36 @@ int cmd_train(int argc, char** argv) {
       cfg.device = "cpu";
     }
   }
+  if (test_limit < 0) test_limit = cfg.device == "cpu" ? kCpuTestLimit : 0;
 
   const ModelDesc desc = make_vae(cfg.latent_dim);
   Dataset train = load_dataset(cfg.data_dir, Split::Train);
   if (cfg.limit > 0 && cfg.limit < train.images.count) {
     train.images.count = cfg.limit;
     train.images.pixels.resize(size_t(cfg.limit) * kImagePixels);
+    train.labels.labels.resize(size_t(cfg.limit));
   }
+  const uint32_t train_crc = image_checksum(train.images);
+  if (resume) {
+    const std::string data =
+        r.count("data") ? "--data " + cfg.data_dir : cfg.data_dir + " (the run's data folder)";
+    if (train.images.count != run.train_images)
+      throw InputError(data + ": " + with_commas(train.images.count) +
+                       " training images (--limit " + std::to_string(cfg.limit) +
+                       "), but the run in " + cfg.out_dir + " was trained on " +
+                       with_commas(run.train_images));
+    if (train_crc != run.train_crc32)
+      throw InputError(data + ": the training images differ from those the run in " + cfg.out_dir +
+                       " was trained on (another dataset of the same size?)");
+  }
+  const bool have_test = has_test_split(cfg.data_dir);
+  Dataset test;
+  if (have_test) test = load_dataset(cfg.data_dir, Split::Test);
+  const int64_t test_images =
+      have_test ? (test_limit > 0 ? std::min(test_limit, test.images.count) : test.images.count)
+                : 0;
   prepare_out_dir(cfg.out_dir);
+  if (!resume && overwrite) clear_old_run(cfg.out_dir);
 
   std::cout << "cuvae: model " << with_commas(int64_t(desc.num_params))
             << " parameters (latent dim " << desc.latent_dim << ")\n"
@@ -148,17 +448,42 @@ int cmd_train(int argc, char** argv) {
                                     : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)")
             << ", batch " << cfg.batch_size << ", lr " << cfg.adam.lr << ", beta " << cfg.beta
             << ", seed " << cfg.seed << ", " << cfg.epochs
-            << (cfg.epochs == 1 ? " epoch\n" : " epochs\n") << std::flush;
-  if (cfg.device == "cpu" && int64_t(cfg.epochs) * train.images.count > 100000)
+            << (cfg.epochs == 1 ? " epoch\n" : " epochs\n");
+  if (have_test)
+    std::cout << "cuvae: test loss each epoch on "
+              << (test_images == test.images.count ? "all " + with_commas(test_images)
+                                                   : "the first " + with_commas(test_images) +
+                                                         " of " + with_commas(test.images.count))
+              << " test images"
+              << (test_images < test.images.count && cfg.device == "cpu" && !test_limit_flag &&
+                          !resume
+                      ? " (the CPU default; --test-limit 0 for all)\n"
+                      : "\n");
+  else
+    std::cout << "cuvae: note: " << cfg.data_dir << " has no " << idx_images_name(Split::Test)
+              << "[.gz]: no test loss (the test_loss column stays empty); the pictures show "
+                 "training images\n";
+  if (resume)
+    std::cout << "cuvae: resuming " << cfg.out_dir << " after epoch " << state.epoch << " (step "
+              << with_commas(state.step) << ")\n";
+  if (cfg.device == "cpu" && int64_t(cfg.epochs - state.epoch) * train.images.count > 100000)
     std::cout << "cuvae: note: --device cpu is the slow reference path (about 100 images/s on "
-                 "two cores); --limit and --epochs make a quick run\n"
-              << std::flush;
+                 "two cores); --limit and --epochs make a quick run\n";
+  std::cout << std::flush;
 
-  TrainState state;
-  state.params.resize(desc.num_params);
-  state.adam_m.assign(desc.num_params, 0.0f);
-  state.adam_v.assign(desc.num_params, 0.0f);
-  init_params(desc, cfg.seed, state.params.data());
+  const int64_t resumed_from = state.epoch;
+  if (!resume) {
+    state.params.resize(desc.num_params);
+    state.adam_m.assign(desc.num_params, 0.0f);
+    state.adam_v.assign(desc.num_params, 0.0f);
+    init_params(desc, cfg.seed, state.params.data());
+  }
+  run.cfg = cfg;
+  // Absolute, so a resume from another working folder finds the data.
+  run.cfg.data_dir = fs::absolute(cfg.data_dir).lexically_normal().string();
+  run.train_images = train.images.count;
+  run.train_crc32 = train_crc;
+  run.test_limit = test_limit;
 
   nlohmann::json config = {{"architecture", kArchitecture},
                            {"latent_dim", cfg.latent_dim},
@@ -176,34 +501,95 @@ int cmd_train(int argc, char** argv) {
                            {"cudnn_algorithms", algo},
                            {"data", cfg.data_dir},
                            {"train_images", train.images.count},
+                           {"test_limit", test_limit},
+                           {"test_images", test_images},
+                           {"snapshot_every", snapshot_every},
                            {"parameters", desc.num_params},
                            {"version", kVersion}};
+  if (resume) config["resumed_after_epoch"] = resumed_from;
   {
     std::ofstream cf(cfg.out_dir + "/config.json", std::ios::trunc);
     cf << config.dump(2) << '\n';
     if (!cf) throw InputError(cfg.out_dir + "/config.json: cannot write");
   }
+  MetricsCsv csv(cfg.out_dir + "/metrics.csv", resumed_from, resume);
 
-  MetricsCsv csv(cfg.out_dir + "/metrics.csv");
+  // One inference engine for the test loss and the pictures; its weights are replaced after
+  // every epoch.
+  const std::unique_ptr<Inference> model =
+      make_inference(desc, state.params, cfg.device, std::cout);
+  // The scatter and the reconstructions show the test split or, without one, the first
+  // 10,000 training images (the scatter encodes all it is given).
+  Dataset shown_train;
+  if (!have_test) {
+    shown_train = train;
+    const int64_t n = std::min<int64_t>(shown_train.images.count, 10000);
+    shown_train.images.count = n;
+    shown_train.images.pixels.resize(size_t(n) * kImagePixels);
+    shown_train.labels.labels.resize(size_t(n));
+  }
+  const Dataset& shown = have_test ? test : shown_train;
+  const std::string state_path = cfg.out_dir + "/" + kStateFile;
+  const std::string model_path = cfg.out_dir + "/" + kModelFile;
+
+  ProgressLine progress;
   const int width = int(std::to_string(cfg.epochs).size());
+  const std::string epochs_text = std::to_string(cfg.epochs);
+  const int64_t n_train = train.images.count;
+  const StepCallback on_step = [&](const StepProgress& p) {
+    if (!progress.due() && p.step != p.steps) return;
+    std::string line = "epoch " + std::to_string(p.epoch) + "/" + epochs_text + "  step " +
+                       std::to_string(p.step) + "/" + std::to_string(p.steps);
+    if (std::isfinite(p.loss)) line += "  loss " + fixed(p.loss, 1);
+    if (p.seconds > 0) {
+      const double rate = double(p.images) / p.seconds;
+      const double left = double(n_train - p.images) + double(cfg.epochs - p.epoch) * n_train;
+      line += "  " + with_commas(int64_t(std::llround(rate))) + " img/s  ETA " +
+              clock_text(left / rate);
+    }
+    progress.show(line);
+  };
   const EpochCallback on_epoch = [&](const EpochMetrics& m) {
+    const bool snapshot = snapshot_every > 0 && m.epoch % snapshot_every == 0;
+    double test_loss = std::nan("");
+    if (have_test || snapshot) model->set_params(state.params.data());
+    if (have_test) {
+      progress.show("epoch " + std::to_string(m.epoch) + "/" + epochs_text + "  test loss on " +
+                    with_commas(test_images) + " images ...");
+      test_loss = evaluate_elbo(*model, test.images, cfg.seed, test_limit).loss(cfg.beta);
+    }
+    // train_state first: it alone is what a resume reads.
+    save_train_state(state_path, desc, run, state);
+    save_model(model_path, desc, state.params, cfg.beta);
+    csv.add(m, test_loss);
+    progress.clear();
     std::string e = std::to_string(m.epoch);
     e.insert(0, size_t(width) - std::min(e.size(), size_t(width)), ' ');
     std::cout << "epoch " << e << "/" << cfg.epochs << "  loss " << fixed(m.loss, 4)
-              << "  reconstruction " << fixed(m.recon, 4) << "  kl " << fixed(m.kl, 4)
-              << "  images/s " << fixed(m.images_per_s, 0) << "  (" << fixed(m.seconds, 1)
+              << "  reconstruction " << fixed(m.recon, 4) << "  kl " << fixed(m.kl, 4);
+    if (have_test) std::cout << "  test_loss " << fixed(test_loss, 4);
+    std::cout << "  images/s " << fixed(m.images_per_s, 0) << "  (" << fixed(m.seconds, 1)
               << " s)\n"
               << std::flush;
-    csv.add(m);
+    if (snapshot) {
+      progress.show("epoch " + std::to_string(m.epoch) + "/" + epochs_text + "  pictures ...");
+      write_run_pictures(cfg.out_dir, *model, shown, "_epoch" + std::to_string(m.epoch), cfg.seed);
+      progress.clear();
+    }
   };
+  // No per-step callback at all when there is no terminal to show it on.
+  const StepCallback step_cb = progress.enabled() ? on_step : StepCallback();
   if (cfg.device == "gpu")
-    train_gpu(cfg, gpu_opts, desc, train.images, state, on_epoch);
+    train_gpu(cfg, gpu_opts, desc, train.images, state, on_epoch, step_cb);
   else
-    train_cpu(cfg, desc, train.images, state, on_epoch);
-  const std::string model_path = cfg.out_dir + "/model.safetensors";
-  save_model(model_path, desc, state.params, cfg.beta);
-  std::cout << "cuvae: wrote " << model_path << ", " << cfg.out_dir << "/metrics.csv, "
-            << cfg.out_dir << "/config.json\n";
+    train_cpu(cfg, desc, train.images, state, on_epoch, step_cb);
+
+  model->set_params(state.params.data());
+  progress.show("pictures ...");
+  write_run_pictures(cfg.out_dir, *model, shown, "", cfg.seed);
+  progress.clear();
+  std::cout << "cuvae: wrote " << model_path << ", " << state_path << ", " << cfg.out_dir
+            << "/metrics.csv, " << cfg.out_dir << "/config.json and the pictures\n";
   return 0;
 }
 

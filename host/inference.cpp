@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cuda/device.cuh"
 #include "host/cpu_model.h"
 #include "host/error.h"
 
@@ -18,6 +19,9 @@ class CpuInference final : public Inference {
   }
   const ModelDesc& desc() const override { return desc_; }
   std::string device() const override { return "cpu"; }
+  void set_params(const float* params) override {
+    std::copy(params, params + desc_.num_params, params_.begin());
+  }
 
   void encode(float* mu, float* logvar, const float* x, int count) override {
     const int dim = desc_.latent_dim;
@@ -62,6 +66,18 @@ class CpuInference final : public Inference {
 std::unique_ptr<Inference> make_cpu_inference(const ModelDesc& desc,
                                               const std::vector<float>& params) {
   return std::make_unique<CpuInference>(desc, params);
+}
+
+std::unique_ptr<Inference> make_inference(const ModelDesc& desc, const std::vector<float>& params,
+                                          const std::string& device, std::ostream& log) {
+  if (device == "gpu") {
+    const GpuInfo gpu = query_gpus();
+    if (gpu.count > 0) return make_gpu_inference(desc, params);
+    log << "cuvae: no usable GPU (" << gpu.reason << "); running the model on the CPU\n";
+  } else if (device != "cpu") {
+    throw InputError("--device: expected 'gpu' or 'cpu', got '" + device + "'");
+  }
+  return make_cpu_inference(desc, params);
 }
 
 }  // namespace cuvae

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,22 @@ class Inference {
   virtual void encode(float* mu, float* logvar, const float* x, int count) = 0;
   // logits (count, 784) for z (count, D); any count >= 1.
   virtual void decode(float* logits, const float* z, int count) = 0;
+  // Replaces the weights (desc().num_params floats), e.g. after a training epoch.
+  virtual void set_params(const float* params) = 0;
 };
 
 // The CPU reference engine over `params` (desc.num_params floats, copied).
 std::unique_ptr<Inference> make_cpu_inference(const ModelDesc& desc,
                                               const std::vector<float>& params);
+
+// The GPU engine (cuDNN/cuBLAS forward passes, strict fp32, deterministic algorithms) on
+// device 0; throws if no GPU is usable.
+std::unique_ptr<Inference> make_gpu_inference(const ModelDesc& desc,
+                                              const std::vector<float>& params);
+
+// device "gpu": the GPU engine, or the CPU one with a note on `log` when no GPU is usable;
+// device "cpu": the CPU engine.
+std::unique_ptr<Inference> make_inference(const ModelDesc& desc, const std::vector<float>& params,
+                                          const std::string& device, std::ostream& log);
 
 }  // namespace cuvae

@@ -12,7 +12,7 @@
 namespace cuvae {
 
 void train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& images,
-               TrainState& state, const EpochCallback& on_epoch) {
+               TrainState& state, const EpochCallback& on_epoch, const StepCallback& on_step) {
   const int64_t n = images.count;
   if (n < 1) throw Error("train_cpu: no training images");
   const int pixels = images.rows * images.cols;
@@ -20,8 +20,11 @@ void train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
   cpu::Activations<float> full, last;
   full.resize(desc, int(std::min<int64_t>(cfg.batch_size, n)));
   std::vector<float> grads(desc.num_params);
+  if (state.epoch < 0 || state.epoch > INT32_MAX)
+    throw Error("train_cpu: bad epoch count in the state");
+  const int64_t steps_per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;
 
-  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+  for (int epoch = int(state.epoch) + 1; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<int32_t> perm = epoch_permutation(cfg.seed, epoch, n);
     EpochMetrics m;
@@ -45,12 +48,23 @@ void train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
       kl_sum += loss.kl * count;
       m.images += count;
       ++m.steps;
+      if (on_step) {
+        StepProgress p;
+        p.epoch = epoch;
+        p.step = m.steps;
+        p.steps = steps_per_epoch;
+        p.images = m.images;
+        p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        p.loss = (recon_sum + cfg.beta * kl_sum) / double(m.images);
+        on_step(p);
+      }
     }
     m.recon = recon_sum / double(m.images);
     m.kl = kl_sum / double(m.images);
     m.loss = m.recon + cfg.beta * m.kl;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     m.images_per_s = double(m.images) / std::max(m.seconds, 1e-9);
+    state.epoch = epoch;
     on_epoch(m);
   }
 }

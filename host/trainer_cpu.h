@@ -4,6 +4,11 @@
 // the epoch permutation, draw eps for the step, forward with the fused loss, backward,
 // one Adam step over the flat parameter buffer. Slow, but the same numbers as the reference
 // the GPU path is tested against.
+//
+// Epochs are numbered globally (1-based) and the state counts the epochs it has completed, so
+// a trainer handed a resumed state runs epochs state.epoch + 1 .. cfg.epochs. Every random
+// draw is a pure function of (seed, epoch) for the permutation and (seed, step) for the noise,
+// so two epochs plus a resume of two more give the same bits as four epochs straight.
 #pragma once
 
 #include <cstdint>
@@ -19,9 +24,9 @@ namespace cuvae {
 
 struct TrainConfig {
   std::string data_dir = "data/mnist";
-  std::string out_dir = "runs/latest";
+  std::string out_dir;  // the run folder
   std::string device = "gpu";  // "gpu" or "cpu"
-  int epochs = 30;
+  int epochs = 30;             // the total: training ends after this (global) epoch
   int batch_size = 128;
   int latent_dim = 2;
   double beta = 1.0;
@@ -41,17 +46,33 @@ struct EpochMetrics {
   double images_per_s = 0;
 };
 
-// Model state owned by a trainer: the flat parameter buffer and the Adam moments.
+// Model state owned by a trainer: the flat parameter buffer and the Adam moments. With the
+// seed, (step, epoch) is the whole random state (Philox is counter-based).
 struct TrainState {
   std::vector<float> params, adam_m, adam_v;
-  int64_t step = 0;  // Adam steps taken
+  int64_t step = 0;   // Adam steps taken
+  int64_t epoch = 0;  // epochs completed; training resumes at epoch + 1
 };
 
-using EpochCallback = std::function<void(const EpochMetrics&)>;
+// Progress inside an epoch, reported after every step (for a live progress line).
+struct StepProgress {
+  int epoch = 0;       // 1-based, global
+  int64_t step = 0;    // steps of this epoch done (1-based)
+  int64_t steps = 0;   // steps in the epoch
+  int64_t images = 0;  // images of this epoch done
+  double seconds = 0;  // since the epoch began
+  double loss = 0;     // mean loss of the epoch so far; NaN where unknown (the GPU path)
+};
 
-// Trains `state` (already initialised) for cfg.epochs on the images; calls on_epoch after
-// every epoch.
+// on_epoch runs after every epoch, with `state` (params, moments, step, epoch) already
+// describing the end of that epoch, so it may checkpoint it.
+using EpochCallback = std::function<void(const EpochMetrics&)>;
+using StepCallback = std::function<void(const StepProgress&)>;
+
+// Trains `state` (initialised, or resumed) from epoch state.epoch + 1 to cfg.epochs on the
+// images; calls on_step (if set) after every step and on_epoch after every epoch.
 void train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& images,
-               TrainState& state, const EpochCallback& on_epoch);
+               TrainState& state, const EpochCallback& on_epoch,
+               const StepCallback& on_step = nullptr);
 
 }  // namespace cuvae

@@ -242,7 +242,7 @@ void GpuTrainer::upload_images(const ImageSet& img) {
   m.stream.synchronize();
 }
 
-EpochMetrics GpuTrainer::run_epoch(int epoch) {
+EpochMetrics GpuTrainer::run_epoch(int epoch, const StepCallback& on_step) {
   Impl& m = *impl_;
   if (m.num_images == 0) throw Error("GpuTrainer::run_epoch: no images uploaded");
   const int64_t n = m.num_images;
@@ -255,6 +255,7 @@ EpochMetrics GpuTrainer::run_epoch(int epoch) {
   CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
   EpochMetrics out;
   out.epoch = epoch;
+  const int64_t steps_per_epoch = (n + m.max_batch - 1) / m.max_batch;
   for (int64_t first = 0; first < n; first += m.max_batch) {
     const int count = int(std::min<int64_t>(m.max_batch, n - first));
     gather_normalize(m.x.data(), m.images.data(), m.perm.data() + first, count, kImagePixels,
@@ -262,6 +263,16 @@ EpochMetrics GpuTrainer::run_epoch(int epoch) {
     m.train_step(count, true);
     out.images += count;
     ++out.steps;
+    if (on_step) {  // host-side counts only: no synchronisation here
+      StepProgress p;
+      p.epoch = epoch;
+      p.step = out.steps;
+      p.steps = steps_per_epoch;
+      p.images = out.images;
+      p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      p.loss = std::nan("");
+      on_step(p);
+    }
   }
   double sums[2];
   m.read_sums(sums);  // the only host synchronisation of the epoch
@@ -310,15 +321,20 @@ std::string GpuTrainer::describe() const {
 }
 
 void train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
-               const ImageSet& images, TrainState& state, const EpochCallback& on_epoch) {
+               const ImageSet& images, TrainState& state, const EpochCallback& on_epoch,
+               const StepCallback& on_step) {
+  if (images.count < 1) throw Error("train_gpu: no training images");
+  if (state.epoch < 0 || state.epoch > INT32_MAX)
+    throw Error("train_gpu: bad epoch count in the state");
   const int batch = int(std::min<int64_t>(cfg.batch_size, images.count));
   const int remainder = int(images.count % batch);
   GpuTrainer trainer(desc, cfg, opts, batch, remainder);
   trainer.set_state(state);
   trainer.upload_images(images);
-  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
-    const EpochMetrics m = trainer.run_epoch(epoch);
-    trainer.get_state(state);
+  for (int epoch = int(state.epoch) + 1; epoch <= cfg.epochs; ++epoch) {
+    const EpochMetrics m = trainer.run_epoch(epoch, on_step);
+    trainer.get_state(state);  // params, moments, step
+    state.epoch = epoch;
     on_epoch(m);
   }
 }

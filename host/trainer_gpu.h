@@ -38,8 +38,11 @@ class GpuTrainer {
   void get_state(TrainState& state) const;  // downloads them
   void upload_images(const ImageSet& images);
 
-  // One epoch over the uploaded images in the seeded permutation (1-based epoch).
-  EpochMetrics run_epoch(int epoch);
+  // One epoch over the uploaded images in the seeded permutation (1-based, global epoch
+  // number). on_step, if set, runs after each step is queued: it reports the steps handed to
+  // the stream (which may run ahead of the device by the launch queue's depth) and the time,
+  // never the loss (StepProgress::loss is NaN): reading it would synchronise every step.
+  EpochMetrics run_epoch(int epoch, const StepCallback& on_step = nullptr);
 
   // Test hooks: one step on a host batch x (count, 784) with eps drawn for the current step.
   // Returns the batch-mean loss parts; Adam runs only if apply_adam.
@@ -53,8 +56,11 @@ class GpuTrainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Trains `state` for cfg.epochs on the GPU; calls on_epoch after every epoch.
+// Trains `state` (initialised, or resumed) from epoch state.epoch + 1 to cfg.epochs on the
+// GPU; calls on_step (if set) after every queued step and on_epoch after every epoch, with
+// `state` downloaded and describing the end of that epoch (as train_cpu does).
 void train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
-               const ImageSet& images, TrainState& state, const EpochCallback& on_epoch);
+               const ImageSet& images, TrainState& state, const EpochCallback& on_epoch,
+               const StepCallback& on_step = nullptr);
 
 }  // namespace cuvae

@@ -84,3 +84,10 @@ const std::string& mnist_dir();
     REQUIRE_FALSE(d_.non_finite);        \
     REQUIRE(d_.max_abs <= (tol));        \
   } while (0)
+#define REQUIRE_MAX_REL(diff, name, tol) \
+  do {                                   \
+    const auto& d_ = (diff);             \
+    INFO(d_.report(name));               \
+    REQUIRE_FALSE(d_.non_finite);        \
+    REQUIRE(d_.max_rel <= (tol));        \
+  } while (0)

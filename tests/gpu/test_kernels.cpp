@@ -26,15 +26,6 @@
 using namespace cuvae;
 using cuvae::test::compare;
 
-// Like REQUIRE_MAX_ABS for the relative error max |got - want| / max(|want|, floor).
-#define REQUIRE_MAX_REL(diff, name, tol) \
-  do {                                   \
-    const auto& dr_ = (diff);            \
-    INFO(dr_.report(name));              \
-    REQUIRE_FALSE(dr_.non_finite);       \
-    REQUIRE(dr_.max_rel <= (tol));       \
-  } while (0)
-
 namespace {
 
 // ---- host <-> device, all synchronous ---------------------------------------------------------

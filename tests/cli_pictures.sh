@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# End-to-end check of the picture subcommands (grid, scatter, reconstruct, sample) on a model
+# trained here on a tiny synthetic MNIST-format dataset (train and t10k files made with
+# printf): each writes its PNG (exit 0, one "wrote" line) with the width and height the layout
+# of host/pictures.h gives, read from the PNG's IHDR chunk; every bad flag, a missing RUN and a
+# RUN without a model exit 2 with one stderr line and write nothing.
+# usage: cli_pictures.sh <cuvae-binary> <repo-root>
+set -u
+if [ $# -ne 2 ]; then
+  echo "usage: $0 <cuvae-binary> <repo-root>"
+  exit 1
+fi
+CUVAE=$1
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_pictures.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+fail() {
+  echo "FAIL: $*"
+  fails=$((fails + 1))
+}
+
+# ---- a tiny dataset ------------------------------------------------------------------------
+be32() {  # big-endian 32-bit integer
+  printf '%b' "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
+    $(($1 >> 8 & 255)) $(($1 & 255)))"
+}
+images() {  # images COUNT: an IDX3 file of COUNT random 28x28 images on stdout
+  printf '\0\0\10\3'
+  be32 "$1"
+  be32 28
+  be32 28
+  head -c $(($1 * 784)) /dev/urandom
+}
+labels() {  # labels COUNT: an IDX1 file with labels 0 1 ... 9 0 1 ... on stdout
+  printf '\0\0\10\1'
+  be32 "$1"
+  local i
+  for ((i = 0; i < $1; i++)); do printf '%b' "$(printf '\\x%02x' $((i % 10)))"; done
+}
+DATA=$TMP/data
+mkdir -p "$DATA"
+images 64 >"$DATA/train-images-idx3-ubyte"
+labels 64 >"$DATA/train-labels-idx1-ubyte"
+N_TEST=30
+images $N_TEST >"$DATA/t10k-images-idx3-ubyte"
+labels $N_TEST >"$DATA/t10k-labels-idx1-ubyte"
+
+RUN=$TMP/run
+if ! "$CUVAE" train --device cpu --data "$DATA" --limit 64 --batch-size 32 --epochs 1 \
+  --out "$RUN" >"$TMP/train.log" 2>&1; then
+  cat "$TMP/train.log"
+  echo "FAIL: cuvae train on the synthetic dataset"
+  exit 1
+fi
+[ -s "$RUN/model.safetensors" ] || { echo "FAIL: no $RUN/model.safetensors"; exit 1; }
+rm -f "$RUN"/*.png  # training may write pictures of its own; the commands must make theirs
+
+# ---- the layout of host/pictures.h (pixels) ------------------------------------------------
+CELL=28 AXES_LEFT=140 AXES_RIGHT=48 AXES_TOP=48 AXES_BOTTOM=72
+SCATTER_PLOT=560 SCATTER_RIGHT=120
+PAD=16 TITLE_BAND=28 ROW_LABEL=104 TILE=56 GAP=2
+grid_size() { echo "$((AXES_LEFT + $1 * CELL + AXES_RIGHT)) $((AXES_TOP + $1 * CELL + AXES_BOTTOM))"; }
+scatter_size() { echo "$((AXES_LEFT + SCATTER_PLOT + SCATTER_RIGHT)) $((AXES_TOP + SCATTER_PLOT + AXES_BOTTOM))"; }
+recon_size() {
+  echo "$((2 * PAD + ROW_LABEL + $1 * TILE + ($1 - 1) * GAP)) $((2 * PAD + TITLE_BAND + 2 * TILE + GAP))"
+}
+sample_size() {  # sample_size ROWS COLS
+  echo "$((2 * PAD + $2 * TILE + ($2 - 1) * GAP)) $((2 * PAD + TITLE_BAND + $1 * TILE + ($1 - 1) * GAP))"
+}
+
+# "WIDTH HEIGHT" from the IHDR chunk (bytes 16-23, big-endian), or nothing if not a PNG.
+png_size() {
+  local sig
+  sig=$(od -An -tx1 -N8 "$1" | tr -d ' \n')
+  [ "$sig" = 89504e470d0a1a0a ] || return 1
+  od -An -tu1 -j16 -N8 "$1" |
+    awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4, $5 * 16777216 + $6 * 65536 + $7 * 256 + $8 }'
+}
+
+# expect_picture FILE "W H" ARGS...: the command exits 0, names FILE on stdout, and FILE is a
+# PNG of that size.
+expect_picture() {
+  local file=$1 size=$2
+  shift 2
+  rm -f "$file"
+  "$CUVAE" "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$? got
+  if [ "$rc" -ne 0 ]; then
+    fail "cuvae $* -> exit $rc:"
+    cat "$TMP/err"
+    return
+  fi
+  if [ ! -s "$file" ]; then
+    fail "cuvae $* did not write $file"
+    return
+  fi
+  grep -qF "wrote $file" "$TMP/out" || fail "cuvae $* did not print 'wrote $file'"
+  got=$(png_size "$file") || { fail "$file is not a PNG"; return; }
+  if [ "$got" != "$size" ]; then
+    fail "cuvae $*: $file is $got, expected $size"
+  else
+    echo "ok: cuvae $* -> $file ($got)"
+  fi
+}
+
+expect_picture "$RUN/grid_15.png" "$(grid_size 15)" grid "$RUN" --device cpu
+expect_picture "$TMP/g.png" "$(grid_size 4)" grid "$RUN" --device cpu --n 4 --extent 2.5 \
+  --dims 1,0 --out "$TMP/g.png"
+expect_picture "$RUN/grid_7.png" "$(grid_size 7)" grid "$RUN/model.safetensors" --device cpu --n 7
+expect_picture "$RUN/scatter.png" "$(scatter_size)" scatter "$RUN" --device cpu --data "$DATA"
+expect_picture "$TMP/s.png" "$(scatter_size)" scatter "$RUN" --device cpu --data "$DATA" \
+  --limit 10 --out "$TMP/s.png"
+expect_picture "$RUN/reconstructions.png" "$(recon_size 10)" reconstruct "$RUN" --device cpu \
+  --data "$DATA"
+expect_picture "$TMP/r.png" "$(recon_size 3)" reconstruct "$RUN" --device cpu --data "$DATA" \
+  --count 3 --out "$TMP/r.png"
+expect_picture "$RUN/samples.png" "$(sample_size 8 8)" sample "$RUN" --device cpu
+expect_picture "$TMP/p.png" "$(sample_size 2 5)" sample "$RUN" --device cpu --rows 2 --cols 5 \
+  --seed 7 --out "$TMP/p.png"
+# The same seed gives the same samples.
+"$CUVAE" sample "$RUN" --device cpu --rows 2 --cols 5 --seed 7 --out "$TMP/p2.png" >/dev/null 2>&1
+cmp -s "$TMP/p.png" "$TMP/p2.png" || fail "sample --seed 7 twice gave different files"
+
+# ---- errors --------------------------------------------------------------------------------
+# expect_error <word that must appear> ARGS...: exit 2, one stderr line with the word and the
+# "cuvae: error: " prefix, no crash, and no picture written into $TMP/bad.
+mkdir -p "$TMP/bad" "$TMP/empty-run"
+expect_error() {
+  local word=$1
+  shift
+  "$CUVAE" "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$? lines why=""
+  lines=$(wc -l <"$TMP/err")
+  [ "$rc" -eq 2 ] || why="exit $rc, expected 2"
+  [ "$lines" -eq 1 ] || why="${why:+$why; }$lines stderr lines, expected 1"
+  grep -qF -- "$word" "$TMP/err" || why="${why:+$why; }stderr does not mention '$word'"
+  head -n 1 "$TMP/err" | grep -q '^cuvae: error: ' || why="${why:+$why; }no 'cuvae: error: ' prefix"
+  if grep -qiE 'terminate called|core dumped|segmentation fault|aborted' "$TMP/err" "$TMP/out"; then
+    why="${why:+$why; }crashed"
+  fi
+  [ -z "$(ls -A "$TMP/bad")" ] || why="${why:+$why; }wrote $(ls -A "$TMP/bad")"
+  if [ -n "$why" ]; then
+    fail "cuvae $*: $why; stderr:"
+    cat "$TMP/err"
+  else
+    echo "ok: cuvae $* -> $(cat "$TMP/err")"
+  fi
+}
+out=(--device cpu --out "$TMP/bad/x.png")
+expect_error --n grid "$RUN" "${out[@]}" --n 0
+expect_error --n grid "$RUN" "${out[@]}" --n 101
+expect_error --n grid "$RUN" "${out[@]}" --n 3x
+expect_error --extent grid "$RUN" "${out[@]}" --extent -1
+expect_error --extent grid "$RUN" "${out[@]}" --extent 0
+expect_error --extent grid "$RUN" "${out[@]}" --extent nan
+expect_error --extent grid "$RUN" "${out[@]}" --extent inf
+expect_error --dims grid "$RUN" "${out[@]}" --dims 0,0
+expect_error --dims grid "$RUN" "${out[@]}" --dims 0,2
+expect_error --dims grid "$RUN" "${out[@]}" --dims 0
+expect_error --dims grid "$RUN" "${out[@]}" --dims a,b
+expect_error --dims grid "$RUN" "${out[@]}" --dims 0,1,2
+expect_error --device grid "$RUN" --out "$TMP/bad/x.png" --device tpu
+expect_error RUN grid --device cpu
+expect_error RUN scatter --device cpu --data "$DATA"
+expect_error "$TMP/empty-run" grid "$TMP/empty-run" "${out[@]}"
+expect_error "$TMP/empty-run" sample "$TMP/empty-run" "${out[@]}"
+expect_error "$TMP/no-such-run" reconstruct "$TMP/no-such-run" "${out[@]}" --data "$DATA"
+expect_error "$TMP/train.log" grid "$TMP/train.log" "${out[@]}"
+expect_error "$TMP/no-such-folder" grid "$RUN" --device cpu --out "$TMP/no-such-folder/g.png"
+expect_error "--out" grid "$RUN" --device cpu --out "$TMP/bad"
+expect_error --limit scatter "$RUN" "${out[@]}" --data "$DATA" --limit -1
+expect_error "$TMP/no-data" scatter "$RUN" "${out[@]}" --data "$TMP/no-data"
+expect_error --count reconstruct "$RUN" "${out[@]}" --data "$DATA" --count 0
+expect_error --count reconstruct "$RUN" "${out[@]}" --data "$DATA" --count $((N_TEST + 1))
+expect_error --rows sample "$RUN" "${out[@]}" --rows 0
+expect_error --cols sample "$RUN" "${out[@]}" --cols 1000
+expect_error --seed sample "$RUN" "${out[@]}" --seed -1
+expect_error no-such-flag sample "$RUN" "${out[@]}" --no-such-flag
+expect_error "unexpected argument" sample "$RUN" "$RUN" "${out[@]}"
+expect_error "--n" grid "$RUN" "${out[@]}" --n
+
+# ---- help ----------------------------------------------------------------------------------
+for cmd in "grid --extent" "scatter --limit" "reconstruct --count" "sample --seed"; do
+  set -- $cmd
+  if "$CUVAE" "$1" --help >"$TMP/out" 2>&1 && grep -q -- "$2" "$TMP/out" && grep -q RUN "$TMP/out"
+  then
+    echo "ok: cuvae $1 --help"
+  else
+    fail "cuvae $1 --help"
+  fi
+done
+
+if [ "$fails" -ne 0 ]; then
+  echo "cli_pictures: $fails failed"
+  exit 1
+fi
+echo "cli_pictures: all passed"

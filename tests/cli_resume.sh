@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# End-to-end check of `cuvae train --resume` on a tiny synthetic IDX dataset (train and t10k
+# files made with printf): `--epochs 2` then `--resume --epochs 4` must give bit-identical
+# model.safetensors and train_state.safetensors to `--epochs 4` straight, with 4 consistent
+# rows in metrics.csv (test_loss filled in). Refusals, each exit 2 with one stderr line:
+# a conflicting --latent-dim, a corrupted train_state (left untouched), a missing one, a run
+# already at its total, other training data, and a new run into an existing run folder
+# without --overwrite. No progress line ('\r') when stdout is not a terminal.
+# usage: cli_resume.sh <cuvae-binary> <repo-root>
+set -u
+if [ $# -ne 2 ]; then
+  echo "usage: $0 <cuvae-binary> <repo-root>"
+  exit 1
+fi
+CUVAE=$1
+if [ ! -x "$CUVAE" ]; then
+  echo "FAIL: $CUVAE is not an executable"
+  exit 1
+fi
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_resume.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+fail() {
+  echo "FAIL: $*"
+  fails=$((fails + 1))
+}
+
+u32be() {  # a big-endian 32-bit integer on stdout
+  local v=$1
+  printf "\\$(printf '%03o' $((v >> 24 & 255)))\\$(printf '%03o' $((v >> 16 & 255)))"
+  printf "\\$(printf '%03o' $((v >> 8 & 255)))\\$(printf '%03o' $((v & 255)))"
+}
+idx_images() {  # idx_images COUNT: IDX3 header + COUNT random 28x28 images on stdout
+  printf '\0\0\10\3'
+  u32be "$1"
+  u32be 28
+  u32be 28
+  head -c $(($1 * 784)) /dev/urandom
+}
+idx_labels() {  # idx_labels COUNT: IDX1 header + labels 0..9 cycling
+  printf '\0\0\10\1'
+  u32be "$1"
+  local i
+  for ((i = 0; i < $1; i++)); do printf "\\$(printf '%03o' $((i % 10)))"; done
+}
+# make_data DIR TRAIN-COUNT TEST-COUNT
+make_data() {
+  mkdir -p "$1"
+  idx_images "$2" >"$1/train-images-idx3-ubyte"
+  idx_labels "$2" >"$1/train-labels-idx1-ubyte"
+  idx_images "$3" >"$1/t10k-images-idx3-ubyte"
+  idx_labels "$3" >"$1/t10k-labels-idx1-ubyte"
+}
+
+DATA=$TMP/data
+make_data "$DATA" 40 12  # batch 16: 16 + 16 + a remainder of 8
+SEED=$((RANDOM * 32768 + RANDOM))
+echo "seed $SEED"
+COMMON=(--device cpu --data "$DATA" --batch-size 16 --seed "$SEED" --lr 0.003)
+
+# run NAME ARGS...: cuvae train, stdout/stderr kept in $TMP/NAME.out/.err; sets rc.
+run() {
+  local name=$1
+  shift
+  "$CUVAE" train "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
+  rc=$?
+  if grep -qiE 'terminate called|core dumped|segmentation fault|aborted|sanitizer' \
+    "$TMP/$name.out" "$TMP/$name.err"; then
+    fail "$name crashed"
+    cat "$TMP/$name.err"
+  fi
+}
+# expect_ok NAME ARGS...
+expect_ok() {
+  local name=$1
+  run "$@"
+  if [ "$rc" -ne 0 ]; then
+    fail "$name: exit $rc, expected 0"
+    cat "$TMP/$name.err"
+  else
+    echo "ok: $name"
+  fi
+}
+# expect_refused NAME WORDS ARGS...: exit 2, one stderr line holding WORDS.
+expect_refused() {
+  local name=$1 words=$2
+  shift 2
+  run "$name" "$@"
+  local lines why=""
+  lines=$(wc -l <"$TMP/$name.err")
+  [ "$rc" -eq 2 ] || why="exit $rc, expected 2"
+  [ "$lines" -eq 1 ] || why="${why:+$why; }$lines stderr lines, expected 1"
+  grep -q '^cuvae: error: ' "$TMP/$name.err" || why="${why:+$why; }no 'cuvae: error: ' prefix"
+  grep -qF -- "$words" "$TMP/$name.err" || why="${why:+$why; }stderr does not say '$words'"
+  if [ -n "$why" ]; then
+    fail "$name: $why; stderr:"
+    cat "$TMP/$name.err"
+  else
+    echo "ok: $name -> $(cat "$TMP/$name.err")"
+  fi
+}
+
+# 2 epochs, then resume to a total of 4; and 4 straight.
+expect_ok two "${COMMON[@]}" --epochs 2 --out "$TMP/a"
+expect_ok resume --resume "$TMP/a" --epochs 4 --device cpu
+expect_ok four "${COMMON[@]}" --epochs 4 --out "$TMP/b"
+for f in model.safetensors train_state.safetensors; do
+  if cmp -s "$TMP/a/$f" "$TMP/b/$f"; then
+    echo "ok: $f of 2 + resume to 4 epochs is bit-identical to 4 epochs straight"
+  else
+    fail "$f differs between 2 + resume to 4 epochs and 4 epochs straight"
+  fi
+done
+grep -q "resuming $TMP/a after epoch 2" "$TMP/resume.out" || fail "the resume does not say where it starts"
+
+# metrics.csv: the header, 4 rows numbered 1..4, test_loss filled in, and the same numbers
+# (all but the timing columns) as the straight run.
+header=epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds
+[ "$(head -n 1 "$TMP/a/metrics.csv")" = "$header" ] || fail "metrics.csv header: $(head -n 1 "$TMP/a/metrics.csv")"
+awk -F, 'NR > 1 {
+    n++
+    if ($1 != n) { print "FAIL: row " n " has epoch " $1; bad = 1 }
+    if ($5 == "" || $5 + 0 <= 0) { print "FAIL: epoch " $1 " has test_loss \"" $5 "\""; bad = 1 }
+    if ($6 != 40 || $7 != 3) { print "FAIL: epoch " $1 ": " $6 " images in " $7 " steps"; bad = 1 }
+  }
+  END {
+    if (n != 4) { print "FAIL: " n " rows in metrics.csv, expected 4"; exit 1 }
+    exit bad
+  }' "$TMP/a/metrics.csv" || fails=$((fails + 1))
+if [ "$(cut -d, -f1-7 "$TMP/a/metrics.csv")" = "$(cut -d, -f1-7 "$TMP/b/metrics.csv")" ]; then
+  echo "ok: metrics.csv rows match the straight run"
+else
+  fail "metrics.csv rows differ from the straight run"
+  paste -d'\n' "$TMP/a/metrics.csv" "$TMP/b/metrics.csv"
+fi
+grep -q 'test_loss' "$TMP/four.out" || fail "the per-epoch line has no test_loss"
+if grep -q $'\r' "$TMP/two.out" "$TMP/resume.out" "$TMP/four.out"; then
+  fail "a progress line ('\\r') was written to a pipe"
+fi
+
+# Refusals.
+cp -r "$TMP/a" "$TMP/c"
+expect_refused conflicting-latent-dim "--latent-dim 3" --resume "$TMP/c" --epochs 6 --latent-dim 3 --device cpu
+expect_refused same-latent-dim-but-lr "--lr" --resume "$TMP/c" --epochs 6 --latent-dim 2 --lr 0.1 --device cpu
+expect_refused already-finished "has already completed 4 epochs" --resume "$TMP/c" --epochs 4 --device cpu
+expect_refused finished-no-total "finished its 4 epochs" --resume "$TMP/c" --device cpu
+cmp -s "$TMP/a/model.safetensors" "$TMP/c/model.safetensors" || fail "a refused resume changed the model"
+
+size=$(wc -c <"$TMP/c/train_state.safetensors")
+head -c $((size - 100)) "$TMP/a/train_state.safetensors" >"$TMP/c/train_state.safetensors"
+cp "$TMP/c/train_state.safetensors" "$TMP/corrupt.copy"
+expect_refused corrupt-state "$TMP/c/train_state.safetensors" --resume "$TMP/c" --epochs 6 --device cpu
+cmp -s "$TMP/c/train_state.safetensors" "$TMP/corrupt.copy" || fail "the corrupt train_state was modified"
+rm "$TMP/c/train_state.safetensors"
+expect_refused missing-state "$TMP/c/train_state.safetensors" --resume "$TMP/c" --epochs 6 --device cpu
+
+make_data "$TMP/other" 48 12
+expect_refused other-data "48 training images" --resume "$TMP/a" --epochs 6 --data "$TMP/other" --device cpu
+make_data "$TMP/same-size" 40 12
+expect_refused same-size-other-data "training images differ" --resume "$TMP/a" --epochs 6 --data "$TMP/same-size" --device cpu
+
+expect_refused new-run-into-a-run "--overwrite" "${COMMON[@]}" --epochs 1 --out "$TMP/b"
+cmp -s "$TMP/a/model.safetensors" "$TMP/b/model.safetensors" || fail "a refused new run changed the old one"
+expect_ok overwrite "${COMMON[@]}" --epochs 1 --out "$TMP/b" --overwrite
+awk 'END { if (NR != 2) exit 1 }' "$TMP/b/metrics.csv" || fail "--overwrite kept the old metrics rows"
+
+if [ "$fails" -ne 0 ]; then
+  echo "cli_resume: $fails failed"
+  exit 1
+fi
+echo "cli_resume: all passed"

@@ -1,0 +1,398 @@
+// Checkpoints: train_state.safetensors and model.safetensors round trips (bit-exact), strict
+// refusal of broken or foreign files (each an InputError naming the file), and the resume
+// guarantee at the library level: 2 epochs + save + load + 2 more == 4 epochs straight, bit for
+// bit, with a remainder batch.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+
+#include "host/checkpoint.h"
+#include "host/error.h"
+#include "host/safetensors.h"
+#include "host/trainer_cpu.h"
+#include "tests/test_support.h"
+
+using namespace cuvae;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir() {
+  const fs::path dir =
+      fs::temp_directory_path() / ("cuvae_ckpt_" + std::to_string(test::fresh_seed() % 1000000007));
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void spit(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// A state with random weights and moments (v >= 0), 3 epochs of 4 steps done.
+TrainState random_state(const ModelDesc& d, std::mt19937_64& rng) {
+  TrainState st;
+  st.params = test::random_vector<float>(rng, d.num_params, -1, 1);
+  st.adam_m = test::random_vector<float>(rng, d.num_params, -1e-3, 1e-3);
+  st.adam_v = test::random_vector<float>(rng, d.num_params, 0, 1e-6);
+  st.params[0] = -0.0f;
+  st.params[1] = std::numeric_limits<float>::denorm_min();
+  st.step = 12;
+  st.epoch = 3;
+  return st;
+}
+
+TrainRun sample_run(const ModelDesc& d, uint64_t seed) {
+  TrainRun run;
+  run.cfg.latent_dim = d.latent_dim;
+  run.cfg.batch_size = 10;
+  run.cfg.adam.lr = 3.3e-4f;  // not a short decimal: the text must carry every bit
+  run.cfg.beta = 0.7;
+  run.cfg.seed = seed;
+  run.cfg.epochs = 7;
+  run.cfg.limit = 37;
+  run.cfg.data_dir = "/data/some \"quoted\" folder";
+  run.train_images = 37;  // 4 steps per epoch at batch 10
+  run.train_crc32 = 0xdeadbeefu;
+  run.test_limit = 1000;
+  return run;
+}
+
+// The tensors and metadata of a file, to be edited into a broken one and written back.
+struct RawFile {
+  std::map<std::string, TensorIn> tensors;
+  std::map<std::string, std::string> metadata;
+
+  explicit RawFile(const std::string& path) {
+    const SafetensorsFile f = read_safetensors(path);
+    tensors = f.tensors;
+    metadata = f.metadata;
+  }
+  void write(const std::string& path) const {
+    std::vector<TensorOut> out;
+    for (const auto& [name, t] : tensors) out.push_back({name, t.dtype, t.shape, t.bytes.data()});
+    write_safetensors(path, out, metadata);
+  }
+};
+
+// load(path) throws an InputError whose one-line message starts with the path and holds `words`.
+void require_refused(const std::function<void(const std::string&)>& load, const std::string& path,
+                     const std::string& words) {
+  try {
+    load(path);
+    FAIL("accepted " << path << " (expected: " << words << ")");
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    REQUIRE(msg.find(path) == 0);
+    REQUIRE(msg.find('\n') == std::string::npos);
+    REQUIRE(msg.find(words) != std::string::npos);
+  }
+}
+
+ImageSet synthetic_images(uint64_t seed, int64_t count) {
+  ImageSet s;
+  s.count = count;
+  s.rows = s.cols = kImageSide;
+  s.pixels.resize(size_t(count) * kImagePixels);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> px(0, 255), coin(0, 9);
+  for (uint8_t& p : s.pixels) {
+    const int c = coin(rng);
+    p = uint8_t(c < 5 ? 0 : c < 6 ? 255 : px(rng));
+  }
+  return s;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+const auto load_state = [](const std::string& p) { load_train_state(p); };
+const auto load_weights = [](const std::string& p) { load_model(p); };
+
+}  // namespace
+
+TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const fs::path dir = temp_dir();
+  const std::string path = (dir / "train_state.safetensors").string();
+  const ModelDesc d = make_vae(3);
+  const TrainState st = random_state(d, rng);
+  const TrainRun run = sample_run(d, seed);
+  save_train_state(path, d, run, st);
+
+  const LoadedTrainState got = load_train_state(path);
+  CHECK(got.desc.latent_dim == 3);
+  CHECK(same_bits(got.state.params, st.params));
+  CHECK(same_bits(got.state.adam_m, st.adam_m));
+  CHECK(same_bits(got.state.adam_v, st.adam_v));
+  CHECK(got.state.step == st.step);
+  CHECK(got.state.epoch == st.epoch);
+  const TrainConfig& c = got.run.cfg;
+  CHECK(c.latent_dim == 3);
+  CHECK(c.batch_size == run.cfg.batch_size);
+  CHECK(std::memcmp(&c.adam, &run.cfg.adam, sizeof c.adam) == 0);  // lr, betas, eps: every bit
+  CHECK(c.beta == run.cfg.beta);
+  CHECK(c.seed == seed);
+  CHECK(c.epochs == run.cfg.epochs);
+  CHECK(c.limit == run.cfg.limit);
+  CHECK(c.data_dir == run.cfg.data_dir);
+  CHECK(got.run.train_images == run.train_images);
+  CHECK(got.run.train_crc32 == run.train_crc32);
+  CHECK(got.run.test_limit == run.test_limit);
+  // The file documents itself: names, dtypes and the RNG note.
+  const SafetensorsFile f = read_safetensors(path);
+  CHECK(f.metadata.at("seed") == std::to_string(seed));
+  CHECK(f.metadata.at("format_version") == "1");
+  CHECK(f.metadata.at("rng").find("whole RNG state") != std::string::npos);
+  CHECK(f.get("adam.v.encoder.conv1.weight", DType::F32, {32, 1, 3, 3}).numel() == 288);
+  CHECK(f.get("step", DType::I64, {1}).numel() == 1);
+  CHECK(f.tensors.size() == 3 * d.params.size() + 2);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("model.safetensors round trip through load_model", "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const fs::path dir = temp_dir();
+  const std::string path = (dir / "model.safetensors").string();
+  const ModelDesc d = make_vae(2);
+  const std::vector<float> params = test::random_vector<float>(rng, d.num_params, -1, 1);
+  save_model(path, d, params, 0.25);
+  const LoadedModel m = load_model(path);
+  CHECK(m.desc.latent_dim == 2);
+  CHECK(m.desc.num_params == 134165);
+  CHECK(m.beta == 0.25);
+  CHECK(same_bits(m.params, params));
+  const SafetensorsFile f = read_safetensors(path);
+  CHECK(f.metadata.at("format") == kModelFormat);
+  CHECK(f.metadata.at("architecture") == kArchitecture);
+  CHECK(f.tensors.size() == d.params.size());
+  CHECK(f.get("decoder.deconv1.weight", DType::F32, {64, 64, 3, 3}).numel() == 36864);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("broken or foreign checkpoints are refused, naming the file", "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const fs::path dir = temp_dir();
+  const ModelDesc d = make_vae(2);
+  const std::string state_path = (dir / "train_state.safetensors").string();
+  const std::string model_path = (dir / "model.safetensors").string();
+  const std::string bad = (dir / "bad.safetensors").string();
+  const TrainState st = random_state(d, rng);
+  save_train_state(state_path, d, sample_run(d, seed), st);
+  save_model(model_path, d, st.params, 1.0);
+  REQUIRE_NOTHROW(load_train_state(state_path));
+  REQUIRE_NOTHROW(load_model(model_path));
+
+  for (const auto& [good, load] : {std::pair{state_path, std::function(load_state)},
+                                   std::pair{model_path, std::function(load_weights)}}) {
+    INFO("based on " << good);
+    const std::string bytes = slurp(good);
+    {                                                // truncated
+      spit(bad, bytes.substr(0, bytes.size() - 3));  // the last tensor runs past the end
+      require_refused(load, bad, "outside the data area");
+      spit(bad, bytes.substr(0, bytes.size() / 2));
+      require_refused(load, bad, "");
+      spit(bad, bytes.substr(0, 5));
+      require_refused(load, bad, "too short");
+    }
+    {  // header length beyond the file
+      std::string b = bytes;
+      b[4] = '\x01';  // + 2^32 bytes of header
+      spit(bad, b);
+      require_refused(load, bad, "runs past the end");
+    }
+    {  // header that is not JSON
+      std::string b = bytes;
+      b[8] = '[';
+      b[9] = '}';
+      spit(bad, b);
+      require_refused(load, bad, "not valid JSON");
+    }
+    {  // another latent_dim than the tensors
+      RawFile f(good);
+      f.metadata["latent_dim"] = "3";
+      f.write(bad);
+      require_refused(load, bad, "expected [3,");  // encoder.mu.weight [3, 16]
+    }
+    {  // another architecture
+      RawFile f(good);
+      f.metadata["architecture"] = "cuvae-mlp-vae";
+      f.write(bad);
+      require_refused(load, bad, "architecture 'cuvae-mlp-vae'");
+    }
+    {  // a missing tensor
+      RawFile f(good);
+      f.tensors.erase("decoder.out.bias");
+      f.write(bad);
+      require_refused(load, bad, "missing tensor 'decoder.out.bias'");
+    }
+    {  // an extra tensor
+      RawFile f(good);
+      f.tensors["encoder.extra.weight"] = f.tensors.at("decoder.out.bias");
+      f.write(bad);
+      require_refused(load, bad, "unexpected tensor 'encoder.extra.weight'");
+    }
+    {  // a wrong dtype
+      RawFile f(good);
+      TensorIn& t = f.tensors.at("encoder.fc.bias");  // 16 F32 -> 8 F64, same bytes
+      t.dtype = DType::F64;
+      t.shape = {8};
+      f.write(bad);
+      require_refused(load, bad, "has dtype F64, expected F32");
+    }
+    {  // a wrong shape
+      RawFile f(good);
+      f.tensors.at("encoder.conv1.weight").shape = {32, 9};
+      f.write(bad);
+      require_refused(load, bad, "has shape [32, 9], expected [32, 1, 3, 3]");
+    }
+    {  // a non-finite value
+      RawFile f(good);
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(f.tensors.at("decoder.fc.weight").bytes.data() + 4 * 17, &nan, 4);
+      f.write(bad);
+      require_refused(load, bad, "'decoder.fc.weight' holds a non-finite value");
+    }
+    {  // not a file at all
+      require_refused(load, (dir / "missing.safetensors").string(), "cannot open");
+    }
+  }
+
+  {  // the training state only: counters, moments, version, format
+    RawFile f(state_path);
+    RawFile g = f;
+    int64_t step = 13;  // 3 epochs of 4 steps is 12
+    std::memcpy(g.tensors.at("step").bytes.data(), &step, 8);
+    g.write(bad);
+    require_refused(load_state, bad, "step 13 does not match 3 epochs of 4 steps");
+    g = f;
+    g.tensors.at("epoch").dtype = DType::F64;
+    g.write(bad);
+    require_refused(load_state, bad, "'epoch' has dtype F64, expected I64");
+    g = f;
+    const float minus = -1.0f;
+    std::memcpy(g.tensors.at("adam.v.encoder.mu.bias").bytes.data(), &minus, 4);
+    g.write(bad);
+    require_refused(load_state, bad, "negative second moment");
+    g = f;
+    const float inf = std::numeric_limits<float>::infinity();
+    std::memcpy(g.tensors.at("adam.m.encoder.mu.bias").bytes.data(), &inf, 4);
+    g.write(bad);
+    require_refused(load_state, bad, "'adam.m.encoder.mu.bias' holds a non-finite value");
+    g = f;
+    g.metadata["format_version"] = "2";
+    g.write(bad);
+    require_refused(load_state, bad, "format_version 2");
+    g = f;
+    g.metadata.erase("seed");
+    g.write(bad);
+    require_refused(load_state, bad, "metadata has no 'seed'");
+    g = f;
+    g.metadata["lr"] = "fast";
+    g.write(bad);
+    require_refused(load_state, bad, "bad lr 'fast'");
+    // A model file is not a training state, and the other way round.
+    require_refused(load_state, model_path, "format 'cuvae-model-1'");
+    require_refused(load_weights, state_path, "format 'cuvae-train-state'");
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("resume: 2 epochs + save/load + 2 more == 4 epochs straight, bit for bit",
+          "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  const fs::path dir = temp_dir();
+  const std::string path = (dir / "train_state.safetensors").string();
+  const ModelDesc d = make_vae(2);
+  const ImageSet images = synthetic_images(seed, 21);  // batch 8: 8 + 8 + a remainder of 5
+  TrainConfig cfg;
+  cfg.seed = seed;
+  cfg.batch_size = 8;
+  cfg.beta = 0.5;
+  cfg.adam.lr = 2e-3f;
+  TrainState fresh;
+  fresh.params.resize(d.num_params);
+  init_params(d, seed, fresh.params.data());
+  fresh.adam_m.assign(d.num_params, 0.0f);
+  fresh.adam_v.assign(d.num_params, 0.0f);
+
+  // Straight: 4 epochs.
+  TrainState straight = fresh;
+  cfg.epochs = 4;
+  std::vector<EpochMetrics> straight_m;
+  train_cpu(cfg, d, images, straight, [&](const EpochMetrics& m) { straight_m.push_back(m); });
+  REQUIRE(straight.epoch == 4);
+  REQUIRE(straight.step == 12);
+
+  // 2 epochs, checkpoint, then a "new process": everything from the file.
+  TrainState first = fresh;
+  cfg.epochs = 2;
+  std::vector<EpochMetrics> resumed_m;
+  train_cpu(cfg, d, images, first, [&](const EpochMetrics& m) {
+    resumed_m.push_back(m);
+    REQUIRE(first.epoch == m.epoch);  // the state describes the end of the epoch it reports
+  });
+  TrainRun run;
+  run.cfg = cfg;
+  run.train_images = images.count;
+  run.train_crc32 = image_checksum(images);
+  save_train_state(path, d, run, first);
+  first = TrainState();
+
+  LoadedTrainState loaded = load_train_state(path);
+  REQUIRE(loaded.state.epoch == 2);
+  REQUIRE(loaded.run.train_crc32 == image_checksum(images));
+  TrainConfig cfg2 = loaded.run.cfg;
+  cfg2.epochs = 4;
+  std::vector<StepProgress> steps;
+  train_cpu(
+      cfg2, loaded.desc, images, loaded.state,
+      [&](const EpochMetrics& m) { resumed_m.push_back(m); },
+      [&](const StepProgress& p) { steps.push_back(p); });
+
+  REQUIRE(same_bits(loaded.state.params, straight.params));
+  REQUIRE(same_bits(loaded.state.adam_m, straight.adam_m));
+  REQUIRE(same_bits(loaded.state.adam_v, straight.adam_v));
+  REQUIRE(loaded.state.step == straight.step);
+  REQUIRE(loaded.state.epoch == 4);
+  REQUIRE(resumed_m.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    INFO("epoch " << i + 1);
+    CHECK(resumed_m[i].epoch == int(i) + 1);
+    CHECK(resumed_m[i].loss == straight_m[i].loss);
+    CHECK(resumed_m[i].recon == straight_m[i].recon);
+    CHECK(resumed_m[i].kl == straight_m[i].kl);
+  }
+  // The per-step progress of the two resumed epochs: 3 steps each, the last one 5 images.
+  REQUIRE(steps.size() == 6);
+  CHECK(steps[0].epoch == 3);
+  CHECK(steps[2].step == 3);
+  CHECK(steps[2].steps == 3);
+  CHECK(steps[2].images == 21);
+  CHECK(steps[5].epoch == 4);
+  CHECK(std::isfinite(steps[5].loss));
+  // A state that has already reached cfg.epochs trains no further.
+  const TrainState before = loaded.state;
+  train_cpu(cfg2, d, images, loaded.state, [](const EpochMetrics&) { FAIL("ran an epoch"); });
+  CHECK(same_bits(loaded.state.params, before.params));
+  fs::remove_all(dir);
+}
