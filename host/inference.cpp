@@ -15,7 +15,8 @@ class CpuInference final : public Inference {
  public:
   CpuInference(const ModelDesc& desc, const std::vector<float>& params)
       : desc_(desc), params_(params) {
-    if (params_.size() != desc_.num_params) throw Error("CpuInference: parameters of another model");
+    if (params_.size() != desc_.num_params)
+      throw Error("CpuInference: parameters of another model");
   }
   const ModelDesc& desc() const override { return desc_; }
   std::string device() const override { return "cpu"; }

@@ -24,7 +24,7 @@ namespace cuvae {
 
 struct TrainConfig {
   std::string data_dir = "data/mnist";
-  std::string out_dir;  // the run folder
+  std::string out_dir;         // the run folder
   std::string device = "gpu";  // "gpu" or "cpu"
   int epochs = 30;             // the total: training ends after this (global) epoch
   int batch_size = 128;
