@@ -22,23 +22,9 @@ fails=0
 IMAGES=train-images-idx3-ubyte
 LABELS=train-labels-idx1-ubyte
 
-be32() {  # big-endian 32-bit integer
-  printf '%b' "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
-    $(($1 >> 8 & 255)) $(($1 & 255)))"
-}
-images() {  # images COUNT ROWS COLS [PIXEL-BYTES]: an IDX3 file with random pixels on stdout
-  printf '\0\0\10\3'
-  be32 "$1"
-  be32 "$2"
-  be32 "$3"
-  head -c "${4:-$(($1 * $2 * $3))}" /dev/urandom
-}
-labels() {  # labels LABEL...: an IDX1 file on stdout
-  printf '\0\0\10\1'
-  be32 $#
-  local l
-  for l in "$@"; do printf '%b' "$(printf '\\x%02x' "$l")"; done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
+images() { idx_images "$@"; }  # images COUNT ROWS COLS [PIXEL-BYTES]
+labels() { idx_labels "$@"; }  # labels LABEL...
 LABELS16=(0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5)
 
 # new_dataset NAME: a folder with a valid 16-image training set (raw files); prints its path.

@@ -20,30 +20,10 @@ fail() {
 }
 
 # ---- a tiny dataset ------------------------------------------------------------------------
-be32() {  # big-endian 32-bit integer
-  printf '%b' "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
-    $(($1 >> 8 & 255)) $(($1 & 255)))"
-}
-images() {  # images COUNT: an IDX3 file of COUNT random 28x28 images on stdout
-  printf '\0\0\10\3'
-  be32 "$1"
-  be32 28
-  be32 28
-  head -c $(($1 * 784)) /dev/urandom
-}
-labels() {  # labels COUNT: an IDX1 file with labels 0 1 ... 9 0 1 ... on stdout
-  printf '\0\0\10\1'
-  be32 "$1"
-  local i
-  for ((i = 0; i < $1; i++)); do printf '%b' "$(printf '\\x%02x' $((i % 10)))"; done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
 DATA=$TMP/data
-mkdir -p "$DATA"
-images 64 >"$DATA/train-images-idx3-ubyte"
-labels 64 >"$DATA/train-labels-idx1-ubyte"
 N_TEST=30
-images $N_TEST >"$DATA/t10k-images-idx3-ubyte"
-labels $N_TEST >"$DATA/t10k-labels-idx1-ubyte"
+make_mnist_dir "$DATA" 64 $N_TEST
 
 RUN=$TMP/run
 if ! "$CUVAE" train --device cpu --data "$DATA" --limit 64 --batch-size 32 --epochs 1 \

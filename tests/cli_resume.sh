@@ -25,35 +25,10 @@ fail() {
   fails=$((fails + 1))
 }
 
-u32be() {  # a big-endian 32-bit integer on stdout
-  local v=$1
-  printf "\\$(printf '%03o' $((v >> 24 & 255)))\\$(printf '%03o' $((v >> 16 & 255)))"
-  printf "\\$(printf '%03o' $((v >> 8 & 255)))\\$(printf '%03o' $((v & 255)))"
-}
-idx_images() {  # idx_images COUNT: IDX3 header + COUNT random 28x28 images on stdout
-  printf '\0\0\10\3'
-  u32be "$1"
-  u32be 28
-  u32be 28
-  head -c $(($1 * 784)) /dev/urandom
-}
-idx_labels() {  # idx_labels COUNT: IDX1 header + labels 0..9 cycling
-  printf '\0\0\10\1'
-  u32be "$1"
-  local i
-  for ((i = 0; i < $1; i++)); do printf "\\$(printf '%03o' $((i % 10)))"; done
-}
-# make_data DIR TRAIN-COUNT TEST-COUNT
-make_data() {
-  mkdir -p "$1"
-  idx_images "$2" >"$1/train-images-idx3-ubyte"
-  idx_labels "$2" >"$1/train-labels-idx1-ubyte"
-  idx_images "$3" >"$1/t10k-images-idx3-ubyte"
-  idx_labels "$3" >"$1/t10k-labels-idx1-ubyte"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
 
 DATA=$TMP/data
-make_data "$DATA" 40 12  # batch 16: 16 + 16 + a remainder of 8
+make_mnist_dir "$DATA" 40 12  # batch 16: 16 + 16 + a remainder of 8
 SEED=$((RANDOM * 32768 + RANDOM))
 echo "seed $SEED"
 COMMON=(--device cpu --data "$DATA" --batch-size 16 --seed "$SEED" --lr 0.003)
@@ -154,9 +129,9 @@ cmp -s "$TMP/c/train_state.safetensors" "$TMP/corrupt.copy" || fail "the corrupt
 rm "$TMP/c/train_state.safetensors"
 expect_refused missing-state "$TMP/c/train_state.safetensors" --resume "$TMP/c" --epochs 6 --device cpu
 
-make_data "$TMP/other" 48 12
+make_mnist_dir "$TMP/other" 48 12
 expect_refused other-data "48 training images" --resume "$TMP/a" --epochs 6 --data "$TMP/other" --device cpu
-make_data "$TMP/same-size" 40 12
+make_mnist_dir "$TMP/same-size" 40 12
 expect_refused same-size-other-data "training images differ" --resume "$TMP/a" --epochs 6 --data "$TMP/same-size" --device cpu
 
 expect_refused new-run-into-a-run "--overwrite" "${COMMON[@]}" --epochs 1 --out "$TMP/b"

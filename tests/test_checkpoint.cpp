@@ -15,6 +15,7 @@
 #include "host/error.h"
 #include "host/safetensors.h"
 #include "host/trainer_cpu.h"
+#include "tests/fixtures.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
@@ -23,20 +24,13 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path temp_dir() {
-  const fs::path dir =
-      fs::temp_directory_path() / ("cuvae_ckpt_" + std::to_string(test::fresh_seed() % 1000000007));
-  fs::create_directories(dir);
-  return dir;
+  return test::temp_dir("cuvae_ckpt_");
 }
-
 std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  return test::read_file(p.string());
 }
-
 void spit(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
+  test::write_file(p.string(), bytes);
 }
 
 // A state with random weights and moments (v >= 0), 3 epochs of 4 steps done.
@@ -98,20 +92,6 @@ void require_refused(const std::function<void(const std::string&)>& load, const 
     REQUIRE(msg.find('\n') == std::string::npos);
     REQUIRE(msg.find(words) != std::string::npos);
   }
-}
-
-ImageSet synthetic_images(uint64_t seed, int64_t count) {
-  ImageSet s;
-  s.count = count;
-  s.rows = s.cols = kImageSide;
-  s.pixels.resize(size_t(count) * kImagePixels);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> px(0, 255), coin(0, 9);
-  for (uint8_t& p : s.pixels) {
-    const int c = coin(rng);
-    p = uint8_t(c < 5 ? 0 : c < 6 ? 255 : px(rng));
-  }
-  return s;
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -323,7 +303,7 @@ TEST_CASE("resume: 2 epochs + save/load + 2 more == 4 epochs straight, bit for b
   const fs::path dir = temp_dir();
   const std::string path = (dir / "train_state.safetensors").string();
   const ModelDesc d = make_vae(2);
-  const ImageSet images = synthetic_images(seed, 21);  // batch 8: 8 + 8 + a remainder of 5
+  const ImageSet images = test::synthetic_images(seed, 21);  // batch 8: 8 + 8 + a remainder of 5
   TrainConfig cfg;
   cfg.seed = seed;
   cfg.batch_size = 8;

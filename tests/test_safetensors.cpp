@@ -14,20 +14,13 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path temp_dir() {
-  const fs::path dir =
-      fs::temp_directory_path() / ("cuvae_st_" + std::to_string(test::fresh_seed() % 1000000007));
-  fs::create_directories(dir);
-  return dir;
+  return test::temp_dir("cuvae_st_");
 }
-
 std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  return test::read_file(p.string());
 }
-
 void spit(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
+  test::write_file(p.string(), bytes);
 }
 
 // A file made of a given header text and data bytes.

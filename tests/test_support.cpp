@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 namespace cuvae::test {
@@ -11,6 +12,23 @@ uint64_t fresh_seed() {
   if (const char* s = std::getenv("CUVAE_TEST_SEED")) return std::strtoull(s, nullptr, 10);
   std::random_device rd;
   return (uint64_t(rd()) << 32) ^ rd();
+}
+
+std::string temp_dir(const std::string& prefix) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / (prefix + std::to_string(fresh_seed() % 1000000007));
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
 }
 
 std::string Diff::report(const std::string& name) const {

@@ -63,6 +63,12 @@ Diff compare(const A* got, const B* want, size_t n, double floor = 1e-12) {
   return d;
 }
 
+// A fresh folder under the system temp directory, named prefix + a random number.
+std::string temp_dir(const std::string& prefix);
+// A whole file as bytes / a file replaced by bytes.
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& bytes);
+
 // The folder with the real MNIST files: $CUVAE_MNIST_DIR if it holds them, else data/mnist in
 // the source tree; empty when neither does.
 const std::string& mnist_dir();

@@ -2,7 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "host/inference.h"
-#include "tests/gpu/trainer_fixtures.h"
+#include "tests/fixtures.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;

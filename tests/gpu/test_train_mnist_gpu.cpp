@@ -4,7 +4,7 @@
 
 #include "host/idx.h"
 #include "host/trainer_gpu.h"
-#include "tests/gpu/trainer_fixtures.h"
+#include "tests/fixtures.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;

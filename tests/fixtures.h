@@ -1,4 +1,5 @@
-// Fixtures shared by the GPU trainer tests: configurations, initial states, synthetic images.
+// Fixtures shared by the trainer tests (CPU and GPU): configurations, initial states, synthetic
+// images.
 #pragma once
 
 #include <random>
