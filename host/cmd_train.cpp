@@ -271,6 +271,9 @@ int cmd_train(int argc, char** argv) {
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
     ("algo", "cuDNN algorithm choice: deterministic (bit-reproducible) or fastest (benchmarked)",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
+    ("profile-steps", "wrap training steps A..B (1-based over the run) in cudaProfilerStart/Stop "
+                      "for a focused Nsight capture (GPU only)",
+       cxxopts::value<std::string>(), "A:B")
     ("epochs", "total passes over the training images (1-100000); on --resume, the total to "
                "reach (default: the run's)",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.epochs)), "N")
@@ -338,6 +341,18 @@ int cmd_train(int argc, char** argv) {
   if (algo != "deterministic" && algo != "fastest")
     throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
   gpu_opts.deterministic = algo == "deterministic";
+  if (r.count("profile-steps")) {
+    const std::string spec = r["profile-steps"].as<std::string>();
+    const size_t colon = spec.find(':');
+    if (colon == std::string::npos)
+      throw InputError("--profile-steps: expected A:B (first and last step), got " +
+                       quote_arg(spec));
+    gpu_opts.profile_first = parse_int_flag("--profile-steps", spec.substr(0, colon), 1, INT64_MAX);
+    gpu_opts.profile_last = parse_int_flag("--profile-steps", spec.substr(colon + 1), 1, INT64_MAX);
+    if (gpu_opts.profile_last < gpu_opts.profile_first)
+      throw InputError("--profile-steps: the last step " + std::to_string(gpu_opts.profile_last) +
+                       " comes before the first " + std::to_string(gpu_opts.profile_first));
+  }
 
   // A resume takes the run's settings from its state file; a new run refuses a folder that
   // already holds one unless --overwrite says so.
@@ -579,6 +594,9 @@ int cmd_train(int argc, char** argv) {
   };
   // No per-step callback at all when there is no terminal to show it on.
   const StepCallback step_cb = progress.enabled() ? on_step : StepCallback();
+  if (cfg.device == "cpu" && gpu_opts.profile_first > 0)
+    std::cout
+        << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
   if (cfg.device == "gpu")
     train_gpu(cfg, gpu_opts, desc, train.images, state, on_epoch, step_cb);
   else

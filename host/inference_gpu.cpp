@@ -11,6 +11,7 @@
 #include "cuda/dense.cuh"
 #include "cuda/device.cuh"
 #include "cuda/device_buffer.cuh"
+#include "cuda/nvtx.cuh"
 #include "host/error.h"
 #include "host/inference.h"
 
@@ -24,6 +25,7 @@ class GpuInference final : public Inference {
     const GpuInfo gpu = query_gpus();
     if (gpu.count == 0) throw Error("GPU inference: no usable CUDA device (" + gpu.reason + ")");
     name_ = gpu.name;
+    name_stream(stream_.get(), "cuvae inference");
     params_ = DeviceBuffer<float>(desc_.num_params, "the parameters");
     set_params(params.data());
     const size_t b = kChunk, dim = size_t(desc_.latent_dim);

@@ -1,6 +1,8 @@
 // GPU trainer (trainer_gpu.h).
 #include "host/trainer_gpu.h"
 
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -15,6 +17,7 @@
 #include "cuda/device.cuh"
 #include "cuda/device_buffer.cuh"
 #include "cuda/loss.cuh"
+#include "cuda/nvtx.cuh"
 #include "cuda/reparam.cuh"
 #include "host/batch.h"
 #include "host/error.h"
@@ -54,7 +57,8 @@ struct GpuTrainer::Impl {
   DeviceBuffer<uint8_t> images;   // (N, 784)
   DeviceBuffer<int32_t> perm;     // (N)
   int64_t num_images = 0;
-  int64_t step = 0;  // Adam steps taken
+  int64_t step = 0;                                                   // Adam steps taken
+  std::array<std::string, kNumLayers> forward_names, backward_names;  // NVTX range names
 
   Impl(const ModelDesc& d, const TrainConfig& c, const GpuOptions& o, int mb, int rem)
       : desc(d),
@@ -64,9 +68,14 @@ struct GpuTrainer::Impl {
         remainder(rem),
         cudnn(stream.get()),
         cublas(stream.get(), o.tf32) {
+    name_stream(stream.get(), "cuvae compute");
     const ConvMath math = o.tf32 ? ConvMath::Tf32 : ConvMath::Fp32Strict;
     const ConvAlgoPolicy policy =
         o.deterministic ? ConvAlgoPolicy::Deterministic : ConvAlgoPolicy::Fastest;
+    for (int i = 0; i < kNumLayers; ++i) {
+      forward_names[size_t(i)] = desc.layers[size_t(i)].name + " forward";
+      backward_names[size_t(i)] = desc.layers[size_t(i)].name + " backward";
+    }
     size_t ws = 0;
     for (int i = 0; i < kNumLayers; ++i) {
       const Layer& l = desc.layers[size_t(i)];
@@ -124,6 +133,7 @@ struct GpuTrainer::Impl {
   // y = act(layer(x) + bias)
   void layer_forward(const ConvSet& convs, LayerId id, float* y, const float* in, int batch) {
     const Layer& l = desc.layer(id);
+    const NvtxRange range(forward_names[size_t(id)].c_str());
     if (is_conv(l))
       convs[size_t(id)]->forward(y, in, weight(id), workspace.data(), workspace.size());
     else
@@ -136,6 +146,7 @@ struct GpuTrainer::Impl {
   void layer_backward(const ConvSet& convs, LayerId id, float* dx, float* dy, const float* y,
                       const float* in, int batch) {
     const Layer& l = desc.layer(id);
+    const NvtxRange range(backward_names[size_t(id)].c_str());
     float* dw = grads.data() + desc.weight(id).offset;
     float* db = grads.data() + desc.bias(id).offset;
     bias_act_backward(dy, db, y, batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
@@ -161,22 +172,31 @@ struct GpuTrainer::Impl {
     layer_forward(c, kEncFc, h3.data(), h2.data(), count);
     layer_forward(c, kEncMu, mu.data(), h3.data(), count);
     layer_forward(c, kEncLogvar, logvar.data(), h3.data(), count);
-    reparam_forward(z.data(), eps.data(), mu.data(), logvar.data(), cfg.seed, uint64_t(step), count,
-                    dim, s());
+    {
+      const NvtxRange range("reparameterization forward");
+      reparam_forward(z.data(), eps.data(), mu.data(), logvar.data(), cfg.seed, uint64_t(step),
+                      count, dim, s());
+    }
     layer_forward(c, kDecFc, d0.data(), z.data(), count);
     layer_forward(c, kDecDeconv1, d1.data(), d0.data(), count);
     layer_forward(c, kDecDeconv2, d2.data(), d1.data(), count);
     layer_forward(c, kDecOut, logits.data(), d2.data(), count);
-    bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu.data(),
-                logvar.data(), count, kImagePixels, dim, s());
-    loss_accumulate(sums.data(), recon.data(), kl.data(), count, s());
+    {
+      const NvtxRange range("BCE+KL loss");
+      bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu.data(),
+                  logvar.data(), count, kImagePixels, dim, s());
+      loss_accumulate(sums.data(), recon.data(), kl.data(), count, s());
+    }
     // Backward.
     layer_backward(c, kDecOut, g_d2.data(), dlogits.data(), logits.data(), d2.data(), count);
     layer_backward(c, kDecDeconv2, g_d1.data(), g_d2.data(), d2.data(), d1.data(), count);
     layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), count);
     layer_backward(c, kDecFc, g_z.data(), g_d0.data(), d0.data(), z.data(), count);
-    reparam_backward(g_mu.data(), g_lv.data(), g_z.data(), mu.data(), logvar.data(), eps.data(),
-                     count, dim, float(cfg.beta), s());
+    {
+      const NvtxRange range("reparameterization backward");
+      reparam_backward(g_mu.data(), g_lv.data(), g_z.data(), mu.data(), logvar.data(), eps.data(),
+                       count, dim, float(cfg.beta), s());
+    }
     layer_backward(c, kEncMu, g_h3.data(), g_mu.data(), mu.data(), h3.data(), count);
     layer_backward(c, kEncLogvar, g_h3_lv.data(), g_lv.data(), logvar.data(), h3.data(), count);
     add_inplace(g_h3.data(), g_h3_lv.data(), size_t(count) * size_t(desc.layer(kEncFc).out_size()),
@@ -186,6 +206,7 @@ struct GpuTrainer::Impl {
     layer_backward(c, kEncConv1, nullptr, g_h1.data(), h1.data(), x.data(), count);
     if (!apply_adam) return;
     ++step;
+    const NvtxRange range("Adam");
     adam_step(params.data(), adam_m.data(), adam_v.data(), grads.data(), desc.num_params,
               cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, step, s());
   }
@@ -248,6 +269,7 @@ EpochMetrics GpuTrainer::run_epoch(int epoch, const StepCallback& on_step) {
   const int64_t n = m.num_images;
   if (n % m.max_batch != m.remainder)
     throw Error("GpuTrainer::run_epoch: dataset size does not match the planned batches");
+  const NvtxRange range("epoch");
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> perm = epoch_permutation(m.cfg.seed, epoch, n);
   // Pageable source: the copy is staged before cudaMemcpyAsync returns, so `perm` may go.
@@ -258,9 +280,18 @@ EpochMetrics GpuTrainer::run_epoch(int epoch, const StepCallback& on_step) {
   const int64_t steps_per_epoch = (n + m.max_batch - 1) / m.max_batch;
   for (int64_t first = 0; first < n; first += m.max_batch) {
     const int count = int(std::min<int64_t>(m.max_batch, n - first));
-    gather_normalize(m.x.data(), m.images.data(), m.perm.data() + first, count, kImagePixels,
-                     m.s());
-    m.train_step(count, true);
+    const int64_t global_step = m.step + 1;  // 1-based over the whole run
+    if (global_step == m.opts.profile_first) CUDA_CHECK(cudaProfilerStart());
+    {
+      const NvtxRange step_range("train step");
+      {
+        const NvtxRange gather("gather batch");
+        gather_normalize(m.x.data(), m.images.data(), m.perm.data() + first, count, kImagePixels,
+                         m.s());
+      }
+      m.train_step(count, true);
+    }
+    if (global_step == m.opts.profile_last) CUDA_CHECK(cudaProfilerStop());
     out.images += count;
     ++out.steps;
     if (on_step) {  // host-side counts only: no synchronisation here

@@ -23,6 +23,9 @@ namespace cuvae {
 struct GpuOptions {
   bool tf32 = false;          // allow TF32 tensor cores in cuDNN and cuBLAS
   bool deterministic = true;  // deterministic cuDNN algorithms (bit-reproducible runs)
+  // Wrap training steps [profile_first, profile_last] (1-based, counted over the whole run)
+  // in cudaProfilerStart/Stop for a focused Nsight capture; 0: no profiler calls.
+  int64_t profile_first = 0, profile_last = 0;
 };
 
 class GpuTrainer {

@@ -40,6 +40,10 @@ expect_error --beta "${run[@]}" --beta NaN
 expect_error --seed "${run[@]}" --seed -1
 expect_error --limit "${run[@]}" --limit -3
 expect_error --device "${run[@]}" --device tpu
+expect_error --profile-steps "${run[@]}" --profile-steps 5
+expect_error --profile-steps "${run[@]}" --profile-steps 5:2
+expect_error --profile-steps "${run[@]}" --profile-steps a:b
+expect_error --profile-steps "${run[@]}" --profile-steps 0:3
 expect_error "no-such-flag" "${run[@]}" --no-such-flag
 expect_error "unknown command" fly
 expect_error "--epochs" "${run[@]}" --epochs
