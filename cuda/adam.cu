@@ -21,13 +21,15 @@ constexpr int kThreads = 256;
 constexpr size_t kMaxBlocks = 65535;
 
 __global__ void adam_kernel(float* __restrict__ params, float* __restrict__ m,
-                            float* __restrict__ v, const float* __restrict__ grads, size_t n,
-                            float beta1, float beta2, float eps, float step_size,
-                            float inv_sqrt_bc2) {
+                            float* __restrict__ v, unsigned long long* first_nonfinite,
+                            const float* __restrict__ grads, size_t n, float beta1, float beta2,
+                            float eps, float step_size, float inv_sqrt_bc2,
+                            unsigned long long step_tag) {
   const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
   const size_t stride = size_t(gridDim.x) * kThreads;
   for (size_t i = size_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
     const float g = grads[i];
+    if (first_nonfinite && !isfinite(g)) atomicMin(first_nonfinite, step_tag | i);
     const float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(one_minus_b1, g));
     const float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(one_minus_b2, g), g));
     m[i] = mi;
@@ -39,9 +41,13 @@ __global__ void adam_kernel(float* __restrict__ params, float* __restrict__ m,
 
 }  // namespace
 
-void adam_step(float* params, float* m, float* v, const float* grads, size_t n, float lr,
-               float beta1, float beta2, float eps, int64_t step, cudaStream_t s) {
-  if (step < 1) throw Error("adam_step: step must count from 1, got " + std::to_string(step));
+void adam_step(float* params, float* m, float* v, unsigned long long* first_nonfinite,
+               const float* grads, size_t n, float lr, float beta1, float beta2, float eps,
+               int64_t step, cudaStream_t s) {
+  if (step < 1 || step >= (int64_t{1} << 31))
+    throw Error("adam_step: step must count from 1 and stay below 2^31, got " +
+                std::to_string(step));
+  if (n >= (size_t{1} << 32)) throw Error("adam_step: more than 2^32 parameters");
   if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
     throw Error("adam_step: betas must lie in [0, 1)");
   if (!std::isfinite(lr) || !(eps >= 0.0f) || !std::isfinite(eps))
@@ -55,8 +61,9 @@ void adam_step(float* params, float* m, float* v, const float* grads, size_t n, 
   const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const size_t blocks_needed = (n + kThreads - 1) / kThreads;
   const unsigned blocks = unsigned(blocks_needed < kMaxBlocks ? blocks_needed : kMaxBlocks);
-  adam_kernel<<<blocks, kThreads, 0, s>>>(params, m, v, grads, n, beta1, beta2, eps, step_size,
-                                          inv_sqrt_bc2);
+  adam_kernel<<<blocks, kThreads, 0, s>>>(params, m, v, first_nonfinite, grads, n, beta1, beta2,
+                                          eps, step_size, inv_sqrt_bc2,
+                                          (unsigned long long)step << 32);
   CUDA_CHECK_LAUNCH();
 }
 

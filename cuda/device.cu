@@ -32,4 +32,13 @@ GpuInfo query_gpus() {
   return info;
 }
 
+size_t device_memory_in_use() {
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return total_bytes - free_bytes;
+}
+
 }  // namespace cuvae

@@ -17,4 +17,8 @@ struct GpuInfo {
 // Never throws: a machine without a driver or device reports count 0 and the reason.
 GpuInfo query_gpus();
 
+// Bytes of device 0's memory in use (total - free, cudaMemGetInfo): every process's
+// allocations plus this process's CUDA context. 0 when it cannot be read.
+size_t device_memory_in_use();
+
 }  // namespace cuvae

@@ -32,7 +32,7 @@ class Meta {
   const std::string& text(const char* key, const char* what) const {
     const auto it = f_.metadata.find(key);
     if (it == f_.metadata.end())
-      throw InputError(f_.path + ": metadata has no '" + key + "' (not a " + what + ")");
+      throw InputError(printable(f_.path) + ": metadata has no '" + key + "' (not a " + what + ")");
     return it->second;
   }
 
@@ -71,7 +71,8 @@ class Meta {
 
  private:
   InputError bad(const char* key, const std::string& value) const {
-    return InputError(f_.path + ": bad " + key + " '" + value + "' in the metadata");
+    return InputError(printable(f_.path) + ": bad " + key + " '" + printable(value) +
+                      "' in the metadata");
   }
   const SafetensorsFile& f_;
 };
@@ -80,8 +81,8 @@ class Meta {
 ModelDesc described_model(const SafetensorsFile& f, const Meta& meta, const char* what) {
   const std::string& arch = meta.text("architecture", what);
   if (arch != kArchitecture)
-    throw InputError(f.path + ": architecture '" + arch + "', this build knows '" + kArchitecture +
-                     "'");
+    throw InputError(printable(f.path) + ": architecture '" + printable(arch) +
+                     "', this build knows '" + kArchitecture + "'");
   return make_vae(int(meta.integer("latent_dim", 1, kMaxLatentDim, what)));
 }
 
@@ -97,14 +98,14 @@ void read_flat(const SafetensorsFile& f, const ModelDesc& desc, const std::strin
     std::memcpy(dst, t.bytes.data(), p.numel * sizeof(float));
     for (size_t i = 0; i < p.numel; ++i)
       if (!std::isfinite(dst[i]))
-        throw InputError(f.path + ": tensor '" + name + "' holds a non-finite value");
+        throw InputError(printable(f.path) + ": tensor '" + name + "' holds a non-finite value");
   }
 }
 
 void refuse_unknown_tensors(const SafetensorsFile& f, const std::set<std::string>& known) {
   for (const auto& entry : f.tensors)
     if (!known.count(entry.first))
-      throw InputError(f.path + ": unexpected tensor '" + entry.first + "'");
+      throw InputError(printable(f.path) + ": unexpected tensor '" + printable(entry.first) + "'");
 }
 
 int64_t read_i64_scalar(const SafetensorsFile& f, const char* name) {
@@ -131,11 +132,15 @@ void save_model(const std::string& path, const ModelDesc& desc, const std::vecto
 }
 
 LoadedModel load_model(const std::string& path) {
+  return model_from_safetensors(read_safetensors(path));
+}
+
+LoadedModel model_from_safetensors(const SafetensorsFile& f) {
   constexpr const char* what = "cuvae model file";
-  const SafetensorsFile f = read_safetensors(path);
+  const std::string path = printable(f.path);  // names the file in messages
   const Meta meta(f);
   if (meta.text("format", what) != kModelFormat)
-    throw InputError(path + ": format '" + meta.text("format", what) + "', expected '" +
+    throw InputError(path + ": format '" + printable(meta.text("format", what)) + "', expected '" +
                      kModelFormat + "'");
   // Files written before format_version existed carry the version in the format name only.
   if (f.metadata.count("format_version"))
@@ -167,6 +172,9 @@ void save_train_state(const std::string& path, const ModelDesc& desc, const Trai
         {adam_name("v", p.name), DType::F32, p.shape, state.adam_v.data() + p.offset});
   tensors.push_back({"step", DType::I64, {1}, &state.step});
   tensors.push_back({"epoch", DType::I64, {1}, &state.epoch});
+  const double epoch_sums[2] = {state.epoch_recon_sum, state.epoch_kl_sum};
+  tensors.push_back({"epoch_step", DType::I64, {1}, &state.epoch_step});
+  tensors.push_back({"epoch_sums", DType::F64, {2}, epoch_sums});
   const TrainConfig& c = run.cfg;
   char crc[16];
   std::snprintf(crc, sizeof crc, "%08x", unsigned(run.train_crc32));
@@ -192,12 +200,17 @@ void save_train_state(const std::string& path, const ModelDesc& desc, const Trai
 }
 
 LoadedTrainState load_train_state(const std::string& path) {
+  return train_state_from_safetensors(read_safetensors(path));
+}
+
+LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   constexpr const char* what = "cuvae training state";
-  const SafetensorsFile f = read_safetensors(path);
+  const std::string path = printable(f.path);  // names the file in messages
   const Meta meta(f);
   const std::string& format = meta.text("format", what);
   if (format != kTrainStateFormat)
-    throw InputError(path + ": format '" + format + "', expected '" + kTrainStateFormat + "'");
+    throw InputError(path + ": format '" + printable(format) + "', expected '" + kTrainStateFormat +
+                     "'");
   const int64_t version = meta.integer("format_version", 0, INT32_MAX, what);
   if (version != kCheckpointVersion)
     throw InputError(path + ": format_version " + std::to_string(version) +
@@ -222,7 +235,7 @@ LoadedTrainState load_train_state(const std::string& path) {
   char* end = nullptr;
   const unsigned long crc_value = std::strtoul(crc.c_str(), &end, 16);
   if (crc.size() != 8 || *end != '\0' || !std::isxdigit(static_cast<unsigned char>(crc[0])))
-    throw InputError(path + ": bad train_crc32 '" + crc + "' in the metadata");
+    throw InputError(path + ": bad train_crc32 '" + printable(crc) + "' in the metadata");
   out.run.train_crc32 = uint32_t(crc_value);
   out.run.test_limit = meta.integer("test_limit", 0, INT32_MAX, what);
 
@@ -239,13 +252,29 @@ LoadedTrainState load_train_state(const std::string& path) {
   st.epoch = read_i64_scalar(f, "epoch");
   if (st.epoch < 0 || st.epoch > 100000)
     throw InputError(path + ": epoch " + std::to_string(st.epoch) + " is out of range");
-  // Every epoch is ceil(N / B) steps, so the two counters must agree.
+  // The position inside an interrupted epoch; files written before interrupts were
+  // resumable lack both tensors and always stop at an epoch boundary.
+  if (f.tensors.count("epoch_step") || f.tensors.count("epoch_sums")) {
+    st.epoch_step = read_i64_scalar(f, "epoch_step");
+    const TensorIn& sums = f.get("epoch_sums", DType::F64, {2});
+    double v[2];
+    std::memcpy(v, sums.bytes.data(), sizeof v);
+    if (!std::isfinite(v[0]) || !std::isfinite(v[1]) || v[0] < 0 || v[1] < 0 ||
+        (st.epoch_step == 0 && (v[0] != 0 || v[1] != 0)))
+      throw InputError(path + ": tensor 'epoch_sums' holds impossible loss sums");
+    st.epoch_recon_sum = v[0];
+    st.epoch_kl_sum = v[1];
+  }
+  // Every epoch is ceil(N / B) steps, so the counters must agree.
   const int64_t steps_per_epoch = (out.run.train_images + c.batch_size - 1) / c.batch_size;
-  if (st.step != st.epoch * steps_per_epoch)
+  if (st.epoch_step < 0 || st.epoch_step >= steps_per_epoch)
+    throw InputError(path + ": epoch_step " + std::to_string(st.epoch_step) +
+                     " is outside an epoch of " + std::to_string(steps_per_epoch) + " steps");
+  if (st.step != st.epoch * steps_per_epoch + st.epoch_step)
     throw InputError(path + ": step " + std::to_string(st.step) + " does not match " +
                      std::to_string(st.epoch) + " epochs of " + std::to_string(steps_per_epoch) +
-                     " steps");
-  std::set<std::string> known = {"step", "epoch"};
+                     " steps plus " + std::to_string(st.epoch_step));
+  std::set<std::string> known = {"step", "epoch", "epoch_step", "epoch_sums"};
   for (const ParamTensor& p : out.desc.params) {
     known.insert(p.name);
     known.insert(adam_name("m", p.name));

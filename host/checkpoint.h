@@ -10,6 +10,10 @@
 //                              adam.v.<param name>   F32, parameter shape   Adam second moment
 //                              step                  I64 [1]                Adam steps taken
 //                              epoch                 I64 [1]                epochs completed
+//                              epoch_step            I64 [1]                steps done in
+//                                                    epoch + 1 (an interrupted epoch; else 0)
+//                              epoch_sums            F64 [2]                their recon and KL
+//                                                    sums over images (else 0)
 //                            and in the metadata the hyperparameters (latent_dim, batch_size,
 //                            lr, beta, adam_beta1/2, adam_eps, exact decimal text), the seed
 //                            (decimal), the architecture and format version, the planned total
@@ -20,8 +24,9 @@
 //                            step s of (seed, s), so seed + step + epoch IS the whole RNG state.
 //
 // Loading is strict: format, version, architecture, every tensor present with its dtype and
-// shape, no extra tensor, every value finite, step consistent with epoch. Anything else is an
-// InputError naming the file.
+// shape (epoch_step and epoch_sums may both be absent: older files, at an epoch boundary), no
+// extra tensor, every value finite, step == epoch * steps_per_epoch + epoch_step. Anything else is
+// an InputError naming the file.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +35,7 @@
 
 #include "host/idx.h"
 #include "host/model.h"
+#include "host/safetensors.h"
 #include "host/trainer_cpu.h"
 
 namespace cuvae {
@@ -50,6 +56,8 @@ struct LoadedModel {
 // Reads and validates a model file: format, architecture, latent_dim, every tensor present
 // with the right dtype and shape, no extra tensors, all values finite. InputError otherwise.
 LoadedModel load_model(const std::string& path);
+// The same checks on a file already read (read_safetensors or parse_safetensors).
+LoadedModel model_from_safetensors(const SafetensorsFile& f);
 
 // What a training run records besides the tensors.
 struct TrainRun {
@@ -71,6 +79,7 @@ struct LoadedTrainState {
 };
 
 LoadedTrainState load_train_state(const std::string& path);
+LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f);
 
 // CRC-32 (zlib) of the images' pixels and shape: tells two datasets of the same size apart
 // (MNIST and Fashion-MNIST both have 60,000 training images).

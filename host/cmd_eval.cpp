@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "cuda/device.cuh"
+#include "host/atomic_file.h"
 #include "host/checkpoint.h"
 #include "host/cli.h"
 #include "host/cli_util.h"
@@ -56,10 +57,12 @@ std::string model_path_of(const std::string& run) {
   std::error_code ec;
   if (fs::is_directory(run, ec)) {
     const std::string p = (fs::path(run) / "model.safetensors").string();
-    if (!fs::exists(p, ec)) throw InputError(run + ": no model.safetensors in this run folder");
+    if (!fs::exists(fs::symlink_status(p, ec)))
+      throw InputError(run + ": no model.safetensors in this run folder");
     return p;
   }
-  if (!fs::exists(run, ec)) throw InputError(run + ": no such run folder or model file");
+  if (!fs::exists(fs::symlink_status(run, ec)))
+    throw InputError(run + ": no such run folder or model file");
   return run;
 }
 
@@ -82,47 +85,6 @@ void check_output_path(const std::string& flag, const std::string& path) {
     throw InputError(flag + " " + path + ": cannot write in " + dir.string() + ": " +
                      std::strerror(errno));
 }
-
-// A text file written to a temporary name in the same folder and renamed into place by
-// commit(), so a reader never sees a half-written file; dropped if commit() never runs.
-class AtomicTextFile {
- public:
-  explicit AtomicTextFile(const std::string& path)
-      : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) throw InputError(path_ + ": cannot create " + tmp_ + ": " + std::strerror(errno));
-  }
-  AtomicTextFile(const AtomicTextFile&) = delete;
-  AtomicTextFile& operator=(const AtomicTextFile&) = delete;
-  ~AtomicTextFile() {
-    if (f_) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
-    }
-  }
-  std::FILE* get() { return f_; }
-  void commit() {
-    bool ok = std::fflush(f_) == 0 && !std::ferror(f_) && ::fsync(::fileno(f_)) == 0;
-    std::string why = ok ? "" : std::strerror(errno);
-    if (std::fclose(f_) != 0 && ok) {
-      ok = false;
-      why = std::strerror(errno);
-    }
-    f_ = nullptr;
-    if (ok && std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      ok = false;
-      why = std::strerror(errno);
-    }
-    if (!ok) {
-      std::remove(tmp_.c_str());
-      throw InputError(path_ + ": cannot write: " + why);
-    }
-  }
-
- private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
-};
 
 // A progress line on stderr, only when stderr is a terminal, at most every half second.
 class Progress {

@@ -64,11 +64,12 @@ RunPaths locate_run(const cxxopts::ParseResult& r, const std::string& cmd) {
   if (run.empty()) throw InputError("RUN: empty path");
   if (fs::is_directory(run, ec)) {
     const std::string model = (fs::path(run) / "model.safetensors").string();
-    if (!fs::exists(model, ec))
+    if (!fs::exists(fs::symlink_status(model, ec)))
       throw InputError(run + ": no model.safetensors in this folder (not a cuvae run folder?)");
     return {model, run};
   }
-  if (!fs::exists(run, ec)) throw InputError(run + ": no such run folder or model file");
+  if (!fs::exists(fs::symlink_status(run, ec)))
+    throw InputError(run + ": no such run folder or model file");
   std::string dir = fs::path(run).parent_path().string();
   return {run, dir.empty() ? "." : dir};
 }

@@ -15,12 +15,24 @@
 // (seed, step) (philox.h), so `--epochs 2` followed by `--resume DIR --epochs 4` gives the
 // same bits as `--epochs 4` straight, on the same device.
 //
+// Faults: SIGINT or SIGTERM lets the current step finish, writes train_state (with the
+// position inside the epoch) and model atomically, says how to resume and exits with
+// 128 + the signal (130, 143); a second signal ends the process at once, which the atomic
+// writes make safe. A kill -9 at any moment leaves the previous checkpoint loadable, and the
+// next run in the folder clears the temporary file the killed one may have left. A NaN or
+// infinity stops training (TrainingDiverged, exit 3) naming the step and the tensor, before
+// anything of the bad epoch is saved. A folder that cannot be written or lacks the space for
+// a checkpoint is refused before training starts.
+//
 // test_loss is ElboStats::loss(beta) on the test split (t10k files of --data): the mean of
 // the same per-image quantity as the training loss (BCE + beta * KL, one z sample per image,
 // noise from the run's seed), so the two columns compare directly. It is evaluated with the
 // weights at the end of the epoch, whereas the training loss averages over the epoch's steps.
 #include <omp.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <cerrno>
@@ -37,6 +49,7 @@
 #include <sstream>
 
 #include "cuda/device.cuh"
+#include "host/atomic_file.h"
 #include "host/checkpoint.h"
 #include "host/cli.h"
 #include "host/cli_util.h"
@@ -54,6 +67,63 @@ namespace cuvae {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The signal that asked training to stop (0: none). Set by the handler, read between steps.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  static const char msg[] =
+      "\ncuvae: stopping after the current step to write a checkpoint (signal again to quit at "
+      "once)\n";
+  const ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)ignored;
+}
+
+// SIGINT and SIGTERM ask training to stop between steps while this object lives; the
+// handler resets itself (SA_RESETHAND), so a second signal has its default effect.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    // A process started with SIGINT ignored (nohup, a background job of a script) keeps
+    // ignoring it, as shells and other tools do.
+    sigaction(SIGINT, nullptr, &old_int_);
+    if (old_int_.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int signal() const { return g_stop_signal; }
+  static const char* name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// Refuses a folder without room for a checkpoint: the state and model files, each written
+// beside the previous copy before the rename (so twice), and the pictures.
+void require_free_space(const std::string& dir, size_t num_params) {
+  struct statvfs fs_info {};
+  if (::statvfs(dir.c_str(), &fs_info) != 0) return;  // cannot tell: find out when writing
+  const uint64_t free_bytes = uint64_t(fs_info.f_bavail) * fs_info.f_frsize;
+  const uint64_t state_bytes = uint64_t(num_params) * sizeof(float) * 3 + (64 << 10);
+  const uint64_t model_bytes = uint64_t(num_params) * sizeof(float) + (16 << 10);
+  const uint64_t need = 2 * (state_bytes + model_bytes) + (4 << 20);
+  if (free_bytes < need)
+    throw InputError("--out " + dir + ": only " + with_commas(int64_t(free_bytes >> 10)) +
+                     " KiB free; a checkpoint and the pictures need about " +
+                     with_commas(int64_t(need >> 10)) + " KiB");
+}
 
 constexpr const char* kStateFile = "train_state.safetensors";
 constexpr const char* kModelFile = "model.safetensors";
@@ -102,9 +172,11 @@ void clear_old_run(const std::string& dir) {
   }
 }
 
+// Whether there is an entry at `path`, even a broken or looping symlink (which the loaders
+// then report for what it is, rather than as missing).
 bool exists(const std::string& path) {
   std::error_code ec;
-  return fs::exists(path, ec);
+  return fs::exists(fs::symlink_status(path, ec));
 }
 
 bool is_folder(const std::string& path) {
@@ -153,33 +225,31 @@ class MetricsCsv {
         if (line != kMetricsHeader)
           throw InputError(path + ": unexpected header '" + line + "', expected '" +
                            kMetricsHeader + "'");
+        // A row cut short by a kill has fewer fields than the header: dropped.
+        const auto fields = std::count(line.begin(), line.end(), ',');
         while (std::getline(in, line)) {
           const long epoch = std::strtol(line.c_str(), nullptr, 10);
-          if (epoch >= 1 && epoch <= keep_through_epoch) kept += line + "\n";
+          if (epoch >= 1 && epoch <= keep_through_epoch &&
+              std::count(line.begin(), line.end(), ',') == fields)
+            kept += line + "\n";
         }
       }
     }
     // Rewritten whole, then renamed over the old file: a crash keeps the old rows.
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << kept;
-      out.flush();
-      if (!out) throw InputError(tmp + ": cannot write the metrics file");
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) throw InputError(path + ": cannot write the metrics file: " + ec.message());
+    write_text_atomically(path, kept);
     out_.open(path, std::ios::app);
     if (!out_) throw InputError(path + ": cannot open the metrics file");
   }
 
   // test_loss: NaN when there is no test split (the column stays empty).
   void add(const EpochMetrics& m, double test_loss) {
-    out_.precision(9);
-    out_ << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',';
-    if (std::isfinite(test_loss)) out_ << test_loss;
-    out_ << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds << '\n';
+    // The row goes out in one write, so a kill leaves it whole or absent.
+    std::ostringstream row;
+    row.precision(9);
+    row << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',';
+    if (std::isfinite(test_loss)) row << test_loss;
+    row << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds << '\n';
+    out_ << row.str();
     out_.flush();
     if (!out_) throw InputError(path_ + ": cannot write the metrics file");
   }
@@ -309,6 +379,10 @@ int cmd_train(int argc, char** argv) {
                  "(one z sample per image).\n";
     return 0;
   }
+
+  // From here on SIGINT/SIGTERM only ask training to stop: one arriving while the data loads
+  // stops it before the first step, with a checkpoint of where it stood.
+  const StopSignals signals;
 
   // Flags as given (validated even where a resume ignores them).
   cfg.data_dir = r["data"].as<std::string>();
@@ -449,6 +523,10 @@ int cmd_train(int argc, char** argv) {
       have_test ? (test_limit > 0 ? std::min(test_limit, test.images.count) : test.images.count)
                 : 0;
   prepare_out_dir(cfg.out_dir);
+  require_free_space(cfg.out_dir, desc.num_params);
+  if (const int stale = remove_stale_temporaries(cfg.out_dir))
+    std::cout << "cuvae: removed " << stale << " temporary file" << (stale == 1 ? "" : "s")
+              << " an earlier, killed run left in " << cfg.out_dir << "\n";
   if (!resume && overwrite) clear_old_run(cfg.out_dir);
 
   std::cout << "cuvae: model " << with_commas(int64_t(desc.num_params))
@@ -478,7 +556,11 @@ int cmd_train(int argc, char** argv) {
     std::cout << "cuvae: note: " << cfg.data_dir << " has no " << idx_images_name(Split::Test)
               << "[.gz]: no test loss (the test_loss column stays empty); the pictures show "
                  "training images\n";
-  if (resume)
+  if (resume && state.epoch_step > 0)
+    std::cout << "cuvae: resuming " << cfg.out_dir << " inside epoch " << state.epoch + 1
+              << ", after its step " << state.epoch_step << " (step " << with_commas(state.step)
+              << " of the run)\n";
+  else if (resume)
     std::cout << "cuvae: resuming " << cfg.out_dir << " after epoch " << state.epoch << " (step "
               << with_commas(state.step) << ")\n";
   if (cfg.device == "cpu" && int64_t(cfg.epochs - state.epoch) * train.images.count > 100000)
@@ -522,11 +604,7 @@ int cmd_train(int argc, char** argv) {
                            {"parameters", desc.num_params},
                            {"version", kVersion}};
   if (resume) config["resumed_after_epoch"] = resumed_from;
-  {
-    std::ofstream cf(cfg.out_dir + "/config.json", std::ios::trunc);
-    cf << config.dump(2) << '\n';
-    if (!cf) throw InputError(cfg.out_dir + "/config.json: cannot write");
-  }
+  write_text_atomically(cfg.out_dir + "/config.json", config.dump(2) + "\n");
   MetricsCsv csv(cfg.out_dir + "/metrics.csv", resumed_from, resume);
 
   // One inference engine for the test loss and the pictures; its weights are replaced after
@@ -597,10 +675,48 @@ int cmd_train(int argc, char** argv) {
   if (cfg.device == "cpu" && gpu_opts.profile_first > 0)
     std::cout
         << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
-  if (cfg.device == "gpu")
-    train_gpu(cfg, gpu_opts, desc, train.images, state, on_epoch, step_cb);
-  else
-    train_cpu(cfg, desc, train.images, state, on_epoch, step_cb);
+  const StopCheck stop = [&signals] { return signals.signal() != 0; };
+  const int64_t good_epoch_at_start = state.epoch;
+  bool finished = false;
+  try {
+    if (cfg.device == "gpu")
+      finished = train_gpu(cfg, gpu_opts, desc, train.images, state, on_epoch, step_cb, stop);
+    else
+      finished = train_cpu(cfg, desc, train.images, state, on_epoch, step_cb, stop);
+  } catch (const TrainingDiverged& e) {
+    progress.clear();
+    // on_epoch saved every completed epoch; nothing of the failing one reached the disk.
+    const bool saved = exists(state_path);
+    const int64_t good = saved ? std::max(good_epoch_at_start, state.epoch) : 0;
+    throw TrainingDiverged(
+        std::string(e.what()) + "; " +
+        (saved ? "the last good checkpoint (" +
+                     (good > 0 ? "after epoch " + std::to_string(good) : "the resumed state") +
+                     ") stays in " + state_path
+               : "no checkpoint was written"));
+  }
+  if (!finished) {
+    // Stopped by a signal between steps: the state is consistent, save it and say how to
+    // go on.
+    progress.clear();
+    save_train_state(state_path, desc, run, state);
+    save_model(model_path, desc, state.params, cfg.beta);
+    const int sig = signals.signal();
+    const std::string where = state.epoch_step > 0
+                                  ? "in epoch " + std::to_string(state.epoch + 1) +
+                                        " after its step " + std::to_string(state.epoch_step)
+                                  : "after epoch " + std::to_string(state.epoch);
+    std::cerr << "cuvae: " << StopSignals::name(sig) << ": stopped " << where << " (step "
+              << with_commas(state.step) << "); wrote " << state_path << " and " << model_path
+              << "\ncuvae: resume with: cuvae train --resume " << cfg.out_dir << "\n";
+    return 128 + sig;
+  }
+  if (const int sig = signals.signal()) {
+    std::cerr << "cuvae: " << StopSignals::name(sig) << ": training had finished and " << state_path
+              << " is complete; the final pictures were not drawn (cuvae grid, "
+              << "scatter, reconstruct and sample draw them)\n";
+    return 128 + sig;
+  }
 
   model->set_params(state.params.data());
   progress.show("pictures ...");

@@ -2,7 +2,8 @@
 //
 // cuvae::Error is the base of everything cuvae throws. cuvae::InputError marks a problem
 // with something the user handed us (a file, a flag value): the CLI prints its message as
-// one line and exits with code 2. Any other exception is an internal failure (exit 1).
+// one line and exits with code 2; TrainingDiverged exits with 3. Any other exception is an
+// internal failure (exit 1).
 // Library code never calls exit(); only main() turns an exception into an exit code.
 #pragma once
 
@@ -18,6 +19,13 @@ class Error : public std::runtime_error {
 
 // Bad user input: the message names the file or flag and says what is wrong.
 class InputError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Training produced a NaN or an infinity: the message names the step and the tensor. The CLI
+// prints it as one line and exits with code 3; no checkpoint holds the bad state.
+class TrainingDiverged : public Error {
  public:
   using Error::Error;
 };

@@ -218,6 +218,9 @@ class GzipSource : public ByteSource {
         member_done_ = false;
         member_out_ = 0;
         ++members_done_;
+        // What follows is another member if it starts with the gzip magic (a member cut
+        // short), else junk after the end of the stream.
+        member_magic_ = zs_.next_in[0] == 0x1f && (zs_.avail_in < 2 || zs_.next_in[1] == 0x8b);
       }
       const size_t want = std::min<size_t>(n - got, size_t{1} << 30);
       zs_.next_out = dst + got;
@@ -252,8 +255,9 @@ class GzipSource : public ByteSource {
   }
 
  private:
-  // True while decoding what follows a complete member and nothing has come out of it yet.
-  bool after_end() const { return members_done_ > 0 && member_out_ == 0; }
+  // True while decoding what follows a complete member, when that is not another member (no
+  // gzip magic) and nothing has come out of it yet.
+  bool after_end() const { return members_done_ > 0 && member_out_ == 0 && !member_magic_; }
 
   void refill() {
     const size_t got = in_.read(buf_.data(), buf_.size());
@@ -271,6 +275,7 @@ class GzipSource : public ByteSource {
   bool finished_ = false;
   int members_done_ = 0;
   uint64_t member_out_ = 0;
+  bool member_magic_ = true;  // the current member starts with 1f 8b
 };
 
 // ---- IDX parsing -------------------------------------------------------------------------
@@ -363,9 +368,9 @@ IdxContent read_idx(ByteSource& src, const std::string& path, const IdxSpec& spe
                    ", whose byte count overflows 64 bits");
   }
   if (declared > static_cast<uint64_t>(kMaxIdxPayloadBytes)) {
-    fail(path, "header declares " + dims_text(out.dims) + " = " + std::to_string(declared) +
-                   " bytes of " + spec.unit + ", over the limit of " +
-                   std::to_string(kMaxIdxPayloadBytes) + " bytes");
+    const std::string product = out.dims.size() > 1 ? " = " + std::to_string(declared) : "";
+    fail(path, "header declares " + dims_text(out.dims) + product + " bytes of " + spec.unit +
+                   ", over the limit of " + std::to_string(kMaxIdxPayloadBytes) + " bytes");
   }
 
   const std::string declares =
@@ -446,13 +451,20 @@ std::string join_path(const std::string& dir, const std::string& name) {
   return dir + "/" + name;
 }
 
+// True when the folder holds an entry of that name, whatever it is: a file, a folder, a
+// symlink that loops or dangles. The loader then says what is wrong with it, where
+// fs::exists() would call it missing.
+bool has_entry(const std::string& path) {
+  std::error_code ec;
+  return fs::exists(fs::symlink_status(path, ec));
+}
+
 // The raw file if it exists, else the .gz one, else nothing.
 std::optional<std::string> find_idx_file(const std::string& dir, const std::string& name) {
   const std::string raw = join_path(dir, name);
-  std::error_code ec;
-  if (fs::exists(raw, ec)) return raw;
+  if (has_entry(raw)) return raw;
   const std::string gz = raw + ".gz";
-  if (fs::exists(gz, ec)) return gz;
+  if (has_entry(gz)) return gz;
   return std::nullopt;
 }
 

@@ -122,4 +122,18 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return os.str();
 }
 
+std::string param_element_name(const ModelDesc& desc, size_t flat_index) {
+  for (const ParamTensor& p : desc.params)
+    if (flat_index >= p.offset && flat_index < p.offset + p.numel)
+      return p.name + " (element " + std::to_string(flat_index - p.offset) + " of " +
+             shape_string(p.shape) + ")";
+  return "element " + std::to_string(flat_index) + " (outside the parameters)";
+}
+
+std::string first_nonfinite_param(const ModelDesc& desc, const float* flat) {
+  for (size_t i = 0; i < desc.num_params; ++i)
+    if (!std::isfinite(flat[i])) return param_element_name(desc, i);
+  return "";
+}
+
 }  // namespace cuvae

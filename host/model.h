@@ -86,4 +86,12 @@ void init_params(const ModelDesc& desc, uint64_t seed, float* params);
 
 std::string shape_string(const std::vector<int64_t>& shape);  // "[32, 1, 3, 3]"
 
+// Names element `flat_index` of a flat buffer laid out like the parameters, as
+// "decoder.out.bias (element 0 of [1])"; "element N (outside the parameters)" past the end.
+std::string param_element_name(const ModelDesc& desc, size_t flat_index);
+
+// The first element of `flat` (desc.num_params) that is a NaN or an infinity, named as
+// param_element_name() does; empty when every element is finite.
+std::string first_nonfinite_param(const ModelDesc& desc, const float* flat);
+
 }  // namespace cuvae

@@ -20,9 +20,11 @@ namespace {
 
 // Refuse headers larger than this: the metadata of any cuvae file is a few kilobytes.
 constexpr uint64_t kMaxHeader = 100u << 20;
+// JSON nesting allowed in the header (a cuvae header needs 3 levels).
+constexpr int kMaxHeaderDepth = 8;
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw InputError(path + ": " + what);
+  throw InputError(printable(path) + ": " + what);
 }
 
 bool parse_dtype(const std::string& s, DType* t) {
@@ -155,18 +157,35 @@ void write_safetensors(const std::string& path, const std::vector<TensorOut>& te
   }
 }
 
-SafetensorsFile read_safetensors(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) fail(path, "cannot open: " + errno_text());
-  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, expected a safetensors file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open: " + errno_text());
-  const uint64_t file_size = uint64_t(st.st_size);
+std::string printable(const std::string& text, size_t max) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (i == max) return out + "...";
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// A tensor's place in the data area, [begin, end) relative to its first byte.
+struct Extent {
+  uint64_t begin = 0, end = 0;
+  std::string name;
+};
+
+// The header length from the first 8 bytes, checked against the file size and the limit.
+uint64_t header_length(const std::string& path, const uint8_t* len, uint64_t file_size) {
   if (file_size < 8)
     fail(path, "too short for a safetensors file (" + std::to_string(file_size) +
                    " bytes, the header length alone needs 8)");
-  uint8_t len[8];
-  in.read(reinterpret_cast<char*>(len), 8);
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) header_len |= uint64_t(len[i]) << (8 * i);
   if (header_len > file_size - 8)
@@ -175,22 +194,33 @@ SafetensorsFile read_safetensors(const std::string& path) {
   if (header_len > kMaxHeader)
     fail(path, "header length " + std::to_string(header_len) + " is beyond the limit of " +
                    std::to_string(kMaxHeader));
-  std::string text(header_len, '\0');
-  in.read(text.data(), std::streamsize(header_len));
-  if (!in) fail(path, "cannot read the header");
+  return header_len;
+}
+
+// Parses the JSON header and checks every entry against a data area of data_size bytes: the
+// tensors (dtype and shape, no bytes yet) and metadata go into `file`, and the extents come
+// back sorted by offset, after checking that they tile the data area exactly.
+std::vector<Extent> parse_header(const std::string& path, const std::string& text,
+                                 uint64_t data_size, SafetensorsFile& file) {
+  // A cuvae header nests three deep ({name: {"shape": [..]}}); refusing deep nesting keeps the
+  // recursive parts of the JSON library (dump, comparisons) away from hostile input.
+  const auto depth_guard = [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+    if (depth > kMaxHeaderDepth)
+      fail(path, "header nests deeper than " + std::to_string(kMaxHeaderDepth) + " levels");
+    return true;
+  };
+  // The JSON library stops at a NUL byte as at the end of the text; anything after one would
+  // go unread.
+  if (text.find('\0') != std::string::npos) fail(path, "header is not valid JSON (a NUL byte)");
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(text);
+    header = nlohmann::json::parse(text, depth_guard);
   } catch (const nlohmann::json::exception&) {
     fail(path, "header is not valid JSON");
   }
   if (!header.is_object()) fail(path, "header is not a JSON object");
 
-  SafetensorsFile file;
-  file.path = path;
-  const uint64_t data_size = file_size - 8 - header_len;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> entries;
+  std::vector<Extent> extents;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const nlohmann::json& v = it.value();
@@ -198,18 +228,21 @@ SafetensorsFile read_safetensors(const std::string& path) {
       if (!v.is_object()) fail(path, "__metadata__ is not an object");
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
-          fail(path, "metadata value of '" + m.key() + "' is not a string");
+          fail(path, "metadata value of '" + printable(m.key()) + "' is not a string");
         file.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const std::string where = "tensor '" + name + "': ";
+    const std::string where = "tensor '" + printable(name) + "': ";
     if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
         !v.contains("data_offsets"))
       fail(path, where + "entry needs dtype, shape and data_offsets");
     TensorIn t;
-    if (!v["dtype"].is_string() || !parse_dtype(v["dtype"].get<std::string>(), &t.dtype))
-      fail(path, where + "unsupported dtype " + v["dtype"].dump());
+    const nlohmann::json& dtype = v["dtype"];
+    if (!dtype.is_string())
+      fail(path, where + "unsupported dtype " + printable(dtype.dump(), 40) + " (not a string)");
+    if (!parse_dtype(dtype.get<std::string>(), &t.dtype))
+      fail(path, where + "unsupported dtype '" + printable(dtype.get<std::string>(), 40) + "'");
     const nlohmann::json& shape = v["shape"];
     if (!shape.is_array() || shape.size() > 8) fail(path, where + "shape is not a short array");
     uint64_t bytes = dtype_size(t.dtype);
@@ -217,7 +250,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
       if (!s.is_number_unsigned()) fail(path, where + "shape holds a non-integer or negative");
       const uint64_t d = s.get<uint64_t>();
       if (d != 0 && bytes > data_size / d)
-        fail(path, where + "shape " + shape.dump() + " is larger than the file's data");
+        fail(path,
+             where + "shape " + printable(shape.dump(), 100) + " is larger than the file's data");
       bytes *= d;
       t.shape.push_back(int64_t(d));
     }
@@ -232,34 +266,90 @@ SafetensorsFile read_safetensors(const std::string& path) {
     if (end - begin != bytes)
       fail(path, where + "data_offsets span " + std::to_string(end - begin) +
                      " bytes but dtype and shape need " + std::to_string(bytes));
-    ranges.push_back({begin, end});
-    entries.push_back({name, {begin, end}});
+    extents.push_back({begin, end, name});
     file.tensors.emplace(name, std::move(t));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second) fail(path, "tensor data ranges overlap");
-  for (const auto& [name, range] : entries) {
-    TensorIn& t = file.tensors.at(name);
-    t.bytes.resize(range.second - range.first);
-    in.seekg(std::streamoff(8 + header_len + range.first));
-    in.read(reinterpret_cast<char*>(t.bytes.data()), std::streamsize(t.bytes.size()));
-    if (!in) fail(path, "cannot read the data of tensor '" + name + "'");
+
+  // The tensors tile the data area: no overlap, no hole, nothing after the last one.
+  std::sort(extents.begin(), extents.end(), [](const Extent& a, const Extent& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t covered = 0;
+  const Extent* previous = nullptr;
+  for (const Extent& e : extents) {
+    const auto span = [](const Extent& x) {
+      return "'" + printable(x.name) + "' [" + std::to_string(x.begin) + ", " +
+             std::to_string(x.end) + "]";
+    };
+    if (e.begin < covered)
+      fail(path, "tensor data ranges overlap: " + span(*previous) + " and " + span(e));
+    if (e.begin > covered)
+      fail(path, "bytes " + std::to_string(covered) + " to " + std::to_string(e.begin) +
+                     " of the data area belong to no tensor (a hole before " + span(e) + ")");
+    covered = e.end;
+    previous = &e;
   }
+  if (covered != data_size)
+    fail(path, "the data area holds " + std::to_string(data_size - covered) +
+                   " bytes after the last tensor's data (" + std::to_string(data_size) +
+                   " bytes, tensors cover " + std::to_string(covered) + ")");
+  return extents;
+}
+
+}  // namespace
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail(path, "cannot open: " + errno_text());
+  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, expected a safetensors file");
+  // Only a regular file has a size to check offsets against (and opening a FIFO would block).
+  if (!S_ISREG(st.st_mode)) fail(path, "is not a regular file, expected a safetensors file");
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open: " + (errno != 0 ? errno_text() : std::string("unreadable")));
+  const uint64_t file_size = uint64_t(st.st_size);
+  uint8_t len[8] = {};
+  if (file_size >= 8) in.read(reinterpret_cast<char*>(len), 8);
+  const uint64_t header_len = header_length(path, len, file_size);
+  std::string text(header_len, '\0');
+  in.read(text.data(), std::streamsize(header_len));
+  if (!in) fail(path, "cannot read the header");
+
+  SafetensorsFile file;
+  file.path = path;
+  const std::vector<Extent> extents = parse_header(path, text, file_size - 8 - header_len, file);
+  // The extents are sorted and contiguous, so the data is read front to back.
+  for (const Extent& e : extents) {
+    TensorIn& t = file.tensors.at(e.name);
+    t.bytes.resize(e.end - e.begin);
+    in.read(reinterpret_cast<char*>(t.bytes.data()), std::streamsize(t.bytes.size()));
+    if (!in) fail(path, "cannot read the data of tensor '" + printable(e.name) + "'");
+  }
+  return file;
+}
+
+SafetensorsFile parse_safetensors(const std::string& path, const uint8_t* data, size_t size) {
+  const uint64_t header_len = header_length(path, data, size);
+  SafetensorsFile file;
+  file.path = path;
+  const std::string text(reinterpret_cast<const char*>(data) + 8, header_len);
+  const uint8_t* area = data + 8 + header_len;
+  for (const Extent& e : parse_header(path, text, size - 8 - header_len, file))
+    file.tensors.at(e.name).bytes.assign(area + e.begin, area + e.end);
   return file;
 }
 
 const TensorIn& SafetensorsFile::get(const std::string& name, DType dtype,
                                      const std::vector<int64_t>& shape) const {
   const auto it = tensors.find(name);
-  if (it == tensors.end()) throw InputError(path + ": missing tensor '" + name + "'");
+  if (it == tensors.end()) fail(path, "missing tensor '" + printable(name) + "'");
   const TensorIn& t = it->second;
   if (t.dtype != dtype)
-    throw InputError(path + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
-                     ", expected " + dtype_name(dtype));
+    fail(path, "tensor '" + printable(name) + "' has dtype " + dtype_name(t.dtype) + ", expected " +
+                   dtype_name(dtype));
   if (t.shape != shape)
-    throw InputError(path + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
-                     ", expected " + shape_string(shape));
+    fail(path, "tensor '" + printable(name) + "' has shape " + shape_string(t.shape) +
+                   ", expected " + shape_string(shape));
   return t;
 }
 

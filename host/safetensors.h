@@ -7,7 +7,8 @@
 // relative to the first byte after the header. Writes are atomic: a temporary file in the
 // same folder, fsync, rename, fsync of the folder; a reader never sees a half-written file.
 // Reading is strict: every size, offset and dtype is checked against the file before any
-// allocation, so a corrupt file is an InputError naming the file, never a crash.
+// allocation, the tensors must tile the data area exactly (no overlap, no gap, nothing after
+// the last one), and a corrupt file is a one-line InputError naming the file, never a crash.
 #pragma once
 
 #include <cstdint>
@@ -50,5 +51,13 @@ struct SafetensorsFile {
 };
 
 SafetensorsFile read_safetensors(const std::string& path);
+
+// Same as read_safetensors, for file content already in memory; `path` only names the data in
+// error messages and in the result.
+SafetensorsFile parse_safetensors(const std::string& path, const uint8_t* data, size_t size);
+
+// Text from a file (a tensor name, a metadata value) made fit for a one-line message: control
+// characters escaped as \xNN, anything past `max` bytes cut and marked with "...".
+std::string printable(const std::string& text, size_t max = 200);
 
 }  // namespace cuvae

@@ -44,6 +44,10 @@ struct EpochMetrics {
   double loss = 0, recon = 0, kl = 0;
   double seconds = 0;
   double images_per_s = 0;
+  // GPU: device time of the epoch in ms, between CUDA events recorded on the compute stream
+  // when the epoch starts (before its permutation is drawn) and after its last step; 0 on
+  // the CPU.
+  double device_ms = 0;
 };
 
 // Model state owned by a trainer: the flat parameter buffer and the Adam moments. With the
@@ -52,6 +56,12 @@ struct TrainState {
   std::vector<float> params, adam_m, adam_v;
   int64_t step = 0;   // Adam steps taken
   int64_t epoch = 0;  // epochs completed; training resumes at epoch + 1
+  // Position inside epoch + 1 when training stopped in the middle of it (an interrupt): the
+  // steps of that epoch done and the sums over their images of the per-image reconstruction
+  // and KL terms, so the resumed epoch's metrics are those of an uninterrupted one. All 0 at
+  // an epoch boundary. step == epoch * steps_per_epoch + epoch_step.
+  int64_t epoch_step = 0;
+  double epoch_recon_sum = 0, epoch_kl_sum = 0;
 };
 
 // Progress inside an epoch, reported after every step (for a live progress line).
@@ -68,11 +78,23 @@ struct StepProgress {
 // describing the end of that epoch, so it may checkpoint it.
 using EpochCallback = std::function<void(const EpochMetrics&)>;
 using StepCallback = std::function<void(const StepProgress&)>;
+// Asked after every step: true stops training there (e.g. a signal arrived).
+using StopCheck = std::function<bool()>;
 
-// Trains `state` (initialised, or resumed) from epoch state.epoch + 1 to cfg.epochs on the
-// images; calls on_step (if set) after every step and on_epoch after every epoch.
-void train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& images,
+// Trains `state` (initialised, or resumed, possibly mid-epoch) from epoch state.epoch + 1 to
+// cfg.epochs on the images; calls on_step (if set) after every step and on_epoch after every
+// epoch. Returns true when every epoch is done, false when should_stop asked to stop first:
+// `state` then describes the position reached (TrainState::epoch_step) and can be saved and
+// resumed with the same result as an uninterrupted run.
+// A NaN or infinity in the loss, a gradient or a parameter throws TrainingDiverged naming
+// the step and the first bad tensor (the activations in forward order, then the gradients,
+// then the parameters after the update); `state` is then not to be saved.
+bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& images,
                TrainState& state, const EpochCallback& on_epoch,
-               const StepCallback& on_step = nullptr);
+               const StepCallback& on_step = nullptr, const StopCheck& should_stop = nullptr);
+
+// Checks a resumed state's position against the run (throws Error when inconsistent) and
+// returns the number of steps per epoch, ceil(images / batch_size).
+int64_t check_state_position(const TrainState& state, int64_t images, int batch_size);
 
 }  // namespace cuvae

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "cuda/activations.cuh"
 #include "cuda/adam.cuh"
@@ -52,12 +53,18 @@ struct GpuTrainer::Impl {
   DeviceBuffer<float> x, h1, h2, h3, mu, logvar, eps, z, d0, d1, d2, logits, dlogits;
   // Activation gradients.
   DeviceBuffer<float> g_h1, g_h2, g_h3, g_h3_lv, g_mu, g_lv, g_z, g_d0, g_d1, g_d2;
-  DeviceBuffer<float> recon, kl;  // (max_batch) per image
-  DeviceBuffer<double> sums;      // (2) epoch sums of recon and kl over images
-  DeviceBuffer<uint8_t> images;   // (N, 784)
-  DeviceBuffer<int32_t> perm;     // (N)
+  DeviceBuffer<float> recon, kl;               // (max_batch) per image
+  DeviceBuffer<double> sums;                   // (2) epoch sums of recon and kl over images
+  DeviceBuffer<unsigned long long> nonfinite;  // (1) Adam's earliest bad gradient (adam.cuh)
+  DeviceBuffer<uint8_t> images;                // (N, 784)
+  DeviceBuffer<int32_t> perm;                  // (N)
+  CudaEvent epoch_start, epoch_end;
   int64_t num_images = 0;
-  int64_t step = 0;                                                   // Adam steps taken
+  int64_t step = 0;  // Adam steps taken
+  // Position inside an epoch that stopped early (or that set_state resumes): steps done and
+  // the loss sums over their images. 0 at an epoch boundary.
+  int64_t epoch_step = 0;
+  double epoch_sums[2] = {0, 0};
   std::array<std::string, kNumLayers> forward_names, backward_names;  // NVTX range names
 
   Impl(const ModelDesc& d, const TrainConfig& c, const GpuOptions& o, int mb, int rem)
@@ -124,6 +131,9 @@ struct GpuTrainer::Impl {
     recon = DeviceBuffer<float>(b, "per-image losses");
     kl = DeviceBuffer<float>(b, "per-image losses");
     sums = DeviceBuffer<double>(2, "loss sums");
+    nonfinite = DeviceBuffer<unsigned long long>(1, "the non-finite flag");
+    nonfinite.upload(&kNoNonfinite, 1, s());
+    stream.synchronize();
   }
 
   cudaStream_t s() const { return stream.get(); }
@@ -207,13 +217,23 @@ struct GpuTrainer::Impl {
     if (!apply_adam) return;
     ++step;
     const NvtxRange range("Adam");
-    adam_step(params.data(), adam_m.data(), adam_v.data(), grads.data(), desc.num_params,
-              cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, step, s());
+    adam_step(params.data(), adam_m.data(), adam_v.data(), nonfinite.data(), grads.data(),
+              desc.num_params, cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, step,
+              s());
   }
 
-  void read_sums(double out[2]) {
+  // Reads the loss sums and Adam's non-finite word in one synchronisation; throws
+  // TrainingDiverged, naming the step and the parameter, when a gradient was not finite.
+  void read_sums(double out[2], int epoch) {
+    unsigned long long bad = kNoNonfinite;
     sums.download(out, 2, s());
+    nonfinite.download(&bad, 1, s());
     stream.synchronize();
+    if (bad == kNoNonfinite) return;
+    throw TrainingDiverged("training diverged at step " + std::to_string(bad >> 32) +
+                           (epoch > 0 ? " (epoch " + std::to_string(epoch) + ")" : "") +
+                           ": non-finite gradient of " +
+                           param_element_name(desc, size_t(bad & 0xffffffffull)));
   }
 };
 
@@ -235,6 +255,9 @@ void GpuTrainer::set_state(const TrainState& st) {
   m.adam_m.upload(st.adam_m.data(), n, m.s());
   m.adam_v.upload(st.adam_v.data(), n, m.s());
   m.step = st.step;
+  m.epoch_step = st.epoch_step;
+  m.epoch_sums[0] = st.epoch_recon_sum;
+  m.epoch_sums[1] = st.epoch_kl_sum;
   m.stream.synchronize();
 }
 
@@ -248,6 +271,9 @@ void GpuTrainer::get_state(TrainState& st) const {
   m.adam_m.download(st.adam_m.data(), n, m.s());
   m.adam_v.download(st.adam_v.data(), n, m.s());
   st.step = m.step;
+  st.epoch_step = m.epoch_step;
+  st.epoch_recon_sum = m.epoch_sums[0];
+  st.epoch_kl_sum = m.epoch_sums[1];
   m.stream.synchronize();
 }
 
@@ -263,7 +289,8 @@ void GpuTrainer::upload_images(const ImageSet& img) {
   m.stream.synchronize();
 }
 
-EpochMetrics GpuTrainer::run_epoch(int epoch, const StepCallback& on_step) {
+std::optional<EpochMetrics> GpuTrainer::run_epoch(int epoch, const StepCallback& on_step,
+                                                  const StopCheck& should_stop) {
   Impl& m = *impl_;
   if (m.num_images == 0) throw Error("GpuTrainer::run_epoch: no images uploaded");
   const int64_t n = m.num_images;
@@ -271,14 +298,21 @@ EpochMetrics GpuTrainer::run_epoch(int epoch, const StepCallback& on_step) {
     throw Error("GpuTrainer::run_epoch: dataset size does not match the planned batches");
   const NvtxRange range("epoch");
   const auto t0 = std::chrono::steady_clock::now();
+  // Recorded before the host draws the permutation: the device time then includes the idle
+  // gap that drawing it leaves at the start of the epoch.
+  m.epoch_start.record(m.s());
   const std::vector<int32_t> perm = epoch_permutation(m.cfg.seed, epoch, n);
   // Pageable source: the copy is staged before cudaMemcpyAsync returns, so `perm` may go.
   m.perm.upload(perm.data(), size_t(n), m.s());
-  CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
+  // A resumed epoch continues from the position set_state gave (full batches so far).
+  m.sums.upload(m.epoch_sums, 2, m.s());
   EpochMetrics out;
   out.epoch = epoch;
+  out.steps = std::exchange(m.epoch_step, 0);
+  out.images = out.steps * m.max_batch;
+  const int64_t images_before = out.images;
   const int64_t steps_per_epoch = (n + m.max_batch - 1) / m.max_batch;
-  for (int64_t first = 0; first < n; first += m.max_batch) {
+  for (int64_t first = out.images; first < n; first += m.max_batch) {
     const int count = int(std::min<int64_t>(m.max_batch, n - first));
     const int64_t global_step = m.step + 1;  // 1-based over the whole run
     if (global_step == m.opts.profile_first) CUDA_CHECK(cudaProfilerStart());
@@ -304,17 +338,25 @@ EpochMetrics GpuTrainer::run_epoch(int epoch, const StepCallback& on_step) {
       p.loss = std::nan("");
       on_step(p);
     }
+    if (out.images < n && should_stop && should_stop()) {
+      m.read_sums(m.epoch_sums, epoch);  // waits for the queued steps
+      m.epoch_step = out.steps;
+      return std::nullopt;
+    }
   }
+  m.epoch_end.record(m.s());
   double sums[2];
-  m.read_sums(sums);  // the only host synchronisation of the epoch
+  m.read_sums(sums, epoch);  // the only host synchronisation of the epoch
+  m.epoch_sums[0] = m.epoch_sums[1] = 0;
+  out.device_ms = m.epoch_end.ms_since(m.epoch_start);
   out.recon = sums[0] / double(out.images);
   out.kl = sums[1] / double(out.images);
   out.loss = out.recon + m.cfg.beta * out.kl;
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  out.images_per_s = double(out.images) / std::max(out.seconds, 1e-9);
+  out.images_per_s = double(out.images - images_before) / std::max(out.seconds, 1e-9);
   if (!std::isfinite(out.loss))
-    throw Error("training diverged: the mean loss of epoch " + std::to_string(epoch) +
-                " is not finite");
+    throw TrainingDiverged("training diverged: the mean loss of epoch " + std::to_string(epoch) +
+                           " is not finite");
   return out;
 }
 
@@ -324,7 +366,7 @@ cpu::LossParts GpuTrainer::step_on_batch(const float* host_x, int count, bool ap
   CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
   m.train_step(count, apply_adam);
   double sums[2];
-  m.read_sums(sums);
+  m.read_sums(sums, 0);
   cpu::LossParts p;
   p.recon = sums[0] / count;
   p.kl = sums[1] / count;
@@ -351,23 +393,24 @@ std::string GpuTrainer::describe() const {
   return os.str();
 }
 
-void train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
+bool train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
                const ImageSet& images, TrainState& state, const EpochCallback& on_epoch,
-               const StepCallback& on_step) {
-  if (images.count < 1) throw Error("train_gpu: no training images");
-  if (state.epoch < 0 || state.epoch > INT32_MAX)
-    throw Error("train_gpu: bad epoch count in the state");
+               const StepCallback& on_step, const StopCheck& should_stop) {
+  check_state_position(state, images.count, cfg.batch_size);
   const int batch = int(std::min<int64_t>(cfg.batch_size, images.count));
   const int remainder = int(images.count % batch);
   GpuTrainer trainer(desc, cfg, opts, batch, remainder);
   trainer.set_state(state);
   trainer.upload_images(images);
   for (int epoch = int(state.epoch) + 1; epoch <= cfg.epochs; ++epoch) {
-    const EpochMetrics m = trainer.run_epoch(epoch, on_step);
-    trainer.get_state(state);  // params, moments, step
+    if (should_stop && should_stop()) return false;  // at an epoch boundary
+    const std::optional<EpochMetrics> m = trainer.run_epoch(epoch, on_step, should_stop);
+    trainer.get_state(state);  // params, moments, step, position
+    if (!m) return false;
     state.epoch = epoch;
-    on_epoch(m);
+    on_epoch(*m);
   }
+  return true;
 }
 
 }  // namespace cuvae

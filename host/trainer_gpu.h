@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "host/cpu_ref.h"
 #include "host/idx.h"
@@ -37,15 +38,25 @@ class GpuTrainer {
   GpuTrainer(const GpuTrainer&) = delete;
   GpuTrainer& operator=(const GpuTrainer&) = delete;
 
-  void set_state(const TrainState& state);  // uploads parameters, moments and the step count
-  void get_state(TrainState& state) const;  // downloads them
+  // Uploads parameters, moments and the step count; a state stopped inside an epoch
+  // (TrainState::epoch_step > 0) makes the next run_epoch continue from there.
+  void set_state(const TrainState& state);
+  // Downloads them, with the position inside the epoch when the last run_epoch stopped early.
+  // Leaves state.epoch alone (the trainer does not count epochs).
+  void get_state(TrainState& state) const;
   void upload_images(const ImageSet& images);
 
   // One epoch over the uploaded images in the seeded permutation (1-based, global epoch
   // number). on_step, if set, runs after each step is queued: it reports the steps handed to
   // the stream (which may run ahead of the device by the launch queue's depth) and the time,
   // never the loss (StepProgress::loss is NaN): reading it would synchronise every step.
-  EpochMetrics run_epoch(int epoch, const StepCallback& on_step = nullptr);
+  // should_stop, if set, is asked after each queued step; when it says stop, the queued
+  // steps finish and run_epoch returns nullopt, with the position kept for get_state.
+  // Throws TrainingDiverged, naming the step and the parameter, when a gradient of any step
+  // of the epoch was not finite (Adam watches them on the device; the flag is read with the
+  // loss sums at the epoch's only synchronisation).
+  std::optional<EpochMetrics> run_epoch(int epoch, const StepCallback& on_step = nullptr,
+                                        const StopCheck& should_stop = nullptr);
 
   // Test hooks: one step on a host batch x (count, 784) with eps drawn for the current step.
   // Returns the batch-mean loss parts; Adam runs only if apply_adam.
@@ -59,11 +70,12 @@ class GpuTrainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Trains `state` (initialised, or resumed) from epoch state.epoch + 1 to cfg.epochs on the
-// GPU; calls on_step (if set) after every queued step and on_epoch after every epoch, with
-// `state` downloaded and describing the end of that epoch (as train_cpu does).
-void train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
+// Trains `state` (initialised, or resumed, possibly mid-epoch) from epoch state.epoch + 1 to
+// cfg.epochs on the GPU; calls on_step (if set) after every queued step and on_epoch after
+// every epoch, with `state` downloaded and describing the end of that epoch. Returns as
+// train_cpu does: false when should_stop stopped it, `state` then holding the position.
+bool train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,
                const ImageSet& images, TrainState& state, const EpochCallback& on_epoch,
-               const StepCallback& on_step = nullptr);
+               const StepCallback& on_step = nullptr, const StopCheck& should_stop = nullptr);
 
 }  // namespace cuvae

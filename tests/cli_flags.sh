@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end flag validation of `cuvae train`: every nonsense value exits 2 with one line on
+# End-to-end flag validation of `cuvae train` and the other subcommands: every nonsense value
+# (zero, negative, huge, NaN, infinity, garbage, unknown words) exits 2 with one line on
 # stderr naming the flag, before any data is read or any file written.
 # usage: cli_flags.sh <cuvae-binary>
 set -u
@@ -44,7 +45,41 @@ expect_error --profile-steps "${run[@]}" --profile-steps 5
 expect_error --profile-steps "${run[@]}" --profile-steps 5:2
 expect_error --profile-steps "${run[@]}" --profile-steps a:b
 expect_error --profile-steps "${run[@]}" --profile-steps 0:3
+expect_error --lr "${run[@]}" --lr 1e999
+expect_error --beta "${run[@]}" --beta 2e6
+expect_error --batch-size "${run[@]}" --batch-size 1e3
+expect_error --batch-size "${run[@]}" --batch-size 99999999999999999999
+expect_error --limit "${run[@]}" --limit nan
+expect_error --test-limit "${run[@]}" --test-limit -1
+expect_error --snapshot-every "${run[@]}" --snapshot-every -2
+expect_error --seed "${run[@]}" --seed 18446744073709551616
+expect_error --algo "${run[@]}" --algo quick
 expect_error "no-such-flag" "${run[@]}" --no-such-flag
+# The other subcommands' numbers, before any file is read.
+bench=(bench --device cpu --data "$TMP/nodata")
+expect_error --epochs "${bench[@]}" --epochs 0
+expect_error --warmup-epochs "${bench[@]}" --warmup-epochs -1
+expect_error --batch-size "${bench[@]}" --batch-size 0
+expect_error --latent-dim "${bench[@]}" --latent-dim 0
+expect_error --lr "${bench[@]}" --lr NaN
+expect_error --device "${bench[@]}" --device fpga
+expect_error --n grid "$TMP/norun" --n 0
+expect_error --n grid "$TMP/norun" --n 1000000
+expect_error --extent grid "$TMP/norun" --extent -1
+expect_error --extent grid "$TMP/norun" --extent inf
+expect_error --dims grid "$TMP/norun" --dims 0,x
+expect_error --rows sample "$TMP/norun" --rows 0
+expect_error --cols sample "$TMP/norun" --cols -4
+expect_error --seed sample "$TMP/norun" --seed abc
+expect_error --count reconstruct "$TMP/norun" --count 0
+expect_error --limit scatter "$TMP/norun" --limit -1
+expect_error --iw-samples eval "$TMP/norun" --iw-samples -1
+expect_error --iw-samples eval "$TMP/norun" --iw-samples 1e9
+expect_error --limit eval "$TMP/norun" --limit NaN
+expect_error --split eval "$TMP/norun" --split validation
+expect_error --limit encode "$TMP/norun" --csv "$TMP/z.csv" --limit -7
+expect_error --batch-size parity-dump --out "$TMP/p.safetensors" --batch-size 0
+expect_error --beta parity-dump --out "$TMP/p.safetensors" --beta -0.5
 expect_error "unknown command" fly
 expect_error "--epochs" "${run[@]}" --epochs
 # A missing data folder is reported by name; nothing is created in the run folder.

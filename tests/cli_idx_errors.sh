@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of how `cuvae train` reports broken dataset files: for every kind of
 # breakage (truncated, bad magic/type/dims, count mismatch, bad labels, broken gzip, empty,
-# missing file or folder) it must exit 2 with exactly one stderr line that names the
-# offending file (or folder), and never crash. A valid tiny dataset must train (exit 0).
+# missing file or folder, unreadable file) it must exit 2 with exactly one stderr line that
+# names the offending file (or folder), and never crash. A valid tiny dataset must train (exit 0).
 # Files are made with printf, head and gzip.
 # usage: cli_idx_errors.sh <cuvae-binary>
 set -u
@@ -152,6 +152,96 @@ expect_error missing-file "$d" "$d"
 grep -qF "$LABELS" "$TMP/err" || { echo "FAIL: missing-file: $LABELS not named"; fails=$((fails + 1)); }
 
 expect_error missing-folder "$TMP/no-such-folder" "$TMP/no-such-folder"
+
+# The header cut at every byte (images 1..15, labels 1..7) and the label payload cut short.
+for len in $(seq 1 15); do
+  d=$(new_dataset "images-header-cut-$len")
+  images 16 28 28 | head -c "$len" >"$d/$IMAGES"
+  expect_error "images-header-cut-$len" "$d" "$d/$IMAGES"
+done
+for len in $(seq 1 7); do
+  d=$(new_dataset "labels-header-cut-$len")
+  labels "${LABELS16[@]}" | head -c "$len" >"$d/$LABELS"
+  expect_error "labels-header-cut-$len" "$d" "$d/$LABELS"
+done
+d=$(new_dataset labels-payload-cut)
+labels "${LABELS16[@]}" | head -c 20 >"$d/$LABELS"
+expect_error labels-payload-cut "$d" "$d/$LABELS"
+
+d=$(new_dataset labels-wrong-magic)
+{ printf '\1\0\10\1'; be32 16; printf '\0%.0s' $(seq 16); } >"$d/$LABELS"
+expect_error labels-wrong-magic "$d" "$d/$LABELS"
+d=$(new_dataset labels-wrong-type)
+{ printf '\0\0\14\1'; be32 16; printf '\0%.0s' $(seq 16); } >"$d/$LABELS"
+expect_error labels-wrong-type-int "$d" "$d/$LABELS"
+
+# 2^32 - 1 in one dimension: over the size limit, refused before anything is allocated.
+for dims in "4294967295 28 28" "16 4294967295 28" "16 28 4294967295"; do
+  d=$(new_dataset "dim-2^32-1-${dims// /x}")
+  # shellcheck disable=SC2086
+  images $dims 100 >"$d/$IMAGES"
+  expect_error "dim-2^32-1-${dims// /x}" "$d" "$d/$IMAGES"
+done
+d=$(new_dataset labels-2^32-1)
+{ printf '\0\0\10\1'; be32 4294967295; printf '\0%.0s' $(seq 16); } >"$d/$LABELS"
+expect_error labels-count-2^32-1 "$d" "$d/$LABELS"
+
+d=$(new_dataset more-labels-than-images)
+labels 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 >"$d/$LABELS"
+expect_error more-labels-than-images "$d" "$d/$LABELS"
+
+d=$(new_dataset label-255-gzip)
+labels 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 255 | gzip -c >"$d/$LABELS.gz"
+rm "$d/$LABELS"
+expect_error label-255-gzip "$d" "$d/$LABELS.gz"
+
+d=$(new_dataset labels-trailing-bytes)
+{ labels "${LABELS16[@]}"; printf '\0'; } >"$d/$LABELS"
+expect_error labels-trailing-bytes "$d" "$d/$LABELS"
+
+d=$(new_dataset gzip-trailing-junk)
+{ images 16 28 28 | gzip -c; printf 'junk'; } >"$d/$IMAGES.gz"
+rm "$d/$IMAGES"
+expect_error gzip-trailing-junk "$d" "$d/$IMAGES.gz"
+
+d=$(new_dataset gzip-images-bad-crc)
+images 16 28 28 | gzip -c >"$TMP/images.gz"
+size=$(wc -c <"$TMP/images.gz")
+{ head -c $((size - 8)) "$TMP/images.gz"; printf '\0\0\0\0'; tail -c 4 "$TMP/images.gz"; } \
+  >"$d/$IMAGES.gz"
+rm "$d/$IMAGES"
+expect_error gzip-images-bad-crc "$d" "$d/$IMAGES.gz"
+
+d=$(new_dataset gzip-second-member-cut)
+{ images 16 28 28 | head -c 100 | gzip -c; images 16 28 28 | tail -c +101 | gzip -c | head -c 50; } \
+  >"$d/$IMAGES.gz"
+rm "$d/$IMAGES"
+expect_error gzip-second-member-cut "$d" "$d/$IMAGES.gz"
+
+# Files that cannot be read. Root reads a chmod 000 file anyway, so that case runs only for
+# other users; a symlink loop, a dangling symlink and a file whose read(2) fails (EIO from
+# /proc/self/mem) are unreadable for everyone.
+d=$(new_dataset unreadable)
+chmod 000 "$d/$IMAGES"
+if [ "$(id -u)" -ne 0 ]; then
+  expect_error unreadable-chmod-000 "$d" "$d/$IMAGES"
+else
+  echo "skip: unreadable-chmod-000 (running as root, which reads the file anyway)"
+fi
+d=$(new_dataset symlink-loop)
+rm "$d/$IMAGES"
+ln -s "$IMAGES" "$d/$IMAGES"
+expect_error symlink-loop "$d" "$d/$IMAGES"
+d=$(new_dataset dangling-symlink)
+rm "$d/$LABELS"
+ln -s no-such-file "$d/$LABELS"
+expect_error dangling-symlink "$d" "$d/$LABELS"
+if [ -e /proc/self/mem ]; then
+  d=$(new_dataset read-error)
+  rm "$d/$IMAGES"
+  ln -s /proc/self/mem "$d/$IMAGES"
+  expect_error read-error "$d" "$d/$IMAGES"
+fi
 
 # A valid tiny dataset trains, raw and gzip.
 for form in raw gz; do

@@ -10,6 +10,8 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <random>
 
 #include "host/checkpoint.h"
 #include "host/error.h"
@@ -110,11 +112,19 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   const fs::path dir = temp_dir();
   const std::string path = (dir / "train_state.safetensors").string();
   const ModelDesc d = make_vae(3);
-  const TrainState st = random_state(d, rng);
+  TrainState st = random_state(d, rng);
+  // Stopped inside epoch 4, after 2 of its 4 steps.
+  st.epoch_step = 2;
+  st.step += 2;
+  st.epoch_recon_sum = 5123.0625 + double(seed % 1000) / 7.0;
+  st.epoch_kl_sum = 31.5 / 3.0;
   const TrainRun run = sample_run(d, seed);
   save_train_state(path, d, run, st);
 
   const LoadedTrainState got = load_train_state(path);
+  CHECK(got.state.epoch_step == 2);
+  CHECK(got.state.epoch_recon_sum == st.epoch_recon_sum);  // every bit (F64)
+  CHECK(got.state.epoch_kl_sum == st.epoch_kl_sum);
   CHECK(got.desc.latent_dim == 3);
   CHECK(same_bits(got.state.params, st.params));
   CHECK(same_bits(got.state.adam_m, st.adam_m));
@@ -140,7 +150,8 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(f.metadata.at("rng").find("whole RNG state") != std::string::npos);
   CHECK(f.get("adam.v.encoder.conv1.weight", DType::F32, {32, 1, 3, 3}).numel() == 288);
   CHECK(f.get("step", DType::I64, {1}).numel() == 1);
-  CHECK(f.tensors.size() == 3 * d.params.size() + 2);
+  CHECK(f.get("epoch_sums", DType::F64, {2}).numel() == 2);
+  CHECK(f.tensors.size() == 3 * d.params.size() + 4);
   fs::remove_all(dir);
 }
 
@@ -374,5 +385,224 @@ TEST_CASE("resume: 2 epochs + save/load + 2 more == 4 epochs straight, bit for b
   const TrainState before = loaded.state;
   train_cpu(cfg2, d, images, loaded.state, [](const EpochMetrics&) { FAIL("ran an epoch"); });
   CHECK(same_bits(loaded.state.params, before.params));
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// A safetensors file split into its header (parsed) and data area, to be edited and joined.
+struct Parts {
+  nlohmann::json header;
+  std::string data;
+
+  explicit Parts(const std::string& bytes) {
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
+    header = nlohmann::json::parse(bytes.substr(8, n));
+    data = bytes.substr(8 + n);
+  }
+  std::string join() const {
+    const std::string text = header.dump();
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[size_t(i)] = char((uint64_t(text.size()) >> (8 * i)) & 0xff);
+    return out + text + data;
+  }
+  // The tensor whose data comes last in the file.
+  std::string last_tensor() const {
+    std::string name;
+    uint64_t begin = 0;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      if (it.key() == "__metadata__") continue;
+      const uint64_t b = it.value()["data_offsets"][0].get<uint64_t>();
+      if (name.empty() || b >= begin) name = it.key(), begin = b;
+    }
+    return name;
+  }
+};
+
+using Loader = std::function<void(const SafetensorsFile&)>;
+
+// The bytes are refused alike from a file (`path`) and from memory, with one line holding
+// `words`.
+void require_refused_both(const Loader& load, const std::string& path, const std::string& bytes,
+                          const std::string& words) {
+  spit(path, bytes);
+  std::string from_file, from_memory;
+  try {
+    load(read_safetensors(path));
+    FAIL_CHECK("accepted from a file (expected: " << words << ")");
+  } catch (const InputError& e) {
+    from_file = e.what();
+  }
+  try {
+    load(parse_safetensors("mem", reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    FAIL_CHECK("accepted from memory (expected: " << words << ")");
+  } catch (const InputError& e) {
+    from_memory = e.what();
+  }
+  INFO("from the file: " << from_file);
+  INFO("from memory: " << from_memory);
+  CHECK(from_file.rfind(path + ": ", 0) == 0);
+  CHECK(from_memory.rfind("mem: ", 0) == 0);
+  CHECK(from_file.find('\n') == std::string::npos);
+  CHECK(from_file.find(words) != std::string::npos);
+  CHECK(from_file.substr(path.size()) == from_memory.substr(3));
+}
+
+}  // namespace
+
+TEST_CASE("checkpoints cut short, with broken offsets, or missing or extra tensors are refused",
+          "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const fs::path dir = temp_dir();
+  const ModelDesc d = make_vae(2);
+  const std::string state_path = (dir / "train_state.safetensors").string();
+  const std::string model_path = (dir / "model.safetensors").string();
+  const std::string bad = (dir / "bad.safetensors").string();
+  const TrainState st = random_state(d, rng);
+  save_train_state(state_path, d, sample_run(d, seed), st);
+  save_model(model_path, d, st.params, 1.0);
+  const Loader state_loader = [](const SafetensorsFile& f) { train_state_from_safetensors(f); };
+  const Loader model_loader = [](const SafetensorsFile& f) { model_from_safetensors(f); };
+
+  for (const auto& [good, load] :
+       {std::pair{state_path, state_loader}, std::pair{model_path, model_loader}}) {
+    INFO("based on " << good);
+    const std::string bytes = slurp(good);
+    REQUIRE_NOTHROW(load(read_safetensors(good)));
+    const Parts parts(bytes);
+    const size_t header_end = bytes.size() - parts.data.size();
+
+    // Cut short in the length field, in the header, at its end, in the data.
+    std::uniform_int_distribution<size_t> in_data(header_end + 1, bytes.size() - 2);
+    const std::vector<std::pair<size_t, std::string>> cuts = {
+        {0, "too short"},
+        {7, "too short"},
+        {8, "runs past the end"},
+        {8 + (header_end - 8) / 2, "runs past the end"},
+        {header_end - 1, "runs past the end"},
+        {header_end, "larger than the file's data"},
+        // Inside the data, the first tensor (in name order) that no longer fits is refused,
+        // by its shape ("larger than the file's data") or by its offsets ("outside the data
+        // area"), whichever check meets it first.
+        {in_data(rng), "data"},
+        {bytes.size() - 1, "outside the data area"}};
+    for (const auto& [len, words] : cuts) {
+      INFO("cut to " << len << " of " << bytes.size() << " bytes");
+      require_refused_both(load, bad, bytes.substr(0, len), words);
+    }
+    {  // header length beyond the file, by one byte and by 2^63
+      std::string b = bytes;
+      const uint64_t n = header_end - 8 + parts.data.size() + 1;
+      for (int i = 0; i < 8; ++i) b[size_t(i)] = char((n >> (8 * i)) & 0xff);
+      require_refused_both(load, bad, b, "runs past the end of the file");
+      b[7] = '\x80';
+      require_refused_both(load, bad, b, "runs past the end of the file");
+    }
+    {  // header not JSON, header not an object
+      std::string b = bytes;
+      b[8 + std::uniform_int_distribution<size_t>(0, 3)(rng)] = '\x01';
+      require_refused_both(load, bad, b, "not valid JSON");
+      Parts p = parts;
+      p.header = nlohmann::json::array({1, 2});
+      require_refused_both(load, bad, p.join(), "not a JSON object");
+    }
+    const std::string last = parts.last_tensor();
+    {  // the last tensor's offsets beyond the data area
+      Parts p = parts;
+      auto& off = p.header[last]["data_offsets"];
+      off = {off[0].get<uint64_t>() + 4, off[1].get<uint64_t>() + 4};
+      require_refused_both(load, bad, p.join(), "'" + last + "': data_offsets");
+      require_refused_both(load, bad, p.join(), "lie outside the data area");
+    }
+    {  // the last tensor moved onto the first bytes: overlapping another one
+      Parts p = parts;
+      auto& off = p.header[last]["data_offsets"];
+      off = {uint64_t{0}, off[1].get<uint64_t>() - off[0].get<uint64_t>()};
+      require_refused_both(load, bad, p.join(), "tensor data ranges overlap");
+    }
+    {  // the last tensor moved 4 bytes on, leaving a hole; bytes after the last tensor
+      Parts p = parts;
+      auto& off = p.header[last]["data_offsets"];
+      const uint64_t begin = off[0].get<uint64_t>();
+      off = {begin + 4, off[1].get<uint64_t>() + 4};
+      p.data += std::string(4, '\0');
+      require_refused_both(load, bad, p.join(),
+                           "bytes " + std::to_string(begin) + " to " + std::to_string(begin + 4) +
+                               " of the data area belong to no tensor");
+      Parts q = parts;
+      q.data += std::string(4, '\0');
+      require_refused_both(load, bad, q.join(), "holds 4 bytes after the last tensor's data");
+    }
+    {  // a tensor's dtype or shape changed in the header only: its span no longer matches
+      Parts p = parts;
+      p.header["encoder.conv1.weight"]["dtype"] = "F64";
+      require_refused_both(load, bad, p.join(), "dtype and shape need 2304");
+      Parts q = parts;
+      q.header["encoder.conv1.weight"]["shape"] = {32, 1, 3, 4};
+      require_refused_both(load, bad, q.join(), "dtype and shape need 1536");
+      Parts r = parts;  // the same byte count under another shape: the loader's check
+      r.header["encoder.conv1.weight"]["shape"] = {3, 3, 1, 32};
+      require_refused_both(
+          load, bad, r.join(),
+          "'encoder.conv1.weight' has shape [3, 3, 1, 32], expected [32, 1, 3, 3]");
+    }
+    {  // an empty file, a directory, a symlink loop where the file should be
+      const std::string empty = (dir / "empty.safetensors").string();
+      spit(empty, "");
+      const auto refused = [&](const std::string& p, const std::string& words) {
+        try {
+          load(read_safetensors(p));
+          FAIL_CHECK("accepted " << p);
+        } catch (const InputError& e) {
+          const std::string msg = e.what();
+          INFO(msg);
+          CHECK(msg.rfind(p + ": ", 0) == 0);
+          CHECK(msg.find(words) != std::string::npos);
+        }
+      };
+      refused(empty, "too short");
+      const std::string sub = (dir / "a-folder.safetensors").string();
+      fs::create_directories(sub);
+      refused(sub, "is a directory");
+      const std::string loop = (dir / "loop.safetensors").string();
+      fs::remove(loop);
+      fs::create_symlink("loop.safetensors", loop);
+      refused(loop, "cannot open");
+    }
+  }
+
+  {  // the training state: its own tensors missing, extra, or of the wrong dtype or shape
+    const auto edited = [&](const std::function<void(RawFile&)>& edit) {
+      RawFile f(state_path);
+      edit(f);
+      f.write(bad);
+      return slurp(bad);
+    };
+    for (const std::string name : {"adam.m.encoder.conv1.weight", "adam.v.decoder.out.bias",
+                                   "decoder.fc.weight", "step", "epoch"}) {
+      require_refused_both(state_loader, bad, edited([&](RawFile& f) { f.tensors.erase(name); }),
+                           "missing tensor '" + name + "'");
+    }
+    for (const std::string name : {"adam.m.encoder.extra", "adam.w.decoder.out.bias", "steps"}) {
+      require_refused_both(state_loader, bad,
+                           edited([&](RawFile& f) { f.tensors[name] = f.tensors.at("epoch"); }),
+                           "unexpected tensor '" + name + "'");
+    }
+    require_refused_both(state_loader, bad, edited([](RawFile& f) {
+                           f.tensors.at("step").shape = {1, 1};
+                         }),
+                         "'step' has shape [1, 1], expected [1]");
+    require_refused_both(state_loader, bad,
+                         edited([](RawFile& f) { f.tensors.at("step").dtype = DType::F64; }),
+                         "'step' has dtype F64, expected I64");
+    require_refused_both(state_loader, bad, edited([](RawFile& f) {
+                           TensorIn& t = f.tensors.at("adam.m.decoder.out.bias");
+                           t.dtype = DType::I32;
+                         }),
+                         "'adam.m.decoder.out.bias' has dtype I32, expected F32");
+  }
   fs::remove_all(dir);
 }

@@ -115,6 +115,13 @@ bool gunzip_is(const Bytes& gz, const Bytes& expected) {
   return got == expected.size() && std::equal(expected.begin(), expected.end(), out.begin());
 }
 
+// "3 x 4294967295 x 2", as the loader names a header's dimensions.
+std::string dims_text(const std::vector<uint32_t>& dims) {
+  std::string s;
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? " x " : "") + std::to_string(dims[i]);
+  return s;
+}
+
 Bytes head(const Bytes& b, size_t n) {
   return Bytes(b.begin(), b.begin() + std::min(n, b.size()));
 }
@@ -350,6 +357,28 @@ std::vector<BadCase> bad_idx_cases(std::mt19937_64& rng) {
                    Kind::Images,
                    concat(idx_header(8, {0xFFFFFFFFu, 1, 1}), tiny),
                    {"over the limit"}});
+  // 2^32 - 1 in each position alone and in each pair (over the limit, or past 64 bits when the
+  // third dimension is 2 or more), and next to a zero (the zero is reported first).
+  for (int i = 0; i < 3; ++i) {
+    for (int j = i; j < 3; ++j) {
+      std::vector<uint32_t> dims = {count, rows, cols};
+      dims[i] = dims[j] = 0xFFFFFFFFu;
+      // In double the product is off by far less than its distance to 2^64.
+      const double product = double(dims[0]) * double(dims[1]) * double(dims[2]);
+      const bool overflows = product >= 18446744073709551616.0;
+      cases.push_back({"images dims " + std::to_string(i) + "," + std::to_string(j) + " = 2^32-1",
+                       Kind::Images,
+                       concat(idx_header(8, dims), tiny),
+                       {"header declares " + dims_text(dims),
+                        overflows ? "overflows 64 bits" : "over the limit"}});
+      const int zero = i == j ? (i + 1) % 3 : 3 - i - j;  // a position that is not 2^32 - 1
+      dims[zero] = 0;
+      cases.push_back({"images dims 2^32-1 and a zero",
+                       Kind::Images,
+                       concat(idx_header(8, dims), tiny),
+                       {"dimension " + std::to_string(zero + 1) + " is zero"}});
+    }
+  }
   cases.push_back({"images 2^31 bytes",
                    Kind::Images,
                    concat(idx_header(8, {1u << 31, 1, 1}), tiny),
@@ -580,6 +609,39 @@ TEST_CASE("broken gzip streams are rejected with a one-line error", "[idx]") {
                      {{"unexpected data after the end of the gzip stream"}}});
   }
 
+  // Two members (what `cat a.gz b.gz` gives) where the second one is broken: its CRC, its
+  // length field, cut short. The first member alone is a valid but incomplete IDX file, so
+  // only the end of the second member can tell; the loader must check zlib's final status.
+  const size_t half = img.size() / 2;
+  const Bytes first = gzip_bytes(head(img, half));
+  const Bytes second =
+      gzip_bytes(Bytes(img.begin() + static_cast<std::ptrdiff_t>(half), img.end()));
+  REQUIRE(gunzip_is(concat(first, second), img));
+  Bytes second_crc = second;
+  second_crc[second_crc.size() - 7] ^= 0x10;
+  cases.push_back({"second member bad CRC",
+                   Kind::Images,
+                   concat(first, second_crc),
+                   {{"corrupt gzip data", "incorrect data check"}}});
+  Bytes second_len = second;
+  second_len[second_len.size() - 1] ^= 0x01;
+  cases.push_back({"second member bad length",
+                   Kind::Images,
+                   concat(first, second_len),
+                   {{"corrupt gzip data", "incorrect length check"}}});
+  for (size_t keep : {size_t{1}, size_t{10}, second.size() - 8, second.size() - 1}) {
+    cases.push_back({"second member cut to " + std::to_string(keep),
+                     Kind::Images,
+                     concat(first, head(second, keep)),
+                     {{"gzip stream cut short"}}});
+  }
+  Bytes lab_crc = lab_gz;  // a label file: the CRC of a few bytes
+  lab_crc[lab_crc.size() - 8] ^= 0xFF;
+  cases.push_back({"labels gzip bad CRC",
+                   Kind::Labels,
+                   lab_crc,
+                   {{"corrupt gzip data", "incorrect data check"}}});
+
   int index = 0;
   for (const GzCase& c : cases) {
     INFO("case: " << c.name);
@@ -625,11 +687,28 @@ TEST_CASE("missing, directory and unreadable files are rejected", "[idx]") {
   CHECK(contains(msg, "odd\\x0Aname"));
   CHECK(contains(msg, "empty"));
 
-  if (::geteuid() != 0) {  // root reads anything
-    const std::string locked = dir.file("locked");
-    write_file(locked, labels_file({1, 2, 3}));
-    REQUIRE(::chmod(locked.c_str(), 0) == 0);
+  // Unreadable files. Root reads a chmod 000 file anyway, so that case runs only for other
+  // users; the constructs after it are unreadable for everyone.
+  const std::string locked = dir.file("locked");
+  write_file(locked, labels_file({1, 2, 3}));
+  REQUIRE(::chmod(locked.c_str(), 0) == 0);
+  if (::geteuid() != 0) {
     check_message(load_error(Kind::Labels, locked), locked, {"cannot open", "Permission denied"});
+  } else {
+    WARN("running as root: the chmod 000 case is skipped (root can read the file)");
+  }
+  const std::string loop = dir.file("loop");  // a symlink to itself
+  REQUIRE(::symlink("loop", loop.c_str()) == 0);
+  check_message(load_error(Kind::Images, loop), loop, {"cannot open", "symbolic links"});
+  const std::string dangling = dir.file("dangling");
+  REQUIRE(::symlink("no-such-target", dangling.c_str()) == 0);
+  check_message(load_error(Kind::Labels, dangling), dangling, {"cannot open", "No such file"});
+  const std::string under_file = locked + "/x";  // a path through a file
+  check_message(load_error(Kind::Images, under_file), under_file,
+                {"cannot open", "Not a directory"});
+  // A file that opens but cannot be read: /proc/self/mem fails read(2) at offset 0 with EIO.
+  if (fs::exists("/proc/self/mem")) {
+    check_message(load_error(Kind::Images, "/proc/self/mem"), "/proc/self/mem", {"read error"});
   }
 }
 
@@ -729,6 +808,30 @@ TEST_CASE("load_dataset finds raw and gzip files and checks them", "[idx]") {
       check_message(msg, dir.file(img_name),
                     {"holds " + std::to_string(n) + " images", dir.file(lab_name + ".gz"),
                      "holds " + std::to_string(n + 2) + " labels", "must match"});
+      // Fewer labels than images, gzip images.
+      fs::remove(dir.file(img_name));
+      fs::remove(dir.file(lab_name + ".gz"));
+      write_file(dir.file(img_name + ".gz"),
+                 gzip_bytes(images_file(n + 1, 28, 28, random_pixels(rng, size_t{n + 1} * 784))));
+      write_file(dir.file(lab_name), lab);
+      const std::string msg2 = input_error_of([&] { cuvae::load_dataset(dir.str(), split); });
+      check_message(msg2, dir.file(img_name + ".gz"),
+                    {"holds " + std::to_string(n + 1) + " images", dir.file(lab_name),
+                     "holds " + std::to_string(n) + " labels", "must match"});
+    }
+
+    {  // An entry that cannot be opened is named as such, not reported missing.
+      TempDir dir;
+      write_file(dir.file(lab_name), lab);
+      REQUIRE(::symlink(img_name.c_str(), dir.file(img_name).c_str()) == 0);  // loops
+      std::string msg = input_error_of([&] { cuvae::load_dataset(dir.str(), split); });
+      check_message(msg, dir.file(img_name), {"cannot open", "symbolic links"});
+      fs::remove(dir.file(img_name));
+      write_file(dir.file(img_name + ".gz"), gzip_bytes(img));
+      REQUIRE(::symlink("gone", dir.file(lab_name + ".gz").c_str()) == 0);  // dangles
+      fs::remove(dir.file(lab_name));
+      msg = input_error_of([&] { cuvae::load_dataset(dir.str(), split); });
+      check_message(msg, dir.file(lab_name + ".gz"), {"cannot open", "No such file"});
     }
 
     // Images that are not 28x28.

@@ -3,8 +3,8 @@
 #   tools/gpu_check.sh [--data DIR] [--build DIR] [--no-sanitizer]
 # 1. configures and builds for this GPU (CMAKE_CUDA_ARCHITECTURES=native) in build-gpu/,
 # 2. runs every CTest test; the GPU tests must run here (skipped counts as a failure),
-# 3. runs the kernel, convolution and dense tests under compute-sanitizer memcheck and the
-#    kernel tests under racecheck (when compute-sanitizer is available),
+# 3. runs every GPU test under compute-sanitizer memcheck, racecheck, initcheck and
+#    synccheck (tools/gpu_sanitize.sh),
 # 4. trains one epoch on DIR's training split (default data/mnist, batch 128),
 # and prints a summary table. Exit 0 only if every step passed.
 # Needs the build dependencies (tools/setup.sh) and, for the data tests, MNIST in
@@ -63,22 +63,15 @@ s=$(ctest_summary "$build/ctest-rest.log" -LE gpu)
 if [ $? -eq 0 ]; then row "all other tests" PASS "$s"; else row "all other tests" FAIL "$s"; fi
 
 if [ "$sanitizer" -eq 1 ]; then
-  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  if [ -x "$cs" ]; then
-    for tool in memcheck racecheck; do
-      filter="[kernels],[conv],[dense]"
-      [ "$tool" = racecheck ] && filter="[kernels]"
-      log="$build/sanitizer-$tool.log"
-      if "$cs" --tool "$tool" --error-exitcode 99 "$build/tests/cuvae_gpu_tests" "$filter" \
-           >"$log" 2>&1; then
-        row "compute-sanitizer $tool" PASS "$(grep -E 'ERROR SUMMARY' "$log" | tail -1)"
-      else
-        row "compute-sanitizer $tool" FAIL "$(grep -E 'ERROR SUMMARY' "$log" | tail -1) ($log)"
-      fi
-    done
-  else
-    row "compute-sanitizer" SKIP "not found"
-  fi
+  # Every GPU test under memcheck (with leak checking), racecheck, initcheck and synccheck.
+  while IFS= read -r line; do
+    case $line in
+      gpu_sanitize.sh:*) row "compute-sanitizer" SKIP "${line#gpu_sanitize.sh: }" ;;
+      *) row "compute-sanitizer $(echo "$line" | awk '{print $1}')" \
+             "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | sed -E 's/^[a-z]+ +[A-Z]+ +//')" ;;
+    esac
+  done < <(tools/gpu_sanitize.sh --build "$build" 2>&1 |
+           grep -E '^(memcheck|racecheck|initcheck|synccheck|gpu_sanitize\.sh:)')
 fi
 
 if ls "$data"/train-images-idx3-ubyte* >/dev/null 2>&1; then

@@ -585,8 +585,8 @@ void check_adam(const AdamState& start, const std::vector<std::vector<float>>& g
     cpu::adam_step(cpu_state.params.data(), cpu_state.m.data(), cpu_state.v.data(), grads[k].data(),
                    n, cfg, step);
     upload(d_grads, grads[k], s);
-    adam_step(d_params.data(), d_m.data(), d_v.data(), d_grads.data(), n, cfg.lr, cfg.beta1,
-              cfg.beta2, cfg.eps, step, s);
+    adam_step(d_params.data(), d_m.data(), d_v.data(), nullptr, d_grads.data(), n, cfg.lr,
+              cfg.beta1, cfg.beta2, cfg.eps, step, s);
     const AdamState got{to_host(d_params, s), to_host(d_m, s), to_host(d_v, s)};
     // The kernel performs the CPU's fp32 operations in its order with the bias corrections
     // rounded on the host exactly as the CPU rounds them, so on x86-64 (no FMA contraction in
@@ -608,8 +608,8 @@ void check_adam(const AdamState& start, const std::vector<std::vector<float>>& g
   upload(d_v, start.v, s);
   for (size_t k = 0; k < grads.size(); ++k) {
     upload(d_grads, grads[k], s);
-    adam_step(d_params.data(), d_m.data(), d_v.data(), d_grads.data(), n, cfg.lr, cfg.beta1,
-              cfg.beta2, cfg.eps, first_step + int64_t(k), s);
+    adam_step(d_params.data(), d_m.data(), d_v.data(), nullptr, d_grads.data(), n, cfg.lr,
+              cfg.beta1, cfg.beta2, cfg.eps, first_step + int64_t(k), s);
   }
   require_same_run(to_host(d_params, s), gpu_states.back().params, "params");
   require_same_run(to_host(d_m, s), gpu_states.back().m, "m");
@@ -648,6 +648,43 @@ TEST_CASE("adam_step matches cpu::adam_step", "[gpu][kernels]") {
                           uniform(rng, n, 0.01, 0.02)};
     check_adam(start, {make_grads(), make_grads()}, 1000, cfg, s);
   }
+}
+
+TEST_CASE("adam_step reports the earliest non-finite gradient", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const size_t n = GENERATE(size_t(31), size_t(134165));
+  INFO("n " << n);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::uniform_int_distribution<size_t> pick(0, n - 1);
+  DeviceBuffer<float> d_params = to_device(uniform(rng, n, -1, 1), s);
+  DeviceBuffer<float> d_m = to_device(std::vector<float>(n, 0.0f), s);
+  DeviceBuffer<float> d_v = to_device(std::vector<float>(n, 0.0f), s);
+  DeviceBuffer<float> d_grads(n);
+  DeviceBuffer<unsigned long long> flag =
+      to_device(std::vector<unsigned long long>{kNoNonfinite}, s);
+  const cpu::AdamConfig cfg;
+  auto step = [&](int64_t t, const std::vector<float>& g) {
+    upload(d_grads, g, s);
+    adam_step(d_params.data(), d_m.data(), d_v.data(), flag.data(), d_grads.data(), n, cfg.lr,
+              cfg.beta1, cfg.beta2, cfg.eps, t, s);
+    return to_host(flag, s)[0];
+  };
+  // Finite steps leave the word alone.
+  for (int64_t t = 1; t <= 3; ++t) REQUIRE(step(t, uniform(rng, n, -1, 1)) == kNoNonfinite);
+  // Step 4: a NaN at i and an infinity at j; the lower index is reported.
+  std::vector<float> g = uniform(rng, n, -1, 1);
+  const size_t i = pick(rng), j = pick(rng);
+  g[i] = std::numeric_limits<float>::quiet_NaN();
+  g[j] = -std::numeric_limits<float>::infinity();
+  const unsigned long long want = (4ull << 32) | std::min(i, j);
+  REQUIRE(step(4, g) == want);
+  // A later bad step at a lower index does not replace the earlier step.
+  std::vector<float> g2 = uniform(rng, n, -1, 1);
+  g2[0] = std::numeric_limits<float>::infinity();
+  REQUIRE(step(5, g2) == want);
 }
 
 // ---- argument checks ----------------------------------------------------------------------------
@@ -698,13 +735,14 @@ TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]")
   REQUIRE_THROWS_AS(loss_accumulate(d.data(), p, p + 8, 0, s), Error);
   REQUIRE_THROWS_AS(loss_accumulate(nullptr, p, p + 8, 1, s), Error);
 
-  REQUIRE_THROWS_AS(adam_step(p, p + 8, p + 16, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 0, s),
-                    Error);
-  REQUIRE_THROWS_AS(adam_step(p, p + 8, p + 16, p + 24, 8, 1e-3f, 1.0f, 0.999f, 1e-7f, 1, s),
-                    Error);
-  REQUIRE_THROWS_AS(adam_step(p, nullptr, p + 16, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 1, s),
-                    Error);
-  REQUIRE_NOTHROW(adam_step(nullptr, nullptr, nullptr, nullptr, 0, 1e-3f, 0.9f, 0.999f, 1e-7f, 1,
+  REQUIRE_THROWS_AS(
+      adam_step(p, p + 8, p + 16, nullptr, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 0, s), Error);
+  REQUIRE_THROWS_AS(
+      adam_step(p, p + 8, p + 16, nullptr, p + 24, 8, 1e-3f, 1.0f, 0.999f, 1e-7f, 1, s), Error);
+  REQUIRE_THROWS_AS(
+      adam_step(p, nullptr, p + 16, nullptr, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 1, s), Error);
+  REQUIRE_NOTHROW(adam_step(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 1e-3f, 0.9f, 0.999f,
+                            1e-7f, 1,
                             s));         // n == 0: nothing to do
   CUDA_CHECK(cudaStreamSynchronize(s));  // the one real launch above ran cleanly
 }

@@ -1,0 +1,605 @@
+#!/usr/bin/env python3
+"""One command: cuvae against PyTorch (eager and torch.compile) on the same device, model,
+batch size, optimizer and data; one Markdown table, written into BENCHMARKS.md.
+
+Usage (from anywhere; paths are relative to the current directory):
+  tools/bench/bench.py [--data DIR] [--cuvae build/cuvae] [--device gpu|cpu]
+                       [--batches 128,1024,4096] [--precisions fp32,tf32] [--epochs N]
+                       [--warmup N] [--limit N] [--modes eager,default,reduce-overhead,max-autotune]
+                       [--algo fastest|deterministic] [--out BENCHMARKS.md] [--no-write]
+
+For each configuration (batch size x precision) it runs, each as its own process so that peak
+memory is per process:
+  * `cuvae bench` (the lead's subcommand; JSON schema in benchlib.REQUIRED_KEYS),
+  * tools/bench/torch_vae.py once per PyTorch mode (eager, and each torch.compile mode),
+and, once per run, tools/bench/gemm_rate.py for the device's fp32 / TF32 GEMM rate (the
+FLOP-floor denominator). It checks every final loss against cuvae's (benchlib.loss_check),
+prints the table and replaces the device's marked section of BENCHMARKS.md
+(<!-- bench:gpu:start --> ... <!-- bench:gpu:end -->, or bench:cpu) leaving the rest intact.
+
+Defaults per device: gpu: batches 128,1024,4096, precisions fp32,tf32, all four modes,
+2 warm-up + 5 timed epochs over all 60,000 images; cpu: batch 128, fp32, eager only,
+1 warm-up + 2 timed epochs over the first 2,048 images.
+The PyTorch side runs under --python (default: the interpreter running this script).
+
+Exit status: 0 every run succeeded and every loss agrees; 1 a run failed or a loss
+disagrees (the table is still printed and written); 2 bad arguments, no cuvae binary,
+or BENCHMARKS.md's markers are broken.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import benchlib as bl  # noqa: E402
+
+ALL_MODES = ("eager", "default", "reduce-overhead", "max-autotune")
+DEFAULTS = {
+    "gpu": dict(batches="128,1024,4096", precisions="fp32,tf32", modes=",".join(ALL_MODES),
+                epochs=5, warmup=2, limit=0),
+    "cpu": dict(batches="128", precisions="fp32", modes="eager", epochs=2, warmup=1,
+                limit=2048),
+}
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 77
+
+
+def log(msg):
+    print("bench: %s" % msg, file=sys.stderr, flush=True)
+
+
+def one_line(text, limit=300):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------
+def parse_list(text, cast, what, allowed=None):
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = cast(part)
+        except ValueError:
+            raise SystemExit("bench: error: bad %s %r" % (what, part)) from None
+        if allowed is not None and v not in allowed:
+            raise SystemExit("bench: error: unknown %s %r (choose from %s)"
+                             % (what, part, ", ".join(allowed)))
+        if isinstance(v, int) and v < 1:
+            raise SystemExit("bench: error: %s must be >= 1, got %d" % (what, v))
+        out.append(v)
+    return out
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Benchmark cuvae against PyTorch eager and torch.compile on one device.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="MNIST folder (default $CUVAE_MNIST_DIR, else data/mnist)")
+    p.add_argument("--cuvae", default=os.path.join(REPO, "build", "cuvae"),
+                   help="cuvae binary (default build/cuvae in the repository)")
+    p.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
+    p.add_argument("--batches", help="batch sizes (gpu: 128,1024,4096; cpu: 128)")
+    p.add_argument("--precisions", help="fp32 and/or tf32 (gpu: fp32,tf32; cpu: fp32)")
+    p.add_argument("--epochs", type=int, help="timed epochs per run (gpu 5, cpu 2)")
+    p.add_argument("--warmup", type=int, help="warm-up epochs per run (gpu 2, cpu 1)")
+    p.add_argument("--limit", type=int, help="first N training images, 0 = all (gpu 0, "
+                   "cpu 2048)")
+    p.add_argument("--modes", help="PyTorch modes: eager and torch.compile modes "
+                   "(gpu: eager,default,reduce-overhead,max-autotune; cpu: eager)")
+    p.add_argument("--algo", default="fastest", choices=("fastest", "deterministic"),
+                   help="cuDNN algorithms for both systems: benchmarked fastest (cuvae "
+                   "--algo fastest, PyTorch cudnn.benchmark) or deterministic")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for both systems (OMP_NUM_THREADS, and PyTorch's "
+                   "--threads); 0: each system's default, one per usable core")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter with PyTorch for the PyTorch runs (default: this one)")
+    p.add_argument("--pytorch-script", default=os.path.join(HERE, "torch_vae.py"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--gemm-script", default=os.path.join(HERE, "gemm_rate.py"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per process")
+    p.add_argument("--work-dir", help="keep each run's JSON and log here (default: a new "
+                   "temporary folder, printed)")
+    p.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"),
+                   help="file whose marked section receives the table")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    args = p.parse_args(argv)
+    d = DEFAULTS[args.device]
+    args.data = args.data or os.environ.get("CUVAE_MNIST_DIR") or "data/mnist"
+    args.batches = parse_list(args.batches or d["batches"], int, "batch size")
+    args.precisions = parse_list(args.precisions or d["precisions"], str, "precision",
+                                 ("fp32", "tf32"))
+    args.modes = parse_list(args.modes if args.modes is not None else d["modes"], str,
+                            "mode", ALL_MODES)
+    args.epochs = d["epochs"] if args.epochs is None else args.epochs
+    args.warmup = d["warmup"] if args.warmup is None else args.warmup
+    args.limit = d["limit"] if args.limit is None else args.limit
+    if args.epochs < 1 or args.warmup < 0 or args.limit < 0:
+        p.error("--epochs must be >= 1, --warmup and --limit >= 0")
+    if not args.batches or not args.precisions:
+        p.error("nothing to run: give at least one batch size and one precision")
+    if args.device == "cpu" and "tf32" in args.precisions:
+        log("TF32 is a GPU setting: dropping tf32 on the CPU")
+        args.precisions = [x for x in args.precisions if x != "tf32"] or ["fp32"]
+    return args
+
+
+# ------------------------------------------------------------------------------------------
+# Running the systems
+# ------------------------------------------------------------------------------------------
+def run_json(cmd, json_path, log_path, timeout, validate=bl.validate_result, env=None):
+    """Runs cmd (its own process group) with output to log_path -> (result, error, skipped).
+    result is the JSON object or None; error a one-line reason; skipped a reason string."""
+    with open(log_path, "w", encoding="utf-8") as logf:
+        logf.write("$ %s\n" % " ".join(shlex.quote(c) for c in cmd))
+        logf.flush()
+        try:
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env)
+        except OSError as e:
+            return None, "cannot start %s: %s" % (cmd[0], e), None
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group of the child started above
+            proc.wait()
+            return None, "timed out after %d s (log %s)" % (timeout, log_path), None
+    obj = None
+    if os.path.exists(json_path):
+        try:
+            with open(json_path, encoding="utf-8") as f:
+                obj = json.load(f)
+        except (OSError, ValueError) as e:
+            return None, "exit %d, unreadable JSON %s (%s)" % (rc, json_path, e), None
+    if rc == EXIT_SKIP:
+        reason = obj.get("skipped") if isinstance(obj, dict) else None
+        return None, None, reason or "skipped (exit 77)"
+    if rc != 0 or obj is None:
+        tail = ""
+        try:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                lines = [l for l in f.read().splitlines() if l.strip()]
+            tail = lines[-1] if lines else ""
+        except OSError:
+            pass
+        return None, "exit %d%s: %s (log %s)" % (rc, "" if obj else ", no JSON",
+                                                one_line(tail, 200), log_path), None
+    problems = validate(obj)
+    if problems:
+        return None, "bad result JSON %s: %s" % (json_path, "; ".join(problems[:5])), None
+    return obj, None, None
+
+
+def validate_gemm(obj):
+    if not isinstance(obj, dict):
+        return ["not a JSON object"]
+    problems = []
+    for key in ("n", "reps", "fp32_tflops"):
+        v = obj.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            problems.append("%s must be a positive number, got %r" % (key, v))
+    v = obj.get("tf32_tflops")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+        problems.append("tf32_tflops must be null or a positive number, got %r" % (v,))
+    return problems
+
+
+def common_flags(args, batch, precision):
+    flags = ["--device", args.device, "--batch-size", str(batch), "--epochs", str(args.epochs),
+             "--warmup-epochs", str(args.warmup), "--limit", str(args.limit),
+             "--algo", args.algo, "--seed", str(args.seed), "--latent-dim",
+             str(args.latent_dim)]
+    flags += ["--data", args.data]
+    if precision == "tf32":
+        flags.append("--tf32")
+    return flags
+
+
+def check_matches(obj, batch, precision, expected_images=None):
+    """Mismatches between what was asked and what a system reports it ran."""
+    bad = []
+    if obj["batch_size"] != batch:
+        bad.append("ran batch %s, asked %d" % (obj["batch_size"], batch))
+    if obj["precision"] != precision:
+        bad.append("ran %s, asked %s" % (obj["precision"], precision))
+    if expected_images is not None and obj["images"] != expected_images:
+        bad.append("trained on %s images, cuvae on %s" % (obj["images"], expected_images))
+    return bad
+
+
+def gpu_identity():
+    """(name, driver) from nvidia-smi, or (None, None)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=60)
+        line = out.stdout.strip().splitlines()[0] if out.returncode == 0 else ""
+        if "," in line:
+            name, driver = [x.strip() for x in line.split(",", 1)]
+            return name, driver
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    return None, None
+
+
+def usable_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+def shown_command(argv):
+    """The command as typed, with absolute paths made repository-relative (or reduced to
+    their last component when outside it) so the written file names no machine's paths."""
+    def show(tok):
+        for prefix in ("", "--data=", "--cuvae=", "--out=", "--python=", "--work-dir="):
+            if tok.startswith(prefix) and os.path.isabs(tok[len(prefix):]):
+                path = tok[len(prefix):]
+                rel = os.path.relpath(path, REPO)
+                if not rel.startswith(".."):
+                    return prefix + rel
+                return prefix + "<%s>" % (os.path.basename(path.rstrip("/")) or "path")
+        return tok
+    kept, skip_next = [], False
+    for a in argv:  # where the logs went does not change the results
+        if skip_next:
+            skip_next = False
+        elif a == "--work-dir":
+            skip_next = True
+        elif not a.startswith("--work-dir="):
+            kept.append(a)
+    script = os.path.relpath(os.path.abspath(__file__), REPO)
+    return " ".join(shlex.quote(show(a)) for a in [script] + kept)
+
+
+# ------------------------------------------------------------------------------------------
+# Tables
+# ------------------------------------------------------------------------------------------
+def gemm_rate_for(gemm, precision):
+    if not gemm:
+        return None
+    v = gemm.get("tf32_tflops" if precision == "tf32" else "fp32_tflops")
+    return None if v is None else v * 1e12
+
+
+def build_report(args, configs, gemm, header_lines):
+    """configs: list of dicts {batch, precision, cuvae: (obj, err, skip), torch: {mode: (...)}}
+    -> (markdown text, failed?)"""
+    total_epochs = args.warmup + args.epochs
+    failed = False
+    main_rows, detail_rows, notes_mem, problems, target_lines = [], [], {}, [], []
+    dev_label = args.device
+    for c in configs:
+        cfg = "%s b%d %s" % (dev_label, c["batch"], c["precision"])
+        cu, cu_err, cu_skip = c["cuvae"]
+        if cu_err or cu_skip:
+            failed = failed or bool(cu_err)
+            problems.append("%s cuvae: %s" % (cfg, cu_err or cu_skip))
+        eager = c["torch"].get("eager", (None, None, None))[0]
+        compiled = [(m, r[0]) for m, r in c["torch"].items() if m != "eager" and r[0]]
+        best_mode, best = (min(compiled, key=lambda t: t[1]["ms_per_epoch_median"])
+                           if compiled else (None, None))
+        for m, (obj, err, skip) in c["torch"].items():
+            if err:
+                failed = True
+                problems.append("%s PyTorch %s: %s" % (cfg, m, err))
+            elif skip:
+                problems.append("%s PyTorch %s skipped: %s" % (cfg, m, skip))
+        rate = gemm_rate_for(gemm, c["precision"])
+
+        def ratio(other):
+            if not cu or not other:
+                return None
+            return other["ms_per_epoch_median"] / cu["ms_per_epoch_median"]
+
+        # loss checks, every PyTorch mode against cuvae
+        checks = {}
+        for m, (obj, _, _) in c["torch"].items():
+            if obj and cu:
+                drops = [x for x in (bl.last_drop(cu["epochs"]), bl.last_drop(obj["epochs"]))
+                         if x is not None]
+                status, diff, tol = bl.loss_check(cu["final_loss"], obj["final_loss"],
+                                                  total_epochs, max(drops) if drops else None)
+                checks[m] = (status, diff, tol)
+                if status in ("DISAGREE", "non-finite"):
+                    failed = True
+                    problems.append("%s PyTorch %s final loss %.3f vs cuvae %.3f: %s "
+                                    "(|diff| %s, tolerance %s)"
+                                    % (cfg, m, obj["final_loss"], cu["final_loss"], status,
+                                       "-" if diff is None else "%.3f" % diff,
+                                       "-" if tol is None else "%.3f" % tol))
+            for bad in (check_matches(obj, c["batch"], c["precision"],
+                                      cu["images"] if cu else None) if obj else []):
+                failed = True
+                problems.append("%s PyTorch %s: %s" % (cfg, m, bad))
+        if cu:
+            for bad in check_matches(cu, c["batch"], c["precision"]):
+                failed = True
+                problems.append("%s cuvae: %s" % (cfg, bad))
+        if cu and not math.isfinite(cu["final_loss"]):
+            failed = True
+            problems.append("%s cuvae: non-finite final loss" % cfg)
+        statuses = sorted(set(s for s, _, _ in checks.values()))
+        loss_cell = ", ".join(statuses) if statuses else "-"
+
+        def mem(o):
+            return bl.fmt_bytes(o["peak_memory_bytes"]) if o else "-"
+
+        def loss(o):
+            return bl.fmt_loss(o["final_loss"]) if o else "-"
+
+        main_rows.append([
+            cfg,
+            bl.fmt_ms(cu["ms_per_epoch_median"]) if cu else "failed" if cu_err else "-",
+            bl.fmt_ms(eager["ms_per_epoch_median"]) if eager else "-",
+            ("%s (%s)" % (bl.fmt_ms(best["ms_per_epoch_median"]), best_mode)) if best else "-",
+            bl.fmt_ratio(ratio(eager)), bl.fmt_ratio(ratio(best)),
+            bl.fmt_rate(cu["images_per_s"]) if cu else "-",
+            bl.fmt_pct(bl.floor_fraction(cu["images_per_s"], rate, args.latent_dim))
+            if cu else "-",
+            " / ".join([mem(cu), mem(eager), mem(best)]),
+            " / ".join([loss(cu), loss(eager), loss(best)]),
+            loss_cell,
+        ])
+        if args.device == "gpu" and cu:
+            r_e, r_c = ratio(eager), ratio(best)
+            frac = bl.floor_fraction(cu["images_per_s"], rate, args.latent_dim)
+            parts = []
+            if r_e is not None:
+                parts.append("vs eager %.2fx (target 5x: %s)" % (r_e, "met" if r_e >= 5
+                                                                 else "missed"))
+            if r_c is not None:
+                parts.append("vs best compile %.2fx (target 1.5x: %s)"
+                             % (r_c, "met" if r_c >= 1.5 else "missed"))
+            if c["batch"] == 4096 and c["precision"] == "tf32" and frac is not None:
+                parts.append("%.1f%% of the TF32 floor (target 30%%: %s)"
+                             % (100 * frac, "met" if frac >= 0.30 else "missed"))
+            if parts:
+                target_lines.append("- %s: %s" % (cfg, "; ".join(parts)))
+
+        systems = [("cuvae", c["cuvae"])] + [("PyTorch " + m, r) for m, r in c["torch"].items()]
+        for name, (obj, err, skip) in systems:
+            if not obj:
+                detail_rows.append([cfg, name, "failed" if err else "skipped", "-", "-", "-",
+                                    "-", "-", "-"])
+                continue
+            notes_mem.setdefault(obj["peak_memory_what"], []).append(
+                name if name == "cuvae" else "PyTorch")
+            ach = bl.train_flop_per_image(args.latent_dim) * obj["images_per_s"]
+            mode = name[len("PyTorch "):] if name.startswith("PyTorch") else None
+            chk = checks.get(mode)
+            detail_rows.append([
+                cfg, name, bl.fmt_ms(obj["ms_per_epoch_median"]),
+                bl.fmt_rate(obj["images_per_s"]),
+                "%.3g" % (ach / 1e12),
+                bl.fmt_pct(bl.floor_fraction(obj["images_per_s"], rate, args.latent_dim)),
+                bl.fmt_bytes(obj["peak_memory_bytes"]),
+                bl.fmt_loss(obj["final_loss"]),
+                "-" if chk is None else ("%s (%.2f, tol %.2f)" % chk if chk[1] is not None
+                                         else chk[0]),
+            ])
+
+    out = list(header_lines)
+    out.append("")
+    out.append(bl.markdown_table(
+        ["configuration", "cuvae ms/epoch", "PyTorch eager ms/epoch",
+         "best torch.compile ms/epoch (mode)", "cuvae vs eager", "cuvae vs compile",
+         "cuvae images/s", "cuvae % of FLOP floor", "peak memory cuvae / eager / compile",
+         "final loss cuvae / eager / compile", "losses"], main_rows))
+    out.append("")
+    out.append("Every run:")
+    out.append("")
+    out.append(bl.markdown_table(
+        ["configuration", "system", "ms/epoch", "images/s", "model TFLOP/s",
+         "% of FLOP floor", "peak memory", "final loss", "loss vs cuvae (|diff|, tol)"],
+        detail_rows))
+    out.append("")
+    out.append("Notes:")
+    out.append("")
+    images = next((c["cuvae"][0]["images"] for c in configs if c["cuvae"][0]), None)
+    out.append("- Each run: %d warm-up + %d timed epochs%s; ms/epoch is the median over the "
+               "timed epochs of %s." % (
+                   args.warmup, args.epochs,
+                   " over %s training images" % format(images, ",") if images else "",
+                   "the device time between CUDA events at the epoch's start and end"
+                   if args.device == "gpu" else "wall-clock time"))
+    out.append("- Ratios are PyTorch ms/epoch over cuvae ms/epoch (above 1: cuvae is "
+               "faster); best torch.compile is the fastest of the compile modes run.")
+    out.append("- FLOP floor: %.2f MFLOP per image per step (forward %.2f MFLOP from the layer "
+               "shapes, x3 for forward + backward; the issue's ~40), over the GEMM rate "
+               "measured in this run%s." % (
+                   bl.train_flop_per_image(args.latent_dim) / 1e6,
+                   bl.forward_flop_per_image(args.latent_dim) / 1e6,
+                   gemm_note(gemm)))
+    if args.device == "cpu":
+        out.append("- On the CPU the floor is only indicative: it is PyTorch's own torch.mm "
+                   "rate in this build, not the processor's peak.")
+    out.append("- Losses: " + bl.rule_text() + ".")
+    if args.device == "gpu":
+        out.append("- cuDNN algorithms: %s (cuvae --algo %s; PyTorch cudnn.benchmark=%s)."
+                   % (args.algo, args.algo, args.algo == "fastest"))
+    else:
+        out.append("- Threads: %s." % ("%d for both systems (OMP_NUM_THREADS)" % args.threads
+                                       if args.threads else "each system's default, one per "
+                                       "usable core"))
+    for what, who in notes_mem.items():
+        out.append("- Peak memory of %s: %s." % (" and ".join(sorted(set(who))), what))
+    if target_lines:
+        out.append("- Targets:")
+        out.extend("  " + t for t in target_lines)
+    for prob in problems:
+        out.append("- Problem: %s" % prob)
+    return "\n".join(out) + "\n", failed
+
+
+def gemm_note(gemm):
+    if not gemm:
+        return " (not measured: no floor)"
+    parts = ["fp32 %.3g TFLOP/s" % gemm["fp32_tflops"]]
+    if gemm.get("tf32_tflops") is not None:
+        parts.append("TF32 %.3g TFLOP/s" % gemm["tf32_tflops"])
+    blas = (", PyTorch's BLAS: %s" % gemm["blas"]) if gemm.get("blas") else ""
+    return ": %s (torch.mm %d^3, median of %d%s)" % (", ".join(parts), gemm["n"], gemm["reps"],
+                                                     blas)
+
+
+# ------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if not (os.path.isfile(args.cuvae) and os.access(args.cuvae, os.X_OK)):
+        log("error: no cuvae binary at %s (build it first, or pass --cuvae PATH)" % args.cuvae)
+        return EXIT_USAGE
+    probe = subprocess.run([args.cuvae, "bench", "--help"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        log("error: %s has no 'bench' command (%s)"
+            % (args.cuvae, one_line(probe.stderr or probe.stdout, 200)))
+        return EXIT_USAGE
+    out_text = ""
+    if not args.no_write:
+        try:
+            if os.path.exists(args.out):
+                with open(args.out, encoding="utf-8") as f:
+                    out_text = f.read()
+            bl.replace_section(out_text, args.device, "")  # refuse broken markers up front
+        except (OSError, bl.SectionError) as e:
+            log("error: %s: %s" % (args.out, e))
+            return EXIT_USAGE
+    env = None
+    if args.threads:
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    work = args.work_dir or tempfile.mkdtemp(prefix="cuvae-bench-")
+    os.makedirs(work, exist_ok=True)
+    log("logs and JSON in %s" % work)
+    started = datetime.datetime.now(datetime.timezone.utc)
+
+    gemm_json = os.path.join(work, "gemm_rate.json")
+    gemm, err, skip = run_json([args.python, args.gemm_script, "--device", args.device,
+                                "--json", gemm_json] + (
+                                    ["--threads", str(args.threads)] if args.threads else []), gemm_json,
+                               os.path.join(work, "gemm_rate.log"), args.timeout,
+                               validate=validate_gemm, env=env)
+    if err or skip:
+        log("GEMM rate not measured: %s" % (err or skip))
+    elif gemm:
+        log("GEMM rate: %s" % gemm_note(gemm).lstrip(": "))
+
+    configs = []
+    for batch in args.batches:
+        for precision in args.precisions:
+            tag = "%s-b%d-%s" % (args.device, batch, precision)
+            flags = common_flags(args, batch, precision)
+            c = dict(batch=batch, precision=precision, torch={})
+            path = os.path.join(work, "cuvae-%s.json" % tag)
+            log("[%s] cuvae ..." % tag)
+            c["cuvae"] = run_json([args.cuvae, "bench"] + flags + ["--json", path], path,
+                                  os.path.join(work, "cuvae-%s.log" % tag), args.timeout,
+                                  env=env)
+            report_one("cuvae", tag, c["cuvae"])
+            for mode in args.modes:
+                path = os.path.join(work, "pytorch-%s-%s.json" % (mode, tag))
+                log("[%s] PyTorch %s ..." % (tag, mode))
+                threads = ["--threads", str(args.threads)] if args.threads else []
+                c["torch"][mode] = run_json(
+                    [args.python, args.pytorch_script] + flags + threads + [
+                        "--mode", mode, "--json", path],
+                    path, os.path.join(work, "pytorch-%s-%s.log" % (mode, tag)), args.timeout,
+                    env=env)
+                report_one("PyTorch " + mode, tag, c["torch"][mode])
+            configs.append(c)
+
+    header = make_header(args, argv, configs, gemm, started)
+    report, failed = build_report(args, configs, gemm, header)
+    sys.stdout.write(report)
+    if not args.no_write:
+        try:
+            if os.path.exists(args.out):
+                with open(args.out, encoding="utf-8") as f:
+                    out_text = f.read()
+            bl.write_atomic(args.out, bl.replace_section(out_text, args.device, report))
+            log("wrote the %s section of %s" % (args.device, args.out))
+        except (OSError, bl.SectionError) as e:
+            log("error: could not write %s: %s" % (args.out, e))
+            return EXIT_USAGE
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def report_one(name, tag, res):
+    obj, err, skip = res
+    if obj:
+        log("[%s] %s: %s ms/epoch, %s images/s, final loss %.3f"
+            % (tag, name, bl.fmt_ms(obj["ms_per_epoch_median"]),
+               bl.fmt_rate(obj["images_per_s"]), obj["final_loss"]))
+    else:
+        log("[%s] %s: %s" % (tag, name, err or ("skipped: %s" % skip)))
+
+
+def make_header(args, argv, configs, gemm, started):
+    results = [c["cuvae"][0] for c in configs if c["cuvae"][0]]
+    results += [r[0] for c in configs for r in c["torch"].values() if r[0]]
+    torch_res = next((r for r in results if "torch_version" in r), {})
+    cuvae_res = next((r for r in results if r.get("system") == "cuvae"), {})
+    lines = []
+    if args.device == "gpu":
+        name, driver = gpu_identity()
+        name = name or torch_res.get("device") or cuvae_res.get("device") or "unknown GPU"
+        lines.append("### GPU: %s" % name)
+        lines.append("")
+        lines.append("- Device: %s, driver %s" % (name, driver or "unknown (no nvidia-smi)"))
+        lines.append("- PyTorch %s (CUDA %s, cuDNN %s); cuvae %s"
+                     % (torch_res.get("torch_version", "?"), torch_res.get("cuda_version", "?"),
+                        torch_res.get("cudnn_version", "?"), cuvae_res.get("version", "?")))
+    else:
+        dev = cuvae_res.get("device") or torch_res.get("device") or "cpu"
+        lines.append("### CPU (no GPU): %s" % cpu_model())
+        lines.append("")
+        lines.append("- Device: CPU, %s; cuvae reports '%s', PyTorch '%s'"
+                     % (cpu_model(), dev, torch_res.get("device", "?")))
+        lines.append("- PyTorch %s; cuvae %s" % (torch_res.get("torch_version", "?"),
+                                                 cuvae_res.get("version", "?")))
+        try:
+            load = "%.1f" % os.getloadavg()[0]
+        except OSError:
+            load = "unknown"
+        lines.append("- CPU timings are wall clock and share the machine: load average %s "
+                     "at the end of the run, %d usable cores" % (load, usable_cores()))
+    lines.append("- Date: %s" % started.strftime("%Y-%m-%d %H:%M UTC"))
+    lines.append("- Command: `%s`" % shown_command(argv))
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

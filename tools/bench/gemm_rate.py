@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Measures the device's dense matrix-multiply rate with torch.mm, as the denominator of the
+benchmark's FLOP-floor column.
+
+Usage:
+  gemm_rate.py [--device gpu|cpu] [--n N] [--reps R] [--json FILE]
+
+GPU: N x N x N float32 GEMMs (default N = 8192, 2 N^3 FLOP each) in strict fp32 and with
+TF32 allowed, 3 warm-up runs then R runs each timed by CUDA events; reports the median as
+TFLOP/s. CPU: fp32 only, default N = 2048, wall clock. Writes one JSON object:
+  {"device": ..., "n": N, "reps": R, "fp32_tflops": x, "tf32_tflops": y or null,
+   "torch_version": ...}
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+from benchlib import median  # noqa: E402
+from torch_vae import cpu_name, set_precision, usable_cores  # noqa: E402
+
+
+def gemm_tflops(n, reps, device, tf32):
+    if device.type == "cuda":
+        set_precision(tf32)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    for _ in range(3):
+        torch.mm(a, b, out=c)
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            torch.mm(a, b, out=c)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=c)
+            times.append(time.perf_counter() - t0)
+    return 2.0 * n ** 3 / median(times) / 1e12
+
+
+def blas_info():
+    """PyTorch's BLAS_INFO build setting ("mkl", "open", "generic", ...), or None."""
+    try:
+        text = torch.__config__.show()
+    except Exception:
+        return None
+    m = re.search(r"BLAS_INFO=([^,\s]+)", text)
+    return m.group(1) if m else None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="fp32 / TF32 GEMM rate of this device (torch.mm)")
+    p.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
+    p.add_argument("--n", type=int, default=0, help="matrix size (default 8192 GPU, 2048 CPU)")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = usable cores)")
+    p.add_argument("--json", help="write the result here (default stdout)")
+    args = p.parse_args(argv)
+    if args.device == "gpu":
+        if not torch.cuda.is_available():
+            print("gemm_rate: no usable CUDA device", file=sys.stderr)
+            return 77
+        device = torch.device("cuda")
+        name = torch.cuda.get_device_name(device)
+        n = args.n or 8192
+        out = dict(device=name, n=n, reps=args.reps,
+                   fp32_tflops=gemm_tflops(n, args.reps, device, False),
+                   tf32_tflops=gemm_tflops(n, args.reps, device, True))
+        set_precision(False)
+    else:
+        torch.set_num_threads(args.threads or usable_cores())
+        device = torch.device("cpu")
+        n = args.n or 2048
+        out = dict(device="cpu (%s, %d threads)" % (cpu_name(), torch.get_num_threads()),
+                   n=n, reps=args.reps, fp32_tflops=gemm_tflops(n, args.reps, device, False),
+                   tf32_tflops=None)
+    out["torch_version"] = torch.__version__
+    out["blas"] = blas_info()
+    text = json.dumps(out, indent=1) + "\n"
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    print("gemm_rate: %s: fp32 %.3g TFLOP/s%s (N=%d)"
+          % (out["device"], out["fp32_tflops"],
+             "" if out["tf32_tflops"] is None else ", TF32 %.3g TFLOP/s" % out["tf32_tflops"],
+             n), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

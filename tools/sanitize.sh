@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The host code under AddressSanitizer + UndefinedBehaviorSanitizer: builds build-asan/ with
+# -DCUVAE_SANITIZE=ON (device code compiled as usual) and runs the tests that need no GPU
+# (labels cpu, cli and data; data tests skip without MNIST) with every report fatal.
+#   tools/sanitize.sh [ctest arguments...]     e.g. tools/sanitize.sh -R resume
+# The GPU tests under compute-sanitizer: tools/gpu_sanitize.sh (on a GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUVAE_SANITIZE=ON >/dev/null
+cmake --build build-asan --target cuvae cuvae_tests cuvae_data_tests
+# protect_shadow_gap=0: the CUDA driver maps memory where ASan would otherwise reserve it.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:protect_shadow_gap=0:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L 'cpu|cli|data' "$@"
