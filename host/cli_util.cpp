@@ -64,4 +64,23 @@ cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** 
   }
 }
 
+void check_device_flag(const std::string& device) {
+  if (device != "cpu" && device != "gpu")
+    throw InputError("--device: expected 'cpu' or 'gpu', got " + quote_arg(device));
+}
+
+GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r) {
+  GpuOptions opts;
+  opts.tf32 = r.count("tf32") > 0;
+  const std::string algo = r["algo"].as<std::string>();
+  if (algo != "deterministic" && algo != "fastest")
+    throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
+  opts.deterministic = algo == "deterministic";
+  return opts;
+}
+
+const char* algo_name(const GpuOptions& opts) {
+  return opts.deterministic ? "deterministic" : "fastest";
+}
+
 }  // namespace cuvae

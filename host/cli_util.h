@@ -5,6 +5,8 @@
 #include <cxxopts.hpp>
 #include <string>
 
+#include "host/trainer_gpu.h"
+
 namespace cuvae {
 
 constexpr const char* kVersion = "0.1.0";
@@ -17,5 +19,11 @@ std::string with_commas(int64_t v);           // 1234567 -> "1,234,567"
 std::string fixed(double v, int digits);      // fixed-point text
 std::string quote_arg(const std::string& s);  // 'text'
 std::string exact_text(double v);             // shortest text that reads back as v (17 digits)
+
+// Shared by train and bench: --device must be 'cpu' or 'gpu'; --tf32 and --algo
+// (deterministic|fastest) become the GPU options.
+void check_device_flag(const std::string& device);
+GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r);
+const char* algo_name(const GpuOptions& opts);  // "deterministic" or "fastest"
 
 }  // namespace cuvae

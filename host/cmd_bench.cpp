@@ -97,14 +97,9 @@ int cmd_bench(int argc, char** argv) {
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
   if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
-  if (cfg.device != "cpu" && cfg.device != "gpu")
-    throw InputError("--device: expected 'cpu' or 'gpu', got " + quote_arg(cfg.device));
-  GpuOptions gpu_opts;
-  gpu_opts.tf32 = r.count("tf32") > 0;
-  const std::string algo = r["algo"].as<std::string>();
-  if (algo != "deterministic" && algo != "fastest")
-    throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
-  gpu_opts.deterministic = algo == "deterministic";
+  check_device_flag(cfg.device);
+  const GpuOptions gpu_opts = parse_gpu_flags(r);
+  const std::string algo = algo_name(gpu_opts);
   const std::string json_path = r.count("json") ? r["json"].as<std::string>() : "";
   if (r.count("json") && json_path.empty()) throw InputError("--json: empty file name");
 

@@ -407,14 +407,9 @@ int cmd_train(int argc, char** argv) {
   const bool overwrite = r.count("overwrite") > 0;
   if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
   if (cfg.out_dir.empty()) throw InputError("--out: empty folder name");
-  if (cfg.device != "cpu" && cfg.device != "gpu")
-    throw InputError("--device: expected 'cpu' or 'gpu', got " + quote_arg(cfg.device));
-  GpuOptions gpu_opts;
-  gpu_opts.tf32 = r.count("tf32") > 0;
-  const std::string algo = r["algo"].as<std::string>();
-  if (algo != "deterministic" && algo != "fastest")
-    throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
-  gpu_opts.deterministic = algo == "deterministic";
+  check_device_flag(cfg.device);
+  GpuOptions gpu_opts = parse_gpu_flags(r);
+  const std::string algo = algo_name(gpu_opts);
   if (r.count("profile-steps")) {
     const std::string spec = r["profile-steps"].as<std::string>();
     const size_t colon = spec.find(':');

@@ -240,25 +240,6 @@ def gpu_identity():
     return None, None
 
 
-def usable_cores():
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown CPU"
-
-
 def shown_command(argv):
     """The command as typed, with absolute paths made repository-relative (or reduced to
     their last component when outside it) so the written file names no machine's paths."""
@@ -437,14 +418,15 @@ def build_report(args, configs, gemm, header_lines):
     out.append("- Ratios are PyTorch ms/epoch over cuvae ms/epoch (above 1: cuvae is "
                "faster); best torch.compile is the fastest of the compile modes run.")
     out.append("- FLOP floor: %.2f MFLOP per image per step (forward %.2f MFLOP from the layer "
-               "shapes, x3 for forward + backward; the issue's ~40), over the GEMM rate "
+               "shapes, x3 for forward + backward), over the GEMM rate "
                "measured in this run%s." % (
                    bl.train_flop_per_image(args.latent_dim) / 1e6,
                    bl.forward_flop_per_image(args.latent_dim) / 1e6,
                    gemm_note(gemm)))
     if args.device == "cpu":
-        out.append("- On the CPU the floor is only indicative: it is PyTorch's own torch.mm "
-                   "rate in this build, not the processor's peak.")
+        out.append("- On the CPU the floor is only indicative and can pass 100%: it is "
+                   "PyTorch's own torch.mm rate in this build (its BLAS), not the "
+                   "processor's peak.")
     out.append("- Losses: " + bl.rule_text() + ".")
     if args.device == "gpu":
         out.append("- cuDNN algorithms: %s (cuvae --algo %s; PyTorch cudnn.benchmark=%s)."
@@ -584,10 +566,10 @@ def make_header(args, argv, configs, gemm, started):
                         torch_res.get("cudnn_version", "?"), cuvae_res.get("version", "?")))
     else:
         dev = cuvae_res.get("device") or torch_res.get("device") or "cpu"
-        lines.append("### CPU (no GPU): %s" % cpu_model())
+        lines.append("### CPU (no GPU): %s" % bl.cpu_name())
         lines.append("")
         lines.append("- Device: CPU, %s; cuvae reports '%s', PyTorch '%s'"
-                     % (cpu_model(), dev, torch_res.get("device", "?")))
+                     % (bl.cpu_name(), dev, torch_res.get("device", "?")))
         lines.append("- PyTorch %s; cuvae %s" % (torch_res.get("torch_version", "?"),
                                                  cuvae_res.get("version", "?")))
         try:
@@ -595,7 +577,7 @@ def make_header(args, argv, configs, gemm, started):
         except OSError:
             load = "unknown"
         lines.append("- CPU timings are wall clock and share the machine: load average %s "
-                     "at the end of the run, %d usable cores" % (load, usable_cores()))
+                     "at the end of the run, %d usable cores" % (load, bl.usable_cores()))
     lines.append("- Date: %s" % started.strftime("%Y-%m-%d %H:%M UTC"))
     lines.append("- Command: `%s`" % shown_command(argv))
     return lines

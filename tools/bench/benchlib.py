@@ -71,7 +71,7 @@ def train_flop_per_image(latent_dim=2, exact=False):
 
     Backward of each layer = a data-gradient GEMM and a weight-gradient GEMM, each the size of
     the forward one, so the usual convention is step = 3 x forward:
-      3 * 13,321,856 = 39,965,568 FLOP ~ 40.0 MFLOP per image per step (the issue's figure).
+      3 * 13,321,856 = 39,965,568 FLOP ~ 40.0 MFLOP per image per step.
     exact=True drops conv1's data gradient, which nobody needs (its input is the image):
       39,965,568 - 2 * 56,448 = 39,852,672 FLOP.
     The optimizer (~10 FLOP per parameter per step, i.e. per batch) is not counted.
@@ -337,3 +337,23 @@ def load_result(path):
     with open(path, encoding="utf-8") as f:
         obj = json.load(f)
     return obj, validate_result(obj)
+
+
+# ---- the machine ----
+def usable_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"

@@ -25,7 +25,8 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 
 from benchlib import median  # noqa: E402
-from torch_vae import cpu_name, set_precision, usable_cores  # noqa: E402
+from benchlib import cpu_name, usable_cores  # noqa: E402
+from torch_vae import set_precision  # noqa: E402
 
 
 def gemm_tflops(n, reps, device, tf32):

@@ -51,7 +51,7 @@ class FlopCount(unittest.TestCase):
         self.assertEqual(bl.forward_flop_per_image(2), 2 * fwd_macs)
         self.assertEqual(bl.train_flop_per_image(2), 39965568)
         self.assertEqual(bl.train_flop_per_image(2, exact=True), 39965568 - 2 * 56448)
-        # the "about 40 MFLOP per image per step"
+        # "about 40 MFLOP per image per step"
         self.assertAlmostEqual(bl.train_flop_per_image(2) / 40e6, 1.0, delta=0.01)
 
     def test_latent_dim(self):

@@ -54,6 +54,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchlib import cpu_name, usable_cores  # noqa: E402
+
 from benchlib import median  # noqa: E402
 from cuvae_torch import CuvaeVAE, vae_loss  # noqa: E402
 
@@ -148,25 +150,6 @@ def make_adam(params, impl, lr):
     elif impl == "for-loop":
         kwargs["foreach"] = False
     return torch.optim.Adam(params, **kwargs)
-
-
-def usable_cores():
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown CPU"
 
 
 # ------------------------------------------------------------------------------------------
