@@ -14,15 +14,10 @@ if [ $# -ne 1 ]; then
   exit 1
 fi
 CUVAE=$1
-if [ ! -x "$CUVAE" ]; then
-  echo "FAIL: $CUVAE is not an executable"
-  exit 1
-fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_ckpt_errors.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
+cli_setup ckpt_errors "$CUVAE"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
 DATA=$TMP/data

@@ -12,19 +12,10 @@ if [ $# -ne 2 ]; then
   exit 1
 fi
 CUVAE=$1
-if [ ! -x "$CUVAE" ]; then
-  echo "FAIL: $CUVAE is not an executable"
-  exit 1
-fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_eval.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() {
-  echo "FAIL: $*"
-  fails=$((fails + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
+cli_setup eval "$CUVAE"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
 DATA=$TMP/data

@@ -20,13 +20,8 @@ if [ $# -ne 2 ]; then
 fi
 CUVAE=$1
 PYTHON=$2
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_faults.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() {
-  echo "FAIL: $*"
-  fails=$((fails + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
+cli_setup faults "$CUVAE"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
 
 SEED=${CUVAE_TEST_SEED:-$((RANDOM * 32768 + RANDOM))}

@@ -11,13 +11,8 @@ if [ $# -ne 1 ]; then
   exit 1
 fi
 CUVAE=$1
-if [ ! -x "$CUVAE" ]; then
-  echo "FAIL: $CUVAE is not an executable"
-  exit 1
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_idx_errors.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
+cli_setup idx_errors "$CUVAE"
 
 IMAGES=train-images-idx3-ubyte
 LABELS=train-labels-idx1-ubyte

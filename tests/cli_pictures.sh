@@ -11,13 +11,8 @@ if [ $# -ne 2 ]; then
   exit 1
 fi
 CUVAE=$1
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_pictures.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() {
-  echo "FAIL: $*"
-  fails=$((fails + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
+cli_setup pictures "$CUVAE"
 
 # ---- a tiny dataset ------------------------------------------------------------------------
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"

@@ -13,17 +13,8 @@ if [ $# -ne 2 ]; then
   exit 1
 fi
 CUVAE=$1
-if [ ! -x "$CUVAE" ]; then
-  echo "FAIL: $CUVAE is not an executable"
-  exit 1
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_resume.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() {
-  echo "FAIL: $*"
-  fails=$((fails + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
+cli_setup resume "$CUVAE"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
 
