@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "host/step_scalars.h"
+
 namespace cuvae {
 
 constexpr unsigned long long kNoNonfinite = ~0ull;
@@ -22,5 +24,12 @@ constexpr unsigned long long kNoNonfinite = ~0ull;
 void adam_step(float* params, float* m, float* v, unsigned long long* first_nonfinite,
                const float* grads, size_t n, float lr, float beta1, float beta2, float eps,
                int64_t step, cudaStream_t s);
+
+// The same update with the step's t, lr / (1 - b1^t) and 1 / sqrt(1 - b2^t) read on the device
+// from at.table[*at.cursor] (host/step_scalars.h; the caller keeps t below 2^31): the form a
+// captured CUDA graph replays. Bit for bit the launch above for the same scalars.
+void adam_step(float* params, float* m, float* v, unsigned long long* first_nonfinite,
+               const float* grads, size_t n, float beta1, float beta2, float eps, StepTable at,
+               cudaStream_t s);
 
 }  // namespace cuvae

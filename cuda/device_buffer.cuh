@@ -1,7 +1,7 @@
 // Owning handles for CUDA resources: DeviceBuffer<T> (move-only device memory), CudaStream,
-// CudaEvent. Allocation failures throw; destructors never throw (they log a failure to
-// stderr instead). Out of device memory is an InputError naming what was being allocated,
-// since the usual cause is a batch size the GPU cannot hold.
+// CudaEvent, CudaGraphExec. Allocation failures throw; destructors never throw (they log a failure
+// to stderr instead). Out of device memory is an InputError naming what was being allocated, since
+// the usual cause is a batch size the GPU cannot hold.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -113,6 +113,34 @@ class CudaEvent {
 
  private:
   cudaEvent_t e_ = nullptr;
+};
+
+// An instantiated CUDA graph (cudaGraphExec_t), destroyed with its owner. Move-only.
+class CudaGraphExec {
+ public:
+  CudaGraphExec() = default;
+  explicit CudaGraphExec(cudaGraphExec_t g) : g_(g) {}
+  ~CudaGraphExec() { release(); }
+  CudaGraphExec(const CudaGraphExec&) = delete;
+  CudaGraphExec& operator=(const CudaGraphExec&) = delete;
+  CudaGraphExec(CudaGraphExec&& o) noexcept : g_(std::exchange(o.g_, nullptr)) {}
+  CudaGraphExec& operator=(CudaGraphExec&& o) noexcept {
+    if (this != &o) {
+      release();
+      g_ = std::exchange(o.g_, nullptr);
+    }
+    return *this;
+  }
+  explicit operator bool() const { return g_ != nullptr; }
+  void launch(cudaStream_t s) const { CUDA_CHECK(cudaGraphLaunch(g_, s)); }
+
+ private:
+  void release() noexcept {
+    if (g_ && cudaGraphExecDestroy(g_) != cudaSuccess)
+      std::fprintf(stderr, "cuvae: warning: cudaGraphExecDestroy failed\n");
+    g_ = nullptr;
+  }
+  cudaGraphExec_t g_ = nullptr;
 };
 
 }  // namespace cuvae

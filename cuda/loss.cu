@@ -7,7 +7,9 @@
 // float gradient is the CPU's up to the last-bit effects of the device exp/log1p. The per-image
 // sums are reduced in double by one block per image in a fixed order (strided per-thread sums,
 // then a fixed shuffle tree), stored as float; no atomics anywhere, so the results are
-// bit-identical run to run.
+// bit-identical run to run. The fused form (loss.cuh bce_kl_loss_fused) adds the output bias,
+// sums each image's dlogits and lets the last block to finish (an atomic ticket, the only
+// atomic, which decides who reduces, never the order of a sum) reduce the batch.
 // Owns: bce_kl_loss_kernel, loss_accumulate_kernel and their launchers.
 #include <climits>
 #include <string>
@@ -21,20 +23,30 @@ namespace {
 
 constexpr int kThreads = 256;  // both kernels; the reduction tree depends on it
 
+// One block per image. With `bias`, the logit is pre_bias + *bias (float add); with
+// `blocks_done` (the fused form) also image_dsum, and the last block to finish reduces the
+// batch: sums += (recon, kl) and *dbias, in loss_accumulate_kernel's order.
 __global__ void __launch_bounds__(kThreads)
     bce_kl_loss_kernel(float* __restrict__ dlogits, float* __restrict__ recon,
-                       float* __restrict__ kl, const float* __restrict__ logits,
-                       const float* __restrict__ x, const float* __restrict__ mu,
-                       const float* __restrict__ logvar, int pixels, int latent_dim, double inv_b) {
+                       float* __restrict__ kl, double* __restrict__ image_dsum,
+                       double* __restrict__ sums, float* __restrict__ dbias,
+                       unsigned* __restrict__ blocks_done, const float* __restrict__ logits,
+                       const float* __restrict__ bias, const float* __restrict__ x,
+                       const float* __restrict__ mu, const float* __restrict__ logvar, int pixels,
+                       int latent_dim, double inv_b) {
   const int64_t row = int64_t(blockIdx.x) * pixels;
-  double recon_sum = 0.0;
+  const float b0 = bias ? *bias : 0.0f;
+  double recon_sum = 0.0, dsum = 0.0;
   for (int p = threadIdx.x; p < pixels; p += kThreads) {
-    const double l = logits[row + p], t = x[row + p];
+    const float lf = bias ? __fadd_rn(logits[row + p], b0) : logits[row + p];
+    const double l = lf, t = x[row + p];
     const double e = exp(-fabs(l));
     // (l < 0 ? 0 : l) is std::max(l, 0.0): a NaN logit stays NaN instead of being hidden.
     recon_sum += (l < 0.0 ? 0.0 : l) - l * t + log1p(e);
     const double sig = l >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-    dlogits[row + p] = float((sig - t) * inv_b);
+    const float g = float((sig - t) * inv_b);
+    dlogits[row + p] = g;
+    dsum += double(g);
   }
   const int64_t zrow = int64_t(blockIdx.x) * latent_dim;
   double kl_sum = 0.0;
@@ -43,9 +55,39 @@ __global__ void __launch_bounds__(kThreads)
     kl_sum += -0.5 * (1.0 + lv - m * m - exp(lv));
   }
   block_sum2<kThreads>(recon_sum, kl_sum);
+  if (!blocks_done) {
+    if (threadIdx.x == 0) {
+      recon[blockIdx.x] = float(recon_sum);
+      kl[blockIdx.x] = float(kl_sum);
+    }
+    return;
+  }
+  dsum = block_sum<kThreads>(dsum);
+  __shared__ bool last;
   if (threadIdx.x == 0) {
     recon[blockIdx.x] = float(recon_sum);
     kl[blockIdx.x] = float(kl_sum);
+    image_dsum[blockIdx.x] = dsum;
+    __threadfence();  // the three stores are visible device-wide before the ticket
+    last = atomicAdd(blocks_done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // The other blocks' values, read from L2 (__ldcg), in loss_accumulate_kernel's order.
+  double r = 0.0, k = 0.0, d = 0.0;
+  for (int b = threadIdx.x; b < int(gridDim.x); b += kThreads) {
+    r += double(__ldcg(recon + b));
+    k += double(__ldcg(kl + b));
+    d += __ldcg(image_dsum + b);
+  }
+  block_sum2<kThreads>(r, k);
+  d = block_sum<kThreads>(d);
+  if (threadIdx.x == 0) {
+    sums[0] += r;
+    sums[1] += k;
+    *dbias = float(d);
+    *blocks_done = 0;  // ready for the next launch
   }
 }
 
@@ -65,21 +107,39 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The upper bounds keep the strided loop counters (p += kThreads) from overflowing.
+void check_loss_sizes(const char* fn, int batch, int pixels, int latent_dim) {
+  if (batch < 1 || pixels < 1 || latent_dim < 1 || pixels > INT_MAX - kThreads ||
+      latent_dim > INT_MAX - kThreads || batch > INT_MAX - kThreads)
+    throw Error(std::string(fn) + ": bad sizes batch=" + std::to_string(batch) +
+                " pixels=" + std::to_string(pixels) + " latent_dim=" + std::to_string(latent_dim));
+}
+
 }  // namespace
 
 void bce_kl_loss(float* dlogits, float* recon, float* kl, const float* logits, const float* x,
                  const float* mu, const float* logvar, int batch, int pixels, int latent_dim,
                  cudaStream_t s) {
-  // The upper bounds keep the strided loop counters (p += kThreads) from overflowing.
-  if (batch < 1 || pixels < 1 || latent_dim < 1 || pixels > INT_MAX - kThreads ||
-      latent_dim > INT_MAX - kThreads)
-    throw Error("bce_kl_loss: bad sizes batch=" + std::to_string(batch) +
-                " pixels=" + std::to_string(pixels) + " latent_dim=" + std::to_string(latent_dim));
+  check_loss_sizes("bce_kl_loss", batch, pixels, latent_dim);
   if (!dlogits || !recon || !kl || !logits || !x || !mu || !logvar)
     throw Error("bce_kl_loss: null pointer");
   const double inv_b = 1.0 / double(batch);  // as cpu::bce_kl_loss
-  bce_kl_loss_kernel<<<batch, kThreads, 0, s>>>(dlogits, recon, kl, logits, x, mu, logvar, pixels,
+  bce_kl_loss_kernel<<<batch, kThreads, 0, s>>>(dlogits, recon, kl, nullptr, nullptr, nullptr,
+                                                nullptr, logits, nullptr, x, mu, logvar, pixels,
                                                 latent_dim, inv_b);
+  CUDA_CHECK_LAUNCH();
+}
+
+void bce_kl_loss_fused(const FusedLossArgs& a, int batch, int pixels, int latent_dim,
+                       cudaStream_t s) {
+  check_loss_sizes("bce_kl_loss_fused", batch, pixels, latent_dim);
+  if (!a.dlogits || !a.recon || !a.kl || !a.image_dsum || !a.sums || !a.dbias || !a.blocks_done ||
+      !a.pre_bias || !a.bias || !a.x || !a.mu || !a.logvar)
+    throw Error("bce_kl_loss_fused: null pointer");
+  const double inv_b = 1.0 / double(batch);
+  bce_kl_loss_kernel<<<batch, kThreads, 0, s>>>(a.dlogits, a.recon, a.kl, a.image_dsum, a.sums,
+                                                a.dbias, a.blocks_done, a.pre_bias, a.bias, a.x,
+                                                a.mu, a.logvar, pixels, latent_dim, inv_b);
   CUDA_CHECK_LAUNCH();
 }
 

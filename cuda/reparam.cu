@@ -1,6 +1,7 @@
 // Reparameterization forward/backward kernels (reparam.cuh).
-//   forward:  eps[i] = eps_normal(seed, step, i);  z = mu + expf(logvar * 0.5f) * eps   (fp32)
-//   backward: dmu = dz + s mu;  dlogvar = dz eps exp(lv/2) / 2 + s (exp(lv) - 1) / 2,  s = beta/B
+//   forward:  eps[i] = eps_normal(seed, step, i) (step an argument or from the step table);  z = mu
+//   + expf(logvar * 0.5f) * eps   (fp32) backward: dmu = dz + s mu;  dlogvar = dz eps exp(lv/2) / 2
+//   + s (exp(lv) - 1) / 2,  s = beta/B
 // The forward is fp32 like cpu::reparam_forward<float>; its adds and multiplies are the _rn
 // intrinsics so nvcc cannot fuse them into an FMA the CPU does not do (the only differences
 // left are the few-ulp ones of the device expf/logf/cosf). The backward, like the CPU
@@ -22,7 +23,9 @@ constexpr int kMaxBlocks = 65535;
 __global__ void reparam_forward_kernel(float* __restrict__ z, float* __restrict__ eps,
                                        const float* __restrict__ mu,
                                        const float* __restrict__ logvar, uint64_t seed,
-                                       uint64_t step, int n) {
+                                       uint64_t fixed_step, const StepScalars* __restrict__ table,
+                                       const int32_t* __restrict__ cursor, int n) {
+  const uint64_t step = table ? uint64_t(table[*cursor].step) - 1 : fixed_step;
   for (int i = blockIdx.x * kThreads + threadIdx.x; i < n; i += gridDim.x * kThreads) {
     const float e = eps_normal(seed, step, uint32_t(i));
     eps[i] = e;
@@ -65,7 +68,18 @@ void reparam_forward(float* z, float* eps, const float* mu, const float* logvar,
                      uint64_t step, int batch, int latent_dim, cudaStream_t s) {
   const int n = checked_count("reparam_forward", batch, latent_dim);
   if (!z || !eps || !mu || !logvar) throw Error("reparam_forward: null pointer");
-  reparam_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(z, eps, mu, logvar, seed, step, n);
+  reparam_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(z, eps, mu, logvar, seed, step, nullptr,
+                                                            nullptr, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void reparam_forward(float* z, float* eps, const float* mu, const float* logvar, uint64_t seed,
+                     StepTable at, int batch, int latent_dim, cudaStream_t s) {
+  const int n = checked_count("reparam_forward", batch, latent_dim);
+  if (!z || !eps || !mu || !logvar || !at.table || !at.cursor)
+    throw Error("reparam_forward: null pointer");
+  reparam_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(z, eps, mu, logvar, seed, 0, at.table,
+                                                            at.cursor, n);
   CUDA_CHECK_LAUNCH();
 }
 

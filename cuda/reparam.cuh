@@ -11,12 +11,19 @@
 
 #include <cstdint>
 
+#include "host/step_scalars.h"
+
 namespace cuvae {
 
 // z, eps (batch, latent_dim) written; mu, logvar (batch, latent_dim). eps is kept for the
 // backward pass.
 void reparam_forward(float* z, float* eps, const float* mu, const float* logvar, uint64_t seed,
                      uint64_t step, int batch, int latent_dim, cudaStream_t s);
+
+// The same with the noise counter read on the device: step = at.table[*at.cursor].step - 1
+// (the Adam steps taken before this one; host/step_scalars.h), as a captured CUDA graph needs.
+void reparam_forward(float* z, float* eps, const float* mu, const float* logvar, uint64_t seed,
+                     StepTable at, int batch, int latent_dim, cudaStream_t s);
 
 // dmu, dlogvar (batch, latent_dim) written; dz, mu, logvar, eps (batch, latent_dim).
 void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* mu,

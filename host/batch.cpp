@@ -1,7 +1,7 @@
 // Epoch permutations, batch gathering and reparameterization noise on the host (batch.h).
 #include "host/batch.h"
 
-#include <numeric>
+#include <algorithm>
 #include <utility>
 
 #include "host/error.h"
@@ -11,15 +11,12 @@ namespace cuvae {
 
 std::vector<int32_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n) {
   if (n < 0 || n > INT32_MAX) throw Error("epoch_permutation: bad dataset size");
+  std::vector<std::pair<uint64_t, int32_t>> keyed(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    keyed[size_t(i)] = {shuffle_key(seed, uint64_t(epoch), uint32_t(i)), int32_t(i)};
+  std::sort(keyed.begin(), keyed.end());  // by key, then by index
   std::vector<int32_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  for (int64_t i = n - 1; i > 0; --i) {
-    const Philox4 r = random_words(seed, Stream::Shuffle, uint64_t(epoch), uint32_t(i));
-    // 64 random bits reduced to [0, i]: the modulo bias is below 2^-32, irrelevant here.
-    const uint64_t bits = (uint64_t(r.v[0]) << 32) | r.v[1];
-    const auto j = int64_t(bits % uint64_t(i + 1));
-    std::swap(perm[size_t(i)], perm[size_t(j)]);
-  }
+  for (size_t i = 0; i < perm.size(); ++i) perm[i] = keyed[i].second;
   return perm;
 }
 

@@ -1,8 +1,12 @@
 // Mini-batch order and assembly, shared by the CPU and GPU trainers.
 //
-// Each epoch visits the training images in a seeded permutation (Fisher-Yates driven by
-// Philox keyed on (seed, epoch)), so the order depends only on the seed and the epoch. An
-// epoch is ceil(N / B) batches; the last one holds the N mod B remaining images, if any.
+// Each epoch visits the training images in a seeded permutation: image i gets the 64-bit
+// Philox key shuffle_key(seed, epoch, i) (philox.h) and the images go by ascending key, ties
+// by index. A sort by independent uniform keys is a uniformly random permutation (a tie, which
+// only keeps two images in index order, has a chance of about 1e-10 at N = 60,000), the order
+// depends only on the seed and the epoch, and the GPU draws the same order with a radix sort
+// (cuda/shuffle.cuh) without the host. An epoch is ceil(N / B) batches; the last one holds
+// the N mod B remaining images, if any.
 // Pixels are stored as uint8 and normalised to [0, 1] (x / 255) when a batch is gathered.
 #pragma once
 

@@ -57,6 +57,9 @@ int cmd_bench(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
     ("device", "gpu or cpu", cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS")
+    ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")
+    ("no-fused-loss", "separate kernels for the output bias, the loss and the loss sums "
+                      "(to measure what fusing them gains)")
     ("algo", "cuDNN algorithm choice: deterministic or fastest",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
     ("epochs", "timed epochs (1-1000)", cxxopts::value<std::string>()->default_value("3"), "N")
@@ -137,6 +140,7 @@ int cmd_bench(int argc, char** argv) {
   std::vector<EpochMetrics> epochs;
   size_t peak = 0;
   std::string peak_what;
+  bool graph_used = false;
   const auto report = [&](const EpochMetrics& m) {
     const double ms = cfg.device == "gpu" ? m.device_ms : m.seconds * 1e3;
     std::cout << "epoch " << m.epoch << (m.epoch <= warmup ? " (warm-up)" : "") << "  "
@@ -155,6 +159,7 @@ int cmd_bench(int argc, char** argv) {
       report(*trainer.run_epoch(epoch));
       peak = std::max(peak, device_memory_in_use());
     }
+    graph_used = trainer.uses_cuda_graph();
     peak = peak > before ? peak - before : 0;
     peak_what =
         "device memory in use after any epoch minus before the trainer was built "
@@ -187,6 +192,8 @@ int cmd_bench(int argc, char** argv) {
                               {"batch_size", cfg.batch_size},
                               {"precision", cfg.device == "gpu" && gpu_opts.tf32 ? "tf32" : "fp32"},
                               {"algo", algo},
+                              {"cuda_graph", graph_used},
+                              {"fused_loss", cfg.device == "gpu" && gpu_opts.fused_loss},
                               {"latent_dim", cfg.latent_dim},
                               {"images", images.count},
                               {"seed", cfg.seed},

@@ -341,6 +341,8 @@ int cmd_train(int argc, char** argv) {
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
     ("algo", "cuDNN algorithm choice: deterministic (bit-reproducible) or fastest (benchmarked)",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
+    ("no-cuda-graph", "launch every kernel of every step instead of replaying the step from a "
+                      "CUDA graph (slower; shows per-layer NVTX ranges in Nsight Systems)")
     ("profile-steps", "wrap training steps A..B (1-based over the run) in cudaProfilerStart/Stop "
                       "for a focused Nsight capture (GPU only)",
        cxxopts::value<std::string>(), "A:B")
@@ -532,7 +534,8 @@ int cmd_train(int argc, char** argv) {
             << (cfg.device == "gpu" ? gpu.name + " (sm_" + std::to_string(gpu.compute_major) +
                                           std::to_string(gpu.compute_minor) + ", " +
                                           (gpu_opts.tf32 ? "TF32" : "strict fp32") + ", " + algo +
-                                          " cuDNN algorithms)"
+                                          " cuDNN algorithms, " +
+                                          (gpu_opts.cuda_graph ? "CUDA graph" : "eager") + " steps)"
                                     : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)")
             << ", batch " << cfg.batch_size << ", lr " << cfg.adam.lr << ", beta " << cfg.beta
             << ", seed " << cfg.seed << ", " << cfg.epochs
@@ -590,6 +593,7 @@ int cmd_train(int argc, char** argv) {
                            {"limit", cfg.limit},
                            {"device", cfg.device},
                            {"tf32", gpu_opts.tf32},
+                           {"cuda_graph", gpu_opts.cuda_graph},
                            {"cudnn_algorithms", algo},
                            {"data", cfg.data_dir},
                            {"train_images", train.images.count},

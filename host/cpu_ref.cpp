@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "host/error.h"
+#include "host/step_scalars.h"
 
 namespace cuvae::cpu {
 namespace {
@@ -319,10 +320,8 @@ LossParts bce_kl_loss(T* dlogits, double* recon_per_image, double* kl_per_image,
 
 void adam_step(float* params, float* m, float* v, const float* grads, size_t n,
                const AdamConfig& cfg, int64_t step) {
-  const double bc1 = 1.0 - std::pow(double(cfg.beta1), double(step));
-  const double bc2 = 1.0 - std::pow(double(cfg.beta2), double(step));
-  const float step_size = static_cast<float>(double(cfg.lr) / bc1);
-  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const StepScalars sc = step_scalars(cfg.lr, cfg.beta1, cfg.beta2, step);
+  const float step_size = sc.step_size, inv_sqrt_bc2 = sc.inv_sqrt_bc2;
   for (size_t i = 0; i < n; ++i) {
     const float g = grads[i];
     m[i] = cfg.beta1 * m[i] + (1.0f - cfg.beta1) * g;

@@ -24,7 +24,7 @@ namespace cuvae {
 enum class Stream : uint32_t {
   Init = 1,     // weight initialisation: index = flat parameter offset
   Eps = 2,      // reparameterization noise: (step, batch_row * D + j)
-  Shuffle = 3,  // per-epoch permutation: (epoch, swap index)
+  Shuffle = 3,  // per-epoch permutation: (epoch, image index)
   Data = 4,     // synthetic data in tests and parity dumps
   Eval = 5,     // evaluation noise: (seed, image index, sample * D + j)
 };
@@ -72,6 +72,13 @@ CUVAE_HD float normal_from(uint32_t w0, uint32_t w1) {
   const float u2 = uniform01(w1);
   const float r = sqrtf(-2.0f * logf(u1));
   return r * cosf(6.28318530717958647692f * u2);
+}
+
+// The sort key of image i in epoch `epoch`'s order: 64 random bits. An epoch visits the images
+// by ascending key, ties by index (host/batch.h epoch_permutation, cuda/shuffle.cuh).
+CUVAE_HD uint64_t shuffle_key(uint64_t seed, uint64_t epoch, uint32_t i) {
+  const Philox4 w = random_words(seed, Stream::Shuffle, epoch, i);
+  return (static_cast<uint64_t>(w.v[0]) << 32) | w.v[1];
 }
 
 // The reparameterization noise for training step `step`, element `i` of the (B, D) batch.

@@ -7,6 +7,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 #include <utility>
 
@@ -20,8 +21,9 @@
 #include "cuda/loss.cuh"
 #include "cuda/nvtx.cuh"
 #include "cuda/reparam.cuh"
-#include "host/batch.h"
+#include "cuda/shuffle.cuh"
 #include "host/error.h"
+#include "host/step_scalars.h"
 
 namespace cuvae {
 
@@ -54,10 +56,18 @@ struct GpuTrainer::Impl {
   // Activation gradients.
   DeviceBuffer<float> g_h1, g_h2, g_h3, g_h3_lv, g_mu, g_lv, g_z, g_d0, g_d1, g_d2;
   DeviceBuffer<float> recon, kl;               // (max_batch) per image
+  DeviceBuffer<double> image_dsum;             // (max_batch) the fused loss's scratch
+  DeviceBuffer<unsigned> blocks_done;          // (1) the fused loss's ticket, 0 between launches
   DeviceBuffer<double> sums;                   // (2) epoch sums of recon and kl over images
   DeviceBuffer<unsigned long long> nonfinite;  // (1) Adam's earliest bad gradient (adam.cuh)
   DeviceBuffer<uint8_t> images;                // (N, 784)
-  DeviceBuffer<int32_t> perm;                  // (N)
+  DeviceBuffer<int32_t> perm;                  // (N) this epoch's order
+  std::unique_ptr<DeviceShuffle> shuffle;      // draws perm
+  DeviceBuffer<StepScalars> schedule;          // (steps per epoch, at least 1) the step table
+  DeviceBuffer<int32_t> cursor;                // (1) the step in progress: its index in the epoch
+  CudaGraphExec step_graph;                    // the captured full-batch step
+  bool graph_failed = false;                   // capture failed once: stay eager
+  size_t graph_nodes = 0;
   CudaEvent epoch_start, epoch_end;
   int64_t num_images = 0;
   int64_t step = 0;  // Adam steps taken
@@ -130,9 +140,14 @@ struct GpuTrainer::Impl {
     g_d2 = act(kDecDeconv2, "activation gradients");
     recon = DeviceBuffer<float>(b, "per-image losses");
     kl = DeviceBuffer<float>(b, "per-image losses");
+    image_dsum = DeviceBuffer<double>(b, "per-image losses");
+    blocks_done = DeviceBuffer<unsigned>(1, "the loss kernel's ticket");
+    CUDA_CHECK(cudaMemsetAsync(blocks_done.data(), 0, sizeof(unsigned), s()));
     sums = DeviceBuffer<double>(2, "loss sums");
     nonfinite = DeviceBuffer<unsigned long long>(1, "the non-finite flag");
     nonfinite.upload(&kNoNonfinite, 1, s());
+    schedule = DeviceBuffer<StepScalars>(1, "the step table");
+    cursor = DeviceBuffer<int32_t>(1, "the step cursor");
     stream.synchronize();
   }
 
@@ -140,26 +155,32 @@ struct GpuTrainer::Impl {
   const float* weight(LayerId id) const { return params.data() + desc.weight(id).offset; }
   const float* bias(LayerId id) const { return params.data() + desc.bias(id).offset; }
 
-  // y = act(layer(x) + bias)
-  void layer_forward(const ConvSet& convs, LayerId id, float* y, const float* in, int batch) {
+  // y = act(layer(x) + bias); without the epilogue (the fused loss adds the output bias),
+  // y = layer(x).
+  void layer_forward(const ConvSet& convs, LayerId id, float* y, const float* in, int batch,
+                     bool epilogue = true) {
     const Layer& l = desc.layer(id);
     const NvtxRange range(forward_names[size_t(id)].c_str());
     if (is_conv(l))
       convs[size_t(id)]->forward(y, in, weight(id), workspace.data(), workspace.size());
     else
       dense_forward(cublas, y, in, weight(id), batch, l.in_channels, l.out_channels);
-    bias_act_forward(y, bias(id), batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
+    if (epilogue)
+      bias_act_forward(y, bias(id), batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
   }
 
   // dy: gradient w.r.t. the layer's (post-ReLU) output y, masked in place; writes the
-  // layer's weight and bias gradients and, unless dx is null, the input gradient.
+  // layer's weight and bias gradients and, unless dx is null, the input gradient. Without
+  // the epilogue, dy is used as it is and the bias gradient is left alone (the fused loss
+  // wrote it).
   void layer_backward(const ConvSet& convs, LayerId id, float* dx, float* dy, const float* y,
-                      const float* in, int batch) {
+                      const float* in, int batch, bool epilogue = true) {
     const Layer& l = desc.layer(id);
     const NvtxRange range(backward_names[size_t(id)].c_str());
     float* dw = grads.data() + desc.weight(id).offset;
     float* db = grads.data() + desc.bias(id).offset;
-    bias_act_backward(dy, db, y, batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
+    if (epilogue)
+      bias_act_backward(dy, db, y, batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
     if (is_conv(l)) {
       const ConvOp& op = *convs[size_t(id)];
       op.backward_filter(dw, in, dy, workspace.data(), workspace.size());
@@ -170,12 +191,21 @@ struct GpuTrainer::Impl {
     }
   }
 
-  // Forward, loss (added to `sums`), backward and optionally Adam for the batch in `x`.
-  void train_step(int count, bool apply_adam) {
+  // Enqueues one step for the step table's entry at the cursor: with `gather`, the batch at
+  // the cursor's place in `perm` into `x` (else `x` holds it already); forward, loss (added to
+  // `sums`), backward, Adam if apply_adam, and the cursor's advance. Changes no host state, so
+  // the same launches can be captured once and replayed.
+  void enqueue_step(int count, bool gather, bool apply_adam) {
     if (count != max_batch && count != remainder)
       throw Error("GpuTrainer: no convolution plan for a batch of " + std::to_string(count));
     const ConvSet& c = count == max_batch ? full_convs : rem_convs;
     const int dim = desc.latent_dim;
+    const StepTable at{schedule.data(), cursor.data()};
+    if (gather) {
+      const NvtxRange range("gather batch");
+      gather_normalize(x.data(), images.data(), perm.data(), cursor.data(), max_batch, count,
+                       kImagePixels, s());
+    }
     // Forward.
     layer_forward(c, kEncConv1, h1.data(), x.data(), count);
     layer_forward(c, kEncConv2, h2.data(), h1.data(), count);
@@ -184,21 +214,39 @@ struct GpuTrainer::Impl {
     layer_forward(c, kEncLogvar, logvar.data(), h3.data(), count);
     {
       const NvtxRange range("reparameterization forward");
-      reparam_forward(z.data(), eps.data(), mu.data(), logvar.data(), cfg.seed, uint64_t(step),
-                      count, dim, s());
+      reparam_forward(z.data(), eps.data(), mu.data(), logvar.data(), cfg.seed, at, count, dim,
+                      s());
     }
     layer_forward(c, kDecFc, d0.data(), z.data(), count);
     layer_forward(c, kDecDeconv1, d1.data(), d0.data(), count);
     layer_forward(c, kDecDeconv2, d2.data(), d1.data(), count);
-    layer_forward(c, kDecOut, logits.data(), d2.data(), count);
-    {
+    const bool fused = opts.fused_loss;
+    layer_forward(c, kDecOut, logits.data(), d2.data(), count, !fused);
+    if (fused) {
+      const NvtxRange range("output bias + BCE+KL loss (fused)");
+      FusedLossArgs a{};
+      a.dlogits = dlogits.data();
+      a.recon = recon.data();
+      a.kl = kl.data();
+      a.image_dsum = image_dsum.data();
+      a.sums = sums.data();
+      a.dbias = grads.data() + desc.bias(kDecOut).offset;
+      a.blocks_done = blocks_done.data();
+      a.pre_bias = logits.data();
+      a.bias = bias(kDecOut);
+      a.x = x.data();
+      a.mu = mu.data();
+      a.logvar = logvar.data();
+      bce_kl_loss_fused(a, count, kImagePixels, dim, s());
+    } else {
       const NvtxRange range("BCE+KL loss");
       bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu.data(),
                   logvar.data(), count, kImagePixels, dim, s());
       loss_accumulate(sums.data(), recon.data(), kl.data(), count, s());
     }
     // Backward.
-    layer_backward(c, kDecOut, g_d2.data(), dlogits.data(), logits.data(), d2.data(), count);
+    layer_backward(c, kDecOut, g_d2.data(), dlogits.data(), logits.data(), d2.data(), count,
+                   !fused);
     layer_backward(c, kDecDeconv2, g_d1.data(), g_d2.data(), d2.data(), d1.data(), count);
     layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), count);
     layer_backward(c, kDecFc, g_z.data(), g_d0.data(), d0.data(), z.data(), count);
@@ -214,12 +262,73 @@ struct GpuTrainer::Impl {
     layer_backward(c, kEncFc, g_h2.data(), g_h3.data(), h3.data(), h2.data(), count);
     layer_backward(c, kEncConv2, g_h1.data(), g_h2.data(), h2.data(), h1.data(), count);
     layer_backward(c, kEncConv1, nullptr, g_h1.data(), h1.data(), x.data(), count);
-    if (!apply_adam) return;
-    ++step;
-    const NvtxRange range("Adam");
-    adam_step(params.data(), adam_m.data(), adam_v.data(), nonfinite.data(), grads.data(),
-              desc.num_params, cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, step,
-              s());
+    if (apply_adam) {
+      const NvtxRange range("Adam");
+      adam_step(params.data(), adam_m.data(), adam_v.data(), nonfinite.data(), grads.data(),
+                desc.num_params, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, at, s());
+    }
+    advance_cursor(cursor.data(), s());
+  }
+
+  // Captures the full-batch step (gather included) in a CUDA graph. On failure, says why on
+  // stderr once and leaves the trainer launching steps eagerly: slower, same results.
+  void capture_step_graph() {
+    cudaGraph_t graph = nullptr;
+    std::string failure;
+    CUDA_CHECK(cudaStreamBeginCapture(s(), cudaStreamCaptureModeGlobal));
+    try {
+      enqueue_step(max_batch, true, true);
+    } catch (const Error& e) {
+      failure = e.what();
+    }
+    const cudaError_t ended = cudaStreamEndCapture(s(), &graph);
+    if (failure.empty() && ended != cudaSuccess)
+      failure = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+    if (failure.empty()) {
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+      if (made == cudaSuccess) {
+        step_graph = CudaGraphExec(exec);
+        if (cudaGraphGetNodes(graph, nullptr, &graph_nodes) != cudaSuccess) graph_nodes = 0;
+      } else {
+        failure = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(made);
+      }
+    }
+    if (graph) cudaGraphDestroy(graph);
+    if (failure.empty()) return;
+    (void)cudaGetLastError();  // clear a non-sticky error left by the failed capture
+    graph_failed = true;
+    std::fprintf(stderr,
+                 "cuvae: note: the training step could not be captured in a CUDA graph (%s); "
+                 "launching its kernels one by one instead\n",
+                 failure.c_str());
+  }
+
+  // One step of the epoch at the cursor: the graph for a full batch when there is one.
+  void run_step(int count) {
+    if (count == max_batch && opts.cuda_graph && !graph_failed) {
+      if (!step_graph) capture_step_graph();
+      if (step_graph) {
+        step_graph.launch(s());
+        return;
+      }
+    }
+    enqueue_step(count, true, true);
+  }
+
+  // Uploads the step table of an epoch whose steps [first_step, steps) remain, the first of
+  // them Adam step `step` + 1, and sets the cursor to first_step.
+  void upload_schedule(int64_t first_step, int64_t steps) {
+    if (step + (steps - first_step) >= (int64_t{1} << 31))
+      throw Error("GpuTrainer: more than 2^31 - 1 Adam steps");
+    std::vector<StepScalars> table(size_t(steps), StepScalars{0, 0, 0});
+    for (int64_t k = first_step; k < steps; ++k)
+      table[size_t(k)] =
+          step_scalars(cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, step + 1 + (k - first_step));
+    // Pageable sources: staged before cudaMemcpyAsync returns, so the locals may go.
+    schedule.upload(table.data(), table.size(), s());
+    const int32_t at = int32_t(first_step);
+    cursor.upload(&at, 1, s());
   }
 
   // Reads the loss sums and Adam's non-finite word in one synchronisation; throws
@@ -282,8 +391,12 @@ void GpuTrainer::upload_images(const ImageSet& img) {
   if (img.rows * img.cols != kImagePixels) throw Error("GpuTrainer: images are not 28x28");
   if (img.count < 1 || img.count > INT32_MAX) throw Error("GpuTrainer: bad image count");
   const size_t bytes = size_t(img.count) * kImagePixels;
+  m.step_graph = CudaGraphExec();  // it names the buffers replaced here
   m.images = DeviceBuffer<uint8_t>(bytes, "the training images");
   m.perm = DeviceBuffer<int32_t>(size_t(img.count), "the epoch permutation");
+  m.shuffle = std::make_unique<DeviceShuffle>(img.count);
+  m.schedule = DeviceBuffer<StepScalars>(size_t((img.count + m.max_batch - 1) / m.max_batch),
+                                         "the step table");
   m.images.upload(img.pixels.data(), bytes, m.s());
   m.num_images = img.count;
   m.stream.synchronize();
@@ -298,33 +411,31 @@ std::optional<EpochMetrics> GpuTrainer::run_epoch(int epoch, const StepCallback&
     throw Error("GpuTrainer::run_epoch: dataset size does not match the planned batches");
   const NvtxRange range("epoch");
   const auto t0 = std::chrono::steady_clock::now();
-  // Recorded before the host draws the permutation: the device time then includes the idle
-  // gap that drawing it leaves at the start of the epoch.
+  // Recorded before the epoch's uploads, so the device time covers everything the epoch
+  // costs the device, the permutation and the host's gaps included.
   m.epoch_start.record(m.s());
-  const std::vector<int32_t> perm = epoch_permutation(m.cfg.seed, epoch, n);
-  // Pageable source: the copy is staged before cudaMemcpyAsync returns, so `perm` may go.
-  m.perm.upload(perm.data(), size_t(n), m.s());
   // A resumed epoch continues from the position set_state gave (full batches so far).
-  m.sums.upload(m.epoch_sums, 2, m.s());
   EpochMetrics out;
   out.epoch = epoch;
   out.steps = std::exchange(m.epoch_step, 0);
   out.images = out.steps * m.max_batch;
   const int64_t images_before = out.images;
   const int64_t steps_per_epoch = (n + m.max_batch - 1) / m.max_batch;
+  m.upload_schedule(out.steps, steps_per_epoch);
+  m.sums.upload(m.epoch_sums, 2, m.s());
+  {
+    const NvtxRange shuffle_range("draw permutation");
+    m.shuffle->draw(m.perm.data(), m.cfg.seed, epoch, m.s());
+  }
   for (int64_t first = out.images; first < n; first += m.max_batch) {
     const int count = int(std::min<int64_t>(m.max_batch, n - first));
     const int64_t global_step = m.step + 1;  // 1-based over the whole run
     if (global_step == m.opts.profile_first) CUDA_CHECK(cudaProfilerStart());
     {
       const NvtxRange step_range("train step");
-      {
-        const NvtxRange gather("gather batch");
-        gather_normalize(m.x.data(), m.images.data(), m.perm.data() + first, count, kImagePixels,
-                         m.s());
-      }
-      m.train_step(count, true);
+      m.run_step(count);
     }
+    ++m.step;
     if (global_step == m.opts.profile_last) CUDA_CHECK(cudaProfilerStop());
     out.images += count;
     ++out.steps;
@@ -364,7 +475,9 @@ cpu::LossParts GpuTrainer::step_on_batch(const float* host_x, int count, bool ap
   Impl& m = *impl_;
   m.x.upload(host_x, size_t(count) * kImagePixels, m.s());
   CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
-  m.train_step(count, apply_adam);
+  m.upload_schedule(0, 1);  // entry 0: Adam step m.step + 1, the noise of counter m.step
+  m.enqueue_step(count, false, apply_adam);
+  if (apply_adam) ++m.step;
   double sums[2];
   m.read_sums(sums, 0);
   cpu::LossParts p;
@@ -385,12 +498,25 @@ void GpuTrainer::download_eps(float* e, int count) const {
 }
 
 std::string GpuTrainer::describe() const {
+  const Impl& m = *impl_;
   std::ostringstream os;
   for (int i = 0; i < kNumLayers; ++i)
-    if (impl_->full_convs[size_t(i)])
-      os << impl_->desc.layers[size_t(i)].name << ": " << impl_->full_convs[size_t(i)]->describe()
-         << "\n";
+    if (m.full_convs[size_t(i)])
+      os << m.desc.layers[size_t(i)].name << ": " << m.full_convs[size_t(i)]->describe() << "\n";
+  os << "training step: ";
+  if (m.step_graph)
+    os << "CUDA graph of " << m.graph_nodes << " nodes\n";
+  else if (!m.opts.cuda_graph)
+    os << "eager launches (CUDA graph off)\n";
+  else if (m.graph_failed)
+    os << "eager launches (CUDA graph capture failed)\n";
+  else
+    os << "CUDA graph, captured at the first full batch\n";
   return os.str();
+}
+
+bool GpuTrainer::uses_cuda_graph() const {
+  return bool(impl_->step_graph);
 }
 
 bool train_gpu(const TrainConfig& cfg, const GpuOptions& opts, const ModelDesc& desc,

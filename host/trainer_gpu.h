@@ -6,8 +6,18 @@
 // cuDNN/cuBLAS handles bound to the compute stream, and one ConvOp per convolution layer per
 // batch size (the full batch and, if the dataset size is not a multiple of it, the remainder).
 // A step: gather + normalise the batch on the device, forward (cuDNN/cuBLAS + bias/ReLU
-// kernels, fused reparameterization, fused BCE+KL value-and-gradient), backward, one Adam
-// launch. Loss sums are accumulated on the device and read back once per epoch.
+// kernels, fused reparameterization, the output bias fused with the BCE+KL value, gradient and
+// loss sums), backward, one Adam launch. Loss sums are accumulated on the device and read back once
+// per epoch.
+//
+// Nothing in a step's launches changes from step to step: the batch's place in the epoch
+// permutation and the step's scalars (Adam's t and bias corrections, the noise counter) are
+// read on the device from a per-epoch step table at a cursor that the step's last kernel
+// advances (host/step_scalars.h). So the full-batch step is captured once in a CUDA graph and
+// replayed, one launch per step instead of ~50, and the replay is the eager step bit for bit.
+// The permutation itself is drawn on the device (cuda/shuffle.cuh), the CPU trainer's order.
+// Per epoch the host uploads the step table and the loss sums' starting values and reads the
+// sums back once.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +34,14 @@ namespace cuvae {
 struct GpuOptions {
   bool tf32 = false;          // allow TF32 tensor cores in cuDNN and cuBLAS
   bool deterministic = true;  // deterministic cuDNN algorithms (bit-reproducible runs)
+  // Replay full-batch steps from a captured CUDA graph; false: launch each kernel every step
+  // (per-layer NVTX ranges then appear in an Nsight Systems timeline).
+  bool cuda_graph = true;
+  // One kernel for the output layer's bias (forward and gradient), the BCE+KL loss and its
+  // gradient and the epoch's loss sums (cuda/loss.cuh bce_kl_loss_fused); false: the four
+  // separate kernels it replaces. Same loss bits either way; the output bias gradient may
+  // differ in its last bit (another summation order).
+  bool fused_loss = true;
   // Wrap training steps [profile_first, profile_last] (1-based, counted over the whole run)
   // in cudaProfilerStart/Stop for a focused Nsight capture; 0: no profiler calls.
   int64_t profile_first = 0, profile_last = 0;
@@ -63,7 +81,10 @@ class GpuTrainer {
   cpu::LossParts step_on_batch(const float* x, int count, bool apply_adam);
   void download_grads(float* grads) const;         // (num_params)
   void download_eps(float* eps, int count) const;  // (count, D) of the last step
-  std::string describe() const;                    // device, algorithms
+  std::string describe() const;                    // algorithms, how steps are launched
+  // Whether full-batch steps replay a CUDA graph: false before the first epoch, with
+  // cuda_graph off, or when capture failed (a note on stderr says why; steps then run eagerly).
+  bool uses_cuda_graph() const;
 
  private:
   struct Impl;

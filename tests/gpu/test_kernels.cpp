@@ -1,4 +1,5 @@
-// GPU tests of the small kernels (cuda/data, activations, reparam, loss, adam) against the CPU
+// GPU tests of the small kernels (cuda/data, shuffle, activations, reparam, loss, adam, and
+// their step-table forms) against the CPU
 // reference (host/cpu_ref.h, host/batch.h): fresh random inputs at awkward sizes, every output
 // poisoned with NaN before each launch, each compared tensor with its own tolerance and the
 // reason for it, and each launch repeated to check the results are bit-identical run to run.
@@ -19,8 +20,10 @@
 #include "cuda/device_buffer.cuh"
 #include "cuda/loss.cuh"
 #include "cuda/reparam.cuh"
+#include "cuda/shuffle.cuh"
 #include "host/batch.h"
 #include "host/cpu_ref.h"
+#include "host/step_scalars.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
@@ -561,6 +564,85 @@ TEST_CASE("loss_accumulate adds the batch sums in double, deterministically", "[
   require_same_run(run(2), twice, "sums");
 }
 
+TEST_CASE("bce_kl_loss_fused equals the four kernels it replaces", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 3, 129, 1000);
+  const int dim = GENERATE(2, 17);
+  const int pixels = 784;
+  INFO("batch " << batch << " D " << dim);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const size_t n = size_t(batch) * pixels, nz = size_t(batch) * dim, nb = size_t(batch);
+  const std::vector<float> pre_bias = uniform(rng, n, -8, 8), bias = uniform(rng, 1, -1, 1);
+  std::vector<float> x = uniform(rng, n, 0, 1);
+  for (size_t i = 0; i < n; i += 7) x[i] = float(i % 2);  // exact 0 and 1 targets too
+  const std::vector<float> mu = uniform(rng, nz, -2, 2), logvar = uniform(rng, nz, -3, 1);
+  const std::vector<double> start{12.5, -3.25};  // the sums are added to, not set
+
+  const auto d_pre = to_device(pre_bias, s), d_bias = to_device(bias, s), d_x = to_device(x, s),
+             d_mu = to_device(mu, s), d_lv = to_device(logvar, s);
+  // The unfused kernels: bias, loss, accumulate, bias gradient (dy is used as it is).
+  auto d_logits = to_device(pre_bias, s);
+  DeviceBuffer<float> ref_dl(n), ref_recon(nb), ref_kl(nb), ref_db(1);
+  auto ref_sums = to_device(start, s);
+  poison_device(ref_dl, s);
+  poison_device(ref_db, s);
+  bias_act_forward(d_logits.data(), d_bias.data(), batch, 1, pixels, false, s);
+  bce_kl_loss(ref_dl.data(), ref_recon.data(), ref_kl.data(), d_logits.data(), d_x.data(),
+              d_mu.data(), d_lv.data(), batch, pixels, dim, s);
+  loss_accumulate(ref_sums.data(), ref_recon.data(), ref_kl.data(), batch, s);
+  bias_act_backward(ref_dl.data(), ref_db.data(), nullptr, batch, 1, pixels, false, s);
+
+  DeviceBuffer<float> dl(n), recon(nb), kl(nb), db(1);
+  DeviceBuffer<double> image_dsum(nb);
+  auto sums = to_device(start, s);
+  auto ticket = to_device(std::vector<unsigned>{0}, s);
+  FusedLossArgs a{};
+  a.dlogits = dl.data();
+  a.recon = recon.data();
+  a.kl = kl.data();
+  a.image_dsum = image_dsum.data();
+  a.sums = sums.data();
+  a.dbias = db.data();
+  a.blocks_done = ticket.data();
+  a.pre_bias = d_pre.data();
+  a.bias = d_bias.data();
+  a.x = d_x.data();
+  a.mu = d_mu.data();
+  a.logvar = d_lv.data();
+  auto run = [&] {
+    for (auto* buf : {&dl, &recon, &kl, &db}) poison_device(*buf, s);
+    bce_kl_loss_fused(a, batch, pixels, dim, s);
+  };
+  run();
+  // Per element and per image the same operations in the same order: exact.
+  const std::vector<float> got_dl = to_host(dl, s);
+  require_bitwise_equal(got_dl, to_host(ref_dl, s), "dlogits");
+  require_bitwise_equal(to_host(recon, s), to_host(ref_recon, s), "recon");
+  require_bitwise_equal(to_host(kl, s), to_host(ref_kl, s), "kl");
+  const std::vector<double> once = to_host(sums, s);
+  require_bitwise_equal(once, to_host(ref_sums, s), "sums");  // loss_accumulate's order
+  REQUIRE(to_host(ticket, s)[0] == 0u);                       // ready for the next step
+  // The bias gradient: the same floats summed in double in another order, rounded once. The
+  // double sums differ by ~n * 1e-16 of sum |g|; the float results by at most an ulp.
+  double abs_sum = 0;
+  for (float g : got_dl) abs_sum += std::abs(double(g));
+  const float want_db = to_host(ref_db, s)[0], got_db = to_host(db, s)[0];
+  INFO("db fused " << got_db << " unfused " << want_db);
+  REQUIRE(std::isfinite(got_db));
+  REQUIRE(std::abs(double(got_db) - double(want_db)) <=
+          1.2e-7 * std::abs(double(want_db)) + 1e-12 * abs_sum);
+  // A second launch adds the same batch sums again and gives the same bits.
+  run();
+  loss_accumulate(ref_sums.data(), ref_recon.data(), ref_kl.data(), batch, s);
+  require_bitwise_equal(to_host(sums, s), to_host(ref_sums, s), "sums after two launches");
+  require_same_run(to_host(dl, s), got_dl, "dlogits");
+  REQUIRE(to_host(db, s)[0] == got_db);
+  REQUIRE(to_host(ticket, s)[0] == 0u);
+}
+
 // ---- Adam ---------------------------------------------------------------------------------------
 
 namespace {
@@ -687,6 +769,126 @@ TEST_CASE("adam_step reports the earliest non-finite gradient", "[gpu][kernels]"
   REQUIRE(step(5, g2) == want);
 }
 
+// ---- the epoch permutation and the step table ---------------------------------------------------
+
+TEST_CASE("DeviceShuffle draws epoch_permutation's order", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int64_t n = GENERATE(int64_t(1), int64_t(2), int64_t(129), int64_t(60000));
+  INFO("n " << n);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  DeviceShuffle shuffle(n);
+  DeviceBuffer<int32_t> perm(static_cast<size_t>(n));
+  const uint64_t order_seed = rng();
+  for (const int64_t epoch : {int64_t(1), int64_t(2), int64_t(1 + rng() % 1000)}) {
+    INFO("epoch " << epoch);
+    poison_device(perm, s);  // -1 everywhere
+    shuffle.draw(perm.data(), order_seed, epoch, s);
+    const std::vector<int32_t> got = to_host(perm, s);
+    REQUIRE(got == epoch_permutation(order_seed, epoch, n));
+  }
+}
+
+TEST_CASE("the step-table launchers equal the argument launchers bit for bit", "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const cpu::AdamConfig cfg;
+  // Entries for steps t - 1, t, t + 1; the cursor names the middle one, so a kernel that
+  // reads the wrong entry (or the argument path's zero scalars) gives other numbers.
+  const int64_t t = 2 + int64_t(rng() % 100000);
+  INFO("step " << t);
+  const std::vector<StepScalars> table{step_scalars(cfg.lr, cfg.beta1, cfg.beta2, t - 1),
+                                       step_scalars(cfg.lr, cfg.beta1, cfg.beta2, t),
+                                       step_scalars(cfg.lr, cfg.beta1, cfg.beta2, t + 1)};
+  const auto d_table = to_device(table, s);
+  auto d_cursor = to_device(std::vector<int32_t>{1}, s);
+  const StepTable at{d_table.data(), d_cursor.data()};
+
+  SECTION("adam_step, the non-finite report included") {
+    const size_t n = 4097;
+    std::uniform_int_distribution<size_t> pick(0, n - 1);
+    std::vector<float> g = uniform(rng, n, -1, 1);
+    const size_t bad = pick(rng);
+    g[bad] = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> p0 = uniform(rng, n, -1, 1), m0 = uniform(rng, n, -0.1, 0.1),
+                             v0 = uniform(rng, n, 0.01, 0.02);
+    const auto d_g = to_device(g, s);
+    std::vector<float> results[2][3];
+    unsigned long long flags[2];
+    for (int form = 0; form < 2; ++form) {
+      auto d_p = to_device(p0, s), d_m = to_device(m0, s), d_v = to_device(v0, s);
+      auto flag = to_device(std::vector<unsigned long long>{kNoNonfinite}, s);
+      if (form == 0)
+        adam_step(d_p.data(), d_m.data(), d_v.data(), flag.data(), d_g.data(), n, cfg.lr, cfg.beta1,
+                  cfg.beta2, cfg.eps, t, s);
+      else
+        adam_step(d_p.data(), d_m.data(), d_v.data(), flag.data(), d_g.data(), n, cfg.beta1,
+                  cfg.beta2, cfg.eps, at, s);
+      results[form][0] = to_host(d_p, s);
+      results[form][1] = to_host(d_m, s);
+      results[form][2] = to_host(d_v, s);
+      flags[form] = to_host(flag, s)[0];
+    }
+    require_bitwise_equal(results[1][0], results[0][0], "params");
+    require_bitwise_equal(results[1][1], results[0][1], "m");
+    require_bitwise_equal(results[1][2], results[0][2], "v");
+    REQUIRE(flags[0] == ((unsigned long long)t << 32 | bad));
+    REQUIRE(flags[1] == flags[0]);
+  }
+  SECTION("reparam_forward draws the noise of counter t - 1") {
+    const int batch = 129, dim = 3;
+    const size_t n = size_t(batch) * dim;
+    const auto d_mu = to_device(uniform(rng, n, -2, 2), s);
+    const auto d_lv = to_device(uniform(rng, n, -3, 1), s);
+    const uint64_t noise_seed = rng();
+    DeviceBuffer<float> d_z(n), d_eps(n);
+    std::vector<float> z[2], eps[2];
+    for (int form = 0; form < 2; ++form) {
+      poison_device(d_z, s);
+      poison_device(d_eps, s);
+      if (form == 0)
+        reparam_forward(d_z.data(), d_eps.data(), d_mu.data(), d_lv.data(), noise_seed,
+                        uint64_t(t - 1), batch, dim, s);
+      else
+        reparam_forward(d_z.data(), d_eps.data(), d_mu.data(), d_lv.data(), noise_seed, at, batch,
+                        dim, s);
+      z[form] = to_host(d_z, s);
+      eps[form] = to_host(d_eps, s);
+    }
+    require_bitwise_equal(eps[1], eps[0], "eps");
+    require_bitwise_equal(z[1], z[0], "z");
+  }
+  SECTION("gather_normalize takes the batch at the cursor; advance_cursor counts") {
+    const int pixels = 784, n_images = 300, stride = 64;  // batches 64 x 4 + 44
+    std::vector<uint8_t> images(size_t(n_images) * pixels);
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (uint8_t& v : images) v = uint8_t(byte(rng));
+    std::vector<int32_t> perm(n_images);
+    for (int i = 0; i < n_images; ++i) perm[size_t(i)] = i;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    const auto d_images = to_device(images, s);
+    const auto d_perm = to_device(perm, s);
+    upload(d_cursor, std::vector<int32_t>{4}, s);
+    const int count = n_images - 4 * stride;
+    DeviceBuffer<float> d_x(size_t(count) * pixels);
+    poison_device(d_x, s);
+    gather_normalize(d_x.data(), d_images.data(), d_perm.data(), d_cursor.data(), stride, count,
+                     pixels, s);
+    const std::vector<float> got = to_host(d_x, s);
+    std::vector<float> want(got.size());
+    gather_batch(want.data(), images.data(), perm.data() + 4 * stride, count, pixels);
+    require_bitwise_equal(got, want, "x");
+    advance_cursor(d_cursor.data(), s);
+    advance_cursor(d_cursor.data(), s);
+    REQUIRE(to_host(d_cursor, s)[0] == 6);
+  }
+}
+
 // ---- argument checks ----------------------------------------------------------------------------
 
 TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]") {
@@ -734,6 +936,13 @@ TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]")
                     Error);
   REQUIRE_THROWS_AS(loss_accumulate(d.data(), p, p + 8, 0, s), Error);
   REQUIRE_THROWS_AS(loss_accumulate(nullptr, p, p + 8, 1, s), Error);
+  FusedLossArgs fa{
+      p,      p + 8,  p + 16, d.data(), d.data(), p + 24, reinterpret_cast<unsigned*>(p + 25),
+      p + 26, p + 27, p + 28, p + 29,   p + 30};
+  REQUIRE_THROWS_AS(bce_kl_loss_fused(fa, 0, 4, 2, s), Error);
+  REQUIRE_THROWS_AS(bce_kl_loss_fused(fa, 1, 4, 0, s), Error);
+  fa.blocks_done = nullptr;
+  REQUIRE_THROWS_AS(bce_kl_loss_fused(fa, 1, 4, 2, s), Error);
 
   REQUIRE_THROWS_AS(
       adam_step(p, p + 8, p + 16, nullptr, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 0, s), Error);
@@ -743,6 +952,20 @@ TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]")
       adam_step(p, nullptr, p + 16, nullptr, p + 24, 8, 1e-3f, 0.9f, 0.999f, 1e-7f, 1, s), Error);
   REQUIRE_NOTHROW(adam_step(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 1e-3f, 0.9f, 0.999f,
                             1e-7f, 1,
-                            s));         // n == 0: nothing to do
+                            s));  // n == 0: nothing to do
+
+  // The step-table forms need the table and the cursor.
+  const StepTable no_table{nullptr, i32.data()};
+  const StepTable no_cursor{reinterpret_cast<const StepScalars*>(p), nullptr};
+  REQUIRE_THROWS_AS(gather_normalize(p, u8.data(), i32.data(), nullptr, 1, 1, 8, s), Error);
+  REQUIRE_THROWS_AS(gather_normalize(p, u8.data(), i32.data(), i32.data(), -1, 1, 8, s), Error);
+  REQUIRE_THROWS_AS(advance_cursor(nullptr, s), Error);
+  REQUIRE_THROWS_AS(reparam_forward(p, p + 8, p + 16, p + 24, 1, no_table, 2, 2, s), Error);
+  REQUIRE_THROWS_AS(reparam_forward(p, p + 8, p + 16, p + 24, 1, no_cursor, 2, 2, s), Error);
+  REQUIRE_THROWS_AS(
+      adam_step(p, p + 8, p + 16, nullptr, p + 24, 8, 0.9f, 0.999f, 1e-7f, no_table, s), Error);
+  REQUIRE_THROWS_AS(
+      adam_step(p, p + 8, p + 16, nullptr, p + 24, 8, 1.0f, 0.999f, 1e-7f, no_cursor, s), Error);
+  REQUIRE_THROWS_AS(DeviceShuffle(0), Error);
   CUDA_CHECK(cudaStreamSynchronize(s));  // the one real launch above ran cleanly
 }

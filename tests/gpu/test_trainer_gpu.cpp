@@ -1,9 +1,12 @@
 // The GPU trainer against the CPU reference: one full step (loss, every parameter gradient,
-// parameters after Adam), a short run with a remainder batch, and bit-reproducibility. Runs
+// parameters after Adam), a short run with a remainder batch, bit-reproducibility, CUDA-graph
+// replay against eager launches, and stopping between any two steps and resuming. Runs
 // only with a usable GPU (gpu_main.cpp skips otherwise).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include "host/batch.h"
 #include "host/cpu_model.h"
@@ -115,4 +118,77 @@ TEST_CASE("GPU training is bit-reproducible with deterministic algorithms", "[gp
   REQUIRE(curve[0] == curve[1]);  // exact, not approximate
   REQUIRE(std::memcmp(states[0].params.data(), states[1].params.data(),
                       d.num_params * sizeof(float)) == 0);
+}
+
+TEST_CASE("replaying the step from a CUDA graph equals launching it eagerly, bit for bit",
+          "[gpu][trainer]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  const ModelDesc d = make_vae(2);
+  TrainConfig cfg = small_config(seed, 64, 1.0);
+  const ImageSet img = synthetic_images(seed, 1000);  // 15 full batches and one of 40
+  std::vector<double> curve[2];
+  TrainState states[2];
+  for (int graph = 0; graph < 2; ++graph) {
+    INFO("CUDA graph " << graph);
+    GpuOptions opts;
+    opts.cuda_graph = graph == 1;
+    GpuTrainer trainer(d, cfg, opts, 64, 40);
+    trainer.set_state(fresh_state(d, seed));
+    trainer.upload_images(img);
+    for (int epoch = 1; epoch <= 2; ++epoch) {
+      const std::optional<EpochMetrics> m = trainer.run_epoch(epoch);
+      REQUIRE(m);
+      REQUIRE(m->steps == 16);
+      curve[graph].push_back(m->loss);
+    }
+    REQUIRE(trainer.uses_cuda_graph() == opts.cuda_graph);
+    REQUIRE_THAT(trainer.describe(), Catch::Contains(graph ? "CUDA graph of" : "eager launches"));
+    trainer.get_state(states[graph]);
+  }
+  REQUIRE(states[1].step == 32);
+  REQUIRE(curve[0] == curve[1]);  // exact
+  REQUIRE(std::memcmp(states[0].params.data(), states[1].params.data(),
+                      d.num_params * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(states[0].adam_v.data(), states[1].adam_v.data(),
+                      d.num_params * sizeof(float)) == 0);
+}
+
+TEST_CASE("a GPU run stopped between any two steps and resumed equals the straight run",
+          "[gpu][trainer]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  const ModelDesc d = make_vae(2);
+  TrainConfig cfg = small_config(seed, 64, 0.5);
+  cfg.epochs = 2;
+  const ImageSet img = synthetic_images(seed, 300);  // 64 x 4 + 44: 5 steps an epoch
+  const TrainState fresh = fresh_state(d, seed);
+  TrainState straight = fresh;
+  std::vector<EpochMetrics> straight_m;
+  REQUIRE(train_gpu(cfg, GpuOptions{}, d, img, straight,
+                    [&](const EpochMetrics& m) { straight_m.push_back(m); }));
+  REQUIRE(straight.step == 10);
+  for (int64_t k = 0; k < straight.step; ++k) {
+    INFO("stop after step " << k);
+    TrainState st = fresh;
+    std::vector<EpochMetrics> metrics;
+    int64_t asked = 0;
+    REQUIRE_FALSE(train_gpu(
+        cfg, GpuOptions{}, d, img, st, [&](const EpochMetrics& m) { metrics.push_back(m); },
+        nullptr, [&] { return asked++ == k; }));
+    REQUIRE(st.step == k);
+    REQUIRE(st.epoch == k / 5);
+    REQUIRE(st.epoch_step == k % 5);
+    REQUIRE(train_gpu(cfg, GpuOptions{}, d, img, st,
+                      [&](const EpochMetrics& m) { metrics.push_back(m); }));
+    REQUIRE(std::memcmp(st.params.data(), straight.params.data(), d.num_params * sizeof(float)) ==
+            0);
+    REQUIRE(metrics.size() == 2);
+    for (size_t e = 0; e < 2; ++e) {
+      INFO("epoch " << e + 1);
+      CHECK(metrics[e].images == 300);
+      CHECK(metrics[e].loss == straight_m[e].loss);
+      CHECK(metrics[e].kl == straight_m[e].kl);
+    }
+  }
 }

@@ -54,6 +54,13 @@ DEFAULTS = {
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 77
 
 
+# cuvae optimisations that tools/bench can switch off to measure: name -> (flag, what).
+ABLATIONS = {
+    "graph": ("--no-cuda-graph", "CUDA graph replay of the step"),
+    "fused-loss": ("--no-fused-loss", "output bias + loss + loss sums in one kernel"),
+}
+
+
 def log(msg):
     print("bench: %s" % msg, file=sys.stderr, flush=True)
 
@@ -66,6 +73,11 @@ def one_line(text, limit=300):
 # ------------------------------------------------------------------------------------------
 # Arguments
 # ------------------------------------------------------------------------------------------
+def usage_error(msg):
+    sys.stderr.write("bench: error: %s\n" % msg)
+    raise SystemExit(EXIT_USAGE)
+
+
 def parse_list(text, cast, what, allowed=None):
     out = []
     for part in text.split(","):
@@ -75,12 +87,11 @@ def parse_list(text, cast, what, allowed=None):
         try:
             v = cast(part)
         except ValueError:
-            raise SystemExit("bench: error: bad %s %r" % (what, part)) from None
+            usage_error("bad %s %r" % (what, part))
         if allowed is not None and v not in allowed:
-            raise SystemExit("bench: error: unknown %s %r (choose from %s)"
-                             % (what, part, ", ".join(allowed)))
+            usage_error("unknown %s %r (choose from %s)" % (what, part, ", ".join(allowed)))
         if isinstance(v, int) and v < 1:
-            raise SystemExit("bench: error: %s must be >= 1, got %d" % (what, v))
+            usage_error("%s must be >= 1, got %d" % (what, v))
         out.append(v)
     return out
 
@@ -104,6 +115,9 @@ def parse_args(argv):
     p.add_argument("--algo", default="fastest", choices=("fastest", "deterministic"),
                    help="cuDNN algorithms for both systems: benchmarked fastest (cuvae "
                    "--algo fastest, PyTorch cudnn.benchmark) or deterministic")
+    p.add_argument("--ablations", help="GPU: also time cuvae with each of these "
+                   "optimisations off, to measure its gain in the same run: %s, or none "
+                   "(gpu default: all; cpu: none)" % ",".join(ABLATIONS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--threads", type=int, default=0,
@@ -132,6 +146,15 @@ def parse_args(argv):
     args.epochs = d["epochs"] if args.epochs is None else args.epochs
     args.warmup = d["warmup"] if args.warmup is None else args.warmup
     args.limit = d["limit"] if args.limit is None else args.limit
+    if args.ablations is None:
+        args.ablations = list(ABLATIONS) if args.device == "gpu" else []
+    elif args.ablations == "none":
+        args.ablations = []
+    else:
+        args.ablations = parse_list(args.ablations, str, "ablation", tuple(ABLATIONS))
+    if args.device == "cpu" and args.ablations:
+        log("the ablations are GPU optimisations: none on the CPU")
+        args.ablations = []
     if args.epochs < 1 or args.warmup < 0 or args.limit < 0:
         p.error("--epochs must be >= 1, --warmup and --limit >= 0")
     if not args.batches or not args.precisions:
@@ -280,6 +303,7 @@ def build_report(args, configs, gemm, header_lines):
     total_epochs = args.warmup + args.epochs
     failed = False
     main_rows, detail_rows, notes_mem, problems, target_lines = [], [], {}, [], []
+    ablation_lines = []
     dev_label = args.device
     for c in configs:
         cfg = "%s b%d %s" % (dev_label, c["batch"], c["precision"])
@@ -331,6 +355,21 @@ def build_report(args, configs, gemm, header_lines):
         if cu and not math.isfinite(cu["final_loss"]):
             failed = True
             problems.append("%s cuvae: non-finite final loss" % cfg)
+        if cu and args.device == "gpu" and cu.get("cuda_graph") is False:
+            problems.append("%s cuvae: the step was not replayed from a CUDA graph (capture "
+                            "failed: see its log)" % cfg)
+        for name, (off, off_err, _) in c.get("ablations", {}).items():
+            flag, what = ABLATIONS[name]
+            if off_err:
+                failed = True
+                problems.append("%s cuvae %s: %s" % (cfg, flag, off_err))
+            if cu and off:
+                ablation_lines.append(
+                    "- %s, %s: %s ms/epoch without it (%s), %s with it: %s" % (
+                        cfg, what, bl.fmt_ms(off["ms_per_epoch_median"]), flag,
+                        bl.fmt_ms(cu["ms_per_epoch_median"]),
+                        bl.fmt_ratio(off["ms_per_epoch_median"]
+                                     / cu["ms_per_epoch_median"])))
         statuses = sorted(set(s for s, _, _ in checks.values()))
         loss_cell = ", ".join(statuses) if statuses else "-"
 
@@ -369,14 +408,16 @@ def build_report(args, configs, gemm, header_lines):
             if parts:
                 target_lines.append("- %s: %s" % (cfg, "; ".join(parts)))
 
-        systems = [("cuvae", c["cuvae"])] + [("PyTorch " + m, r) for m, r in c["torch"].items()]
+        systems = [("cuvae", c["cuvae"])]
+        systems += [("cuvae " + ABLATIONS[n][0], r) for n, r in c.get("ablations", {}).items()]
+        systems += [("PyTorch " + m, r) for m, r in c["torch"].items()]
         for name, (obj, err, skip) in systems:
             if not obj:
                 detail_rows.append([cfg, name, "failed" if err else "skipped", "-", "-", "-",
                                     "-", "-", "-"])
                 continue
             notes_mem.setdefault(obj["peak_memory_what"], []).append(
-                name if name == "cuvae" else "PyTorch")
+                "cuvae" if name.startswith("cuvae") else "PyTorch")
             ach = bl.train_flop_per_image(args.latent_dim) * obj["images_per_s"]
             mode = name[len("PyTorch "):] if name.startswith("PyTorch") else None
             chk = checks.get(mode)
@@ -440,6 +481,10 @@ def build_report(args, configs, gemm, header_lines):
     if target_lines:
         out.append("- Targets:")
         out.extend("  " + t for t in target_lines)
+    if ablation_lines:
+        out.append("- Optimisations, each switched off in a cuvae run of its own (ratio: "
+                   "ms/epoch without over ms/epoch with; other settings as in the row):")
+        out.extend("  " + t for t in ablation_lines)
     for prob in problems:
         out.append("- Problem: %s" % prob)
     return "\n".join(out) + "\n", failed
@@ -511,6 +556,16 @@ def main(argv=None):
                                   os.path.join(work, "cuvae-%s.log" % tag), args.timeout,
                                   env=env)
             report_one("cuvae", tag, c["cuvae"])
+            c["ablations"] = {}
+            for name in args.ablations:
+                flag = ABLATIONS[name][0]
+                path = os.path.join(work, "cuvae-no-%s-%s.json" % (name, tag))
+                log("[%s] cuvae %s ..." % (tag, flag))
+                c["ablations"][name] = run_json(
+                    [args.cuvae, "bench"] + flags + [flag, "--json", path], path,
+                    os.path.join(work, "cuvae-no-%s-%s.log" % (name, tag)), args.timeout,
+                    env=env)
+                report_one("cuvae " + flag, tag, c["ablations"][name])
             for mode in args.modes:
                 path = os.path.join(work, "pytorch-%s-%s.json" % (mode, tag))
                 log("[%s] PyTorch %s ..." % (tag, mode))

@@ -265,6 +265,11 @@ if mode == "reduce-overhead" and os.environ.get("FAKE_FAIL_RO"):
     print("Traceback: something broke"); sys.exit(1)
 loss = float(os.environ.get("FAKE_LOSS_" + system.replace("-", "_"), "160.0"))
 ms = {"cuvae": 10.0, "pytorch-eager": 80.0}.get(system, 20.0)
+graph = system == "cuvae" and "--no-cuda-graph" not in args and not os.environ.get("FAKE_NO_GRAPH")
+if system == "cuvae" and "--no-cuda-graph" in args:
+    ms = 15.0
+if system == "cuvae" and "--no-fused-loss" in args:
+    ms = 10.5
 warm, timed = int(flag("--warmup-epochs")), int(flag("--epochs"))
 limit = int(flag("--limit")) or 60000
 epochs = [dict(epoch=i + 1, warmup=i < warm, ms=ms, loss=loss, recon=loss - 5, kl=5.0)
@@ -278,6 +283,8 @@ obj = dict(system=system, version="0.1.0", device="Fake GPU", device_kind=flag("
            final_loss=loss, final_recon=loss - 5, final_kl=5.0)
 if system != "cuvae":
     obj.update(torch_version="9.9", cuda_version="12.9", cudnn_version=91000)
+else:
+    obj.update(cuda_graph=graph)
 json.dump(obj, open(flag("--json"), "w"))
 '''
 
@@ -341,6 +348,13 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("skipped: not here", text)
         self.assertIn("target 5x: met", text)
         self.assertIn("of the TF32 floor (target 30%: met)", text)
+        # the ablations: cuvae --no-cuda-graph at 15 ms, --no-fused-loss at 10.5, against 10
+        self.assertIn("- gpu b128 fp32, CUDA graph replay of the step: 15.0 ms/epoch without "
+                      "it (--no-cuda-graph), 10.0 with it: 1.50x", text)
+        self.assertIn("- gpu b4096 tf32, output bias + loss + loss sums in one kernel: 10.5 "
+                      "ms/epoch without it (--no-fused-loss), 10.0 with it: 1.05x", text)
+        self.assertIn("| gpu b128 fp32 | cuvae --no-cuda-graph | 15.0 |", text)
+        self.assertNotIn("not replayed from a CUDA graph", text)
         self.assertNotIn(self.tmp.name, text)  # no machine paths in the written file
         self.assertNotIn("--work-dir", text)
         self.assertIn("- Command: `tools/bench/bench.py --cuvae '<cuvae>'", text)
@@ -350,6 +364,23 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(text2.count("<!-- bench:gpu:start -->"), 1)
         self.assertNotIn("gpu b4096", text2)
         self.assertIn("intro stays", text2)
+
+    def test_graph_capture_failure_and_no_ablation(self):
+        p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
+                             "--ablations", "none", env={"FAKE_NO_GRAPH": "1"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("gpu b128 fp32 cuvae: the step was not replayed from a CUDA graph", text)
+        self.assertNotIn("cuvae --no-cuda-graph", text)
+        self.assertNotIn("without it", text)
+
+    def test_one_ablation(self):
+        p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
+                             "--ablations", "fused-loss")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("cuvae --no-fused-loss", text)
+        self.assertNotIn("cuvae --no-cuda-graph", text)
+        p, _ = self.bench("--ablations", "fast-math")
+        self.assertEqual(p.returncode, 2)
 
     def test_disagreement_and_failure(self):
         p, text = self.bench("--batches", "128", "--precisions", "fp32",

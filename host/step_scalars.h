@@ -1,0 +1,37 @@
+// The per-step scalars of a training step, in one place for the CPU trainer, the adam_step
+// launcher and the GPU trainer's step table, so that all three round them identically.
+//   step          Adam's t, 1-based over the run; the step's reparameterization noise is
+//                 drawn with counter t - 1 (the number of steps taken before it)
+//   step_size     lr / (1 - beta1^t)        computed in double, rounded to float once
+//   inv_sqrt_bc2  1 / sqrt(1 - beta2^t)     likewise
+// StepTable lets a kernel read them from device memory, table[*cursor], instead of taking
+// them as arguments: the GPU trainer uploads an epoch's table once and one captured CUDA
+// graph then serves every step, its last kernel advancing the cursor.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace cuvae {
+
+struct StepScalars {
+  uint32_t step;
+  float step_size;
+  float inv_sqrt_bc2;
+};
+
+// Device pointers: table (steps) and cursor (1), the index of the step in progress.
+struct StepTable {
+  const StepScalars* table;
+  const int32_t* cursor;
+};
+
+// Adam's scalars for step t >= 1 (exactly as PyTorch's formulation needs them).
+inline StepScalars step_scalars(float lr, float beta1, float beta2, int64_t t) {
+  const double bc1 = 1.0 - std::pow(double(beta1), double(t));
+  const double bc2 = 1.0 - std::pow(double(beta2), double(t));
+  return StepScalars{static_cast<uint32_t>(t), static_cast<float>(double(lr) / bc1),
+                     static_cast<float>(1.0 / std::sqrt(bc2))};
+}
+
+}  // namespace cuvae
