@@ -126,11 +126,11 @@ void dense_forward(const CublasHandle& h, float* y, const float* x, const float*
 }
 
 void dense_backward_data(const CublasHandle& h, float* dx, const float* dy, const float* w,
-                         int batch, int in, int out) {
+                         int batch, int in, int out, bool accumulate) {
   check_dense("dense_backward_data", dx && dy && w, batch, in, out);
-  const float one = 1.0f, zero = 0.0f;
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   CUBLAS_CHECK(cublasSgemm(h.impl().handle, CUBLAS_OP_N, CUBLAS_OP_N, in, batch, out, &one, w, in,
-                           dy, out, &zero, dx, in));
+                           dy, out, &beta, dx, in));
 }
 
 void dense_backward_filter(const CublasHandle& h, float* dw, const float* x, const float* dy,
@@ -139,6 +139,36 @@ void dense_backward_filter(const CublasHandle& h, float* dw, const float* x, con
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_CHECK(cublasSgemm(h.impl().handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, batch, &one, x, in,
                            dy, out, &zero, dw, in));
+}
+
+namespace {
+
+void check_pair(const char* fn, long long a_stride, long long b_stride) {
+  if (a_stride < 0 || b_stride < 0) throw Error(std::string(fn) + ": negative stride");
+}
+
+}  // namespace
+
+void dense_forward_pair(const CublasHandle& h, float* y, long long y_stride, const float* x,
+                        const float* w, long long w_stride, int batch, int in, int out) {
+  check_dense("dense_forward_pair", y && x && w, batch, in, out);
+  check_pair("dense_forward_pair", y_stride, w_stride);
+  const float one = 1.0f, zero = 0.0f;
+  // x is shared by both products: batch stride 0.
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h.impl().handle, CUBLAS_OP_T, CUBLAS_OP_N, out, batch, in,
+                                         &one, w, in, w_stride, x, in, 0, &zero, y, out, y_stride,
+                                         2));
+}
+
+void dense_backward_filter_pair(const CublasHandle& h, float* dw, long long dw_stride,
+                                const float* x, const float* dy, long long dy_stride, int batch,
+                                int in, int out) {
+  check_dense("dense_backward_filter_pair", dw && x && dy, batch, in, out);
+  check_pair("dense_backward_filter_pair", dw_stride, dy_stride);
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h.impl().handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, batch,
+                                         &one, x, in, 0, dy, out, dy_stride, &zero, dw, in,
+                                         dw_stride, 2));
 }
 
 }  // namespace cuvae

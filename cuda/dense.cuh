@@ -53,11 +53,22 @@ class CublasHandle {
 // y (batch, out) = x (batch, in) W^T;  w [out, in].
 void dense_forward(const CublasHandle& h, float* y, const float* x, const float* w, int batch,
                    int in, int out);
-// dx (batch, in) = dy (batch, out) W.
+// dx (batch, in) = dy (batch, out) W, or with accumulate, dx += dy W (cuBLAS beta = 1).
 void dense_backward_data(const CublasHandle& h, float* dx, const float* dy, const float* w,
-                         int batch, int in, int out);
+                         int batch, int in, int out, bool accumulate = false);
 // dW (out, in) = dy^T x: dy (batch, out), x (batch, in).
 void dense_backward_filter(const CublasHandle& h, float* dw, const float* x, const float* dy,
                            int batch, int in, int out);
+
+// Two layers with the same input and shapes at once (the VAE's mu and logvar heads), as one
+// strided-batched GEMM: layer i has its weight at w + i * w_stride and its output at
+// y + i * y_stride (strides in floats, >= 0).
+// y_i (batch, out) = x (batch, in) W_i^T.
+void dense_forward_pair(const CublasHandle& h, float* y, long long y_stride, const float* x,
+                        const float* w, long long w_stride, int batch, int in, int out);
+// dW_i (out, in) = dy_i^T x, dW_i at dw + i * dw_stride, dy_i at dy + i * dy_stride.
+void dense_backward_filter_pair(const CublasHandle& h, float* dw, long long dw_stride,
+                                const float* x, const float* dy, long long dy_stride, int batch,
+                                int in, int out);
 
 }  // namespace cuvae

@@ -77,7 +77,7 @@ GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r) {
     throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
   opts.deterministic = algo == "deterministic";
   opts.cuda_graph = r.count("no-cuda-graph") == 0;
-  opts.fused_loss = r.count("no-fused-loss") == 0;  // a bench flag: 0 where undeclared
+  opts.fused = r.count("no-fusion") == 0;  // a bench flag: 0 where undeclared
   return opts;
 }
 

@@ -21,7 +21,7 @@ std::string quote_arg(const std::string& s);  // 'text'
 std::string exact_text(double v);             // shortest text that reads back as v (17 digits)
 
 // Shared by train and bench: --device must be 'cpu' or 'gpu'; --tf32, --algo
-// (deterministic|fastest), --no-cuda-graph and (bench only) --no-fused-loss become the GPU
+// (deterministic|fastest), --no-cuda-graph and (bench only) --no-fusion become the GPU
 // options.
 void check_device_flag(const std::string& device);
 GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r);

@@ -58,8 +58,8 @@ int cmd_bench(int argc, char** argv) {
     ("device", "gpu or cpu", cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")
-    ("no-fused-loss", "separate kernels for the output bias, the loss and the loss sums "
-                      "(to measure what fusing them gains)")
+    ("no-fusion", "the unfused kernels (separate bias, loss-sum and latent-head launches), to "
+                  "measure what fusing them gains")
     ("algo", "cuDNN algorithm choice: deterministic or fastest",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
     ("epochs", "timed epochs (1-1000)", cxxopts::value<std::string>()->default_value("3"), "N")
@@ -193,7 +193,7 @@ int cmd_bench(int argc, char** argv) {
                               {"precision", cfg.device == "gpu" && gpu_opts.tf32 ? "tf32" : "fp32"},
                               {"algo", algo},
                               {"cuda_graph", graph_used},
-                              {"fused_loss", cfg.device == "gpu" && gpu_opts.fused_loss},
+                              {"fused", cfg.device == "gpu" && gpu_opts.fused},
                               {"latent_dim", cfg.latent_dim},
                               {"images", images.count},
                               {"seed", cfg.seed},

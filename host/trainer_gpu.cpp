@@ -52,12 +52,17 @@ struct GpuTrainer::Impl {
 
   DeviceBuffer<float> params, grads, adam_m, adam_v;  // (num_params) each
   // Activations, sized for max_batch; see cpu_model.h for the shapes.
-  DeviceBuffer<float> x, h1, h2, h3, mu, logvar, eps, z, d0, d1, d2, logits, dlogits;
+  DeviceBuffer<float> x, h1, h2, h3, eps, z, d0, d1, d2, logits, dlogits;
+  // The two latent heads in one buffer (2, max_batch, D), mu then logvar, so that one
+  // strided-batched GEMM computes both; and their gradients alike.
+  DeviceBuffer<float> heads, g_heads;
+  float *mu, *logvar, *g_mu, *g_lv;  // views into heads, g_heads
   // Activation gradients.
-  DeviceBuffer<float> g_h1, g_h2, g_h3, g_h3_lv, g_mu, g_lv, g_z, g_d0, g_d1, g_d2;
+  DeviceBuffer<float> g_h1, g_h2, g_h3, g_h3_lv, g_z, g_d0, g_d1, g_d2;
   DeviceBuffer<float> recon, kl;               // (max_batch) per image
   DeviceBuffer<double> image_dsum;             // (max_batch) the fused loss's scratch
   DeviceBuffer<unsigned> blocks_done;          // (1) the fused loss's ticket, 0 between launches
+  DeviceBuffer<unsigned> reparam_done;         // (1) the biased reparam backward's ticket
   DeviceBuffer<double> sums;                   // (2) epoch sums of recon and kl over images
   DeviceBuffer<unsigned long long> nonfinite;  // (1) Adam's earliest bad gradient (adam.cuh)
   DeviceBuffer<uint8_t> images;                // (N, 784)
@@ -119,8 +124,9 @@ struct GpuTrainer::Impl {
     h1 = act(kEncConv1, "activations");
     h2 = act(kEncConv2, "activations");
     h3 = act(kEncFc, "activations");
-    mu = act(kEncMu, "activations");
-    logvar = act(kEncLogvar, "activations");
+    heads = DeviceBuffer<float>(2 * b * dim, "activations");
+    mu = heads.data();
+    logvar = heads.data() + b * dim;
     eps = DeviceBuffer<float>(b * dim, "activations");
     z = DeviceBuffer<float>(b * dim, "activations");
     d0 = act(kDecFc, "activations");
@@ -132,8 +138,9 @@ struct GpuTrainer::Impl {
     g_h2 = act(kEncConv2, "activation gradients");
     g_h3 = act(kEncFc, "activation gradients");
     g_h3_lv = act(kEncFc, "activation gradients");
-    g_mu = act(kEncMu, "activation gradients");
-    g_lv = act(kEncLogvar, "activation gradients");
+    g_heads = DeviceBuffer<float>(2 * b * dim, "activation gradients");
+    g_mu = g_heads.data();
+    g_lv = g_heads.data() + b * dim;
     g_z = DeviceBuffer<float>(b * dim, "activation gradients");
     g_d0 = act(kDecFc, "activation gradients");
     g_d1 = act(kDecDeconv1, "activation gradients");
@@ -142,7 +149,11 @@ struct GpuTrainer::Impl {
     kl = DeviceBuffer<float>(b, "per-image losses");
     image_dsum = DeviceBuffer<double>(b, "per-image losses");
     blocks_done = DeviceBuffer<unsigned>(1, "the loss kernel's ticket");
+    if (weight_stride() < (long long)desc.weight(kEncMu).numel)
+      throw Error("GpuTrainer: encoder.logvar's weight must follow encoder.mu's in the parameters");
+    reparam_done = DeviceBuffer<unsigned>(1, "the reparameterization kernel's ticket");
     CUDA_CHECK(cudaMemsetAsync(blocks_done.data(), 0, sizeof(unsigned), s()));
+    CUDA_CHECK(cudaMemsetAsync(reparam_done.data(), 0, sizeof(unsigned), s()));
     sums = DeviceBuffer<double>(2, "loss sums");
     nonfinite = DeviceBuffer<unsigned long long>(1, "the non-finite flag");
     nonfinite.upload(&kNoNonfinite, 1, s());
@@ -152,6 +163,12 @@ struct GpuTrainer::Impl {
   }
 
   cudaStream_t s() const { return stream.get(); }
+  // Offsets, in floats, from mu to logvar (activations) and from encoder.mu's weight (and
+  // bias) to encoder.logvar's (parameters): the strides of the heads' batched GEMMs.
+  long long head_stride() const { return (long long)max_batch * desc.latent_dim; }
+  long long weight_stride() const {
+    return (long long)desc.weight(kEncLogvar).offset - (long long)desc.weight(kEncMu).offset;
+  }
   const float* weight(LayerId id) const { return params.data() + desc.weight(id).offset; }
   const float* bias(LayerId id) const { return params.data() + desc.bias(id).offset; }
 
@@ -210,17 +227,26 @@ struct GpuTrainer::Impl {
     layer_forward(c, kEncConv1, h1.data(), x.data(), count);
     layer_forward(c, kEncConv2, h2.data(), h1.data(), count);
     layer_forward(c, kEncFc, h3.data(), h2.data(), count);
-    layer_forward(c, kEncMu, mu.data(), h3.data(), count);
-    layer_forward(c, kEncLogvar, logvar.data(), h3.data(), count);
+    const bool fused = opts.fused;
+    if (fused) {
+      const NvtxRange range("encoder.mu + encoder.logvar forward");
+      dense_forward_pair(cublas, mu, head_stride(), h3.data(), weight(kEncMu), weight_stride(),
+                         count, desc.layer(kEncMu).in_channels, dim);
+    } else {
+      layer_forward(c, kEncMu, mu, h3.data(), count);
+      layer_forward(c, kEncLogvar, logvar, h3.data(), count);
+    }
     {
       const NvtxRange range("reparameterization forward");
-      reparam_forward(z.data(), eps.data(), mu.data(), logvar.data(), cfg.seed, at, count, dim,
-                      s());
+      if (fused)
+        reparam_forward_biased(z.data(), eps.data(), mu, logvar, bias(kEncMu), bias(kEncLogvar),
+                               cfg.seed, at, count, dim, s());
+      else
+        reparam_forward(z.data(), eps.data(), mu, logvar, cfg.seed, at, count, dim, s());
     }
     layer_forward(c, kDecFc, d0.data(), z.data(), count);
     layer_forward(c, kDecDeconv1, d1.data(), d0.data(), count);
     layer_forward(c, kDecDeconv2, d2.data(), d1.data(), count);
-    const bool fused = opts.fused_loss;
     layer_forward(c, kDecOut, logits.data(), d2.data(), count, !fused);
     if (fused) {
       const NvtxRange range("output bias + BCE+KL loss (fused)");
@@ -235,13 +261,13 @@ struct GpuTrainer::Impl {
       a.pre_bias = logits.data();
       a.bias = bias(kDecOut);
       a.x = x.data();
-      a.mu = mu.data();
-      a.logvar = logvar.data();
+      a.mu = mu;
+      a.logvar = logvar;
       bce_kl_loss_fused(a, count, kImagePixels, dim, s());
     } else {
       const NvtxRange range("BCE+KL loss");
-      bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu.data(),
-                  logvar.data(), count, kImagePixels, dim, s());
+      bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu, logvar,
+                  count, kImagePixels, dim, s());
       loss_accumulate(sums.data(), recon.data(), kl.data(), count, s());
     }
     // Backward.
@@ -250,15 +276,31 @@ struct GpuTrainer::Impl {
     layer_backward(c, kDecDeconv2, g_d1.data(), g_d2.data(), d2.data(), d1.data(), count);
     layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), count);
     layer_backward(c, kDecFc, g_z.data(), g_d0.data(), d0.data(), z.data(), count);
-    {
-      const NvtxRange range("reparameterization backward");
-      reparam_backward(g_mu.data(), g_lv.data(), g_z.data(), mu.data(), logvar.data(), eps.data(),
-                       count, dim, float(cfg.beta), s());
+    if (fused) {
+      {
+        const NvtxRange range("reparameterization backward");
+        reparam_backward_biased(g_mu, g_lv, grads.data() + desc.bias(kEncMu).offset,
+                                grads.data() + desc.bias(kEncLogvar).offset, reparam_done.data(),
+                                g_z.data(), mu, logvar, eps.data(), count, dim, float(cfg.beta),
+                                s());
+      }
+      const NvtxRange range("encoder.mu + encoder.logvar backward");
+      const int in = desc.layer(kEncMu).in_channels;
+      dense_backward_filter_pair(cublas, grads.data() + desc.weight(kEncMu).offset, weight_stride(),
+                                 h3.data(), g_mu, head_stride(), count, in, dim);
+      dense_backward_data(cublas, g_h3.data(), g_mu, weight(kEncMu), count, in, dim);
+      dense_backward_data(cublas, g_h3.data(), g_lv, weight(kEncLogvar), count, in, dim, true);
+    } else {
+      {
+        const NvtxRange range("reparameterization backward");
+        reparam_backward(g_mu, g_lv, g_z.data(), mu, logvar, eps.data(), count, dim,
+                         float(cfg.beta), s());
+      }
+      layer_backward(c, kEncMu, g_h3.data(), g_mu, mu, h3.data(), count);
+      layer_backward(c, kEncLogvar, g_h3_lv.data(), g_lv, logvar, h3.data(), count);
+      add_inplace(g_h3.data(), g_h3_lv.data(),
+                  size_t(count) * size_t(desc.layer(kEncFc).out_size()), s());
     }
-    layer_backward(c, kEncMu, g_h3.data(), g_mu.data(), mu.data(), h3.data(), count);
-    layer_backward(c, kEncLogvar, g_h3_lv.data(), g_lv.data(), logvar.data(), h3.data(), count);
-    add_inplace(g_h3.data(), g_h3_lv.data(), size_t(count) * size_t(desc.layer(kEncFc).out_size()),
-                s());
     layer_backward(c, kEncFc, g_h2.data(), g_h3.data(), h3.data(), h2.data(), count);
     layer_backward(c, kEncConv2, g_h1.data(), g_h2.data(), h2.data(), h1.data(), count);
     layer_backward(c, kEncConv1, nullptr, g_h1.data(), h1.data(), x.data(), count);

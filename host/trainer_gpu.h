@@ -37,11 +37,13 @@ struct GpuOptions {
   // Replay full-batch steps from a captured CUDA graph; false: launch each kernel every step
   // (per-layer NVTX ranges then appear in an Nsight Systems timeline).
   bool cuda_graph = true;
-  // One kernel for the output layer's bias (forward and gradient), the BCE+KL loss and its
-  // gradient and the epoch's loss sums (cuda/loss.cuh bce_kl_loss_fused); false: the four
-  // separate kernels it replaces. Same loss bits either way; the output bias gradient may
-  // differ in its last bit (another summation order).
-  bool fused_loss = true;
+  // Fused kernels: the output layer's bias (forward and gradient), the BCE+KL loss and its
+  // gradient and the epoch's loss sums in one kernel (cuda/loss.cuh bce_kl_loss_fused); the
+  // two latent heads as one strided-batched GEMM each way, their biases folded into the
+  // reparameterization kernels, their input gradients summed by the second GEMM. false: the
+  // separate launches these replace (same loss bits; the bias gradients may differ in their
+  // last bits, summed in another order).
+  bool fused = true;
   // Wrap training steps [profile_first, profile_last] (1-based, counted over the whole run)
   // in cudaProfilerStart/Stop for a focused Nsight capture; 0: no profiler calls.
   int64_t profile_first = 0, profile_last = 0;

@@ -1,9 +1,9 @@
 // GPU tests of the cuDNN convolutions (ConvOp, cuda/conv.cuh) and the cuBLAS dense layers
-// (cuda/dense.cuh) against the CPU reference (host/cpu_ref.h, evaluated in double on the same
-// fp32 inputs, with a zero bias; the bias gradient is not compared: bias is another kernel's).
-// Every output is poisoned with NaN (0xFF bytes) before each call, so an element a call forgot
-// to write fails the comparison. Inputs are fresh random numbers per run; the seed is printed
-// (replay with CUVAE_TEST_SEED=<seed>).
+// (cuda/dense.cuh, single and paired) against the CPU reference (host/cpu_ref.h, evaluated in
+// double on the same fp32 inputs, with a zero bias; the bias gradient is not compared: bias is
+// another kernel's). Every output is poisoned with NaN (0xFF bytes) before each call, so an element
+// a call forgot to write fails the comparison. Inputs are fresh random numbers per run; the seed is
+// printed (replay with CUVAE_TEST_SEED=<seed>).
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -438,6 +438,61 @@ TEST_CASE("dense layers with TF32 run and stay within a LOOSE bound", "[gpu][den
   check_dense(true);
 }
 
+TEST_CASE("the paired dense launchers compute both latent heads in strict fp32", "[gpu][dense]") {
+  // Two layers laid out as encoder.mu and encoder.logvar are: weight, bias, weight, bias (the
+  // weight stride is out * in + out), outputs and output gradients max_batch * out apart.
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int in = 16;
+  const int out = GENERATE(1, 2, 17);
+  const int batch = GENERATE(1, 129);
+  const int max_batch = batch + 3;  // a stride longer than the batch, as for the last batch
+  INFO("batch " << batch << " out " << out);
+  CudaStream stream;
+  const CublasHandle h(stream.get(), false);
+  const long long w_stride = (long long)out * in + out, y_stride = (long long)max_batch * out;
+  const std::vector<float> x = test::random_vector<float>(rng, size_t(batch) * in, -1, 1);
+  const std::vector<float> w = test::random_vector<float>(rng, size_t(2 * w_stride), -0.5, 0.5);
+  const std::vector<float> dy = test::random_vector<float>(rng, size_t(2 * y_stride), -1, 1);
+  DeviceBuffer<float> d_x = upload(x, stream), d_w = upload(w, stream), d_dy = upload(dy, stream);
+  DeviceBuffer<float> d_y(size_t(2 * y_stride), "y"), d_dx(x.size(), "dx");
+  DeviceBuffer<float> d_dw(size_t(2 * w_stride), "dW");
+  poison(d_y, stream), poison(d_dx, stream), poison(d_dw, stream);
+  dense_forward_pair(h, d_y.data(), y_stride, d_x.data(), d_w.data(), w_stride, batch, in, out);
+  dense_backward_filter_pair(h, d_dw.data(), w_stride, d_x.data(), d_dy.data(), y_stride, batch, in,
+                             out);
+  dense_backward_data(h, d_dx.data(), d_dy.data(), d_w.data(), batch, in, out);
+  dense_backward_data(h, d_dx.data(), d_dy.data() + y_stride, d_w.data() + w_stride, batch, in, out,
+                      true);
+  const std::vector<float> y = download(d_y, stream), dx = download(d_dx, stream),
+                           dw = download(d_dw, stream);
+
+  const std::vector<double> xd = widen(x), zero_bias(size_t(out), 0.0);
+  std::vector<double> dx_ref(x.size(), 0.0);
+  for (int head = 0; head < 2; ++head) {
+    INFO("head " << head);
+    const size_t wo = size_t(head * w_stride), yo = size_t(head * y_stride);
+    const std::vector<double> wd(w.begin() + long(wo), w.begin() + long(wo) + out * in);
+    const std::vector<double> dyd(dy.begin() + long(yo), dy.begin() + long(yo) + batch * out);
+    std::vector<double> y_ref(size_t(batch) * out), dx_head(x.size()), dw_ref(wd.size()),
+        db(static_cast<size_t>(out));
+    cpu::linear_forward(y_ref.data(), xd.data(), wd.data(), zero_bias.data(), batch, in, out);
+    cpu::linear_backward(dx_head.data(), dw_ref.data(), db.data(), dyd.data(), xd.data(), wd.data(),
+                         batch, in, out);
+    for (size_t i = 0; i < dx_ref.size(); ++i) dx_ref[i] += dx_head[i];
+    check_rel_l2(compare(y.data() + yo, y_ref.data(), y_ref.size()), "paired forward y",
+                 fp32_rel_l2_tol(in));
+    check_rel_l2(compare(dw.data() + wo, dw_ref.data(), dw_ref.size()), "paired dW",
+                 fp32_rel_l2_tol(batch));
+    // The bias slots between the weights are not the GEMM's: still poison (NaN).
+    for (int j = 0; j < out; ++j) CHECK(std::isnan(dw[wo + size_t(out * in + j)]));
+  }
+  // dx = dy_0 W_0 + dy_1 W_1, the second GEMM adding to the first's result.
+  check_rel_l2(compare(dx.data(), dx_ref.data(), dx_ref.size()), "accumulated dx",
+               2 * fp32_rel_l2_tol(out));
+}
+
 TEST_CASE("dense layers reject bad sizes and null pointers", "[gpu][dense]") {
   CudaStream stream;
   const CublasHandle h(stream.get(), false);
@@ -448,6 +503,10 @@ TEST_CASE("dense layers reject bad sizes and null pointers", "[gpu][dense]") {
   CHECK_THROWS_AS(dense_forward(h, nullptr, b.data(), c.data(), 2, 2, 2), Error);
   CHECK_THROWS_AS(dense_backward_data(h, a.data(), nullptr, c.data(), 2, 2, 2), Error);
   CHECK_THROWS_AS(dense_backward_filter(h, a.data(), b.data(), nullptr, 2, 2, 2), Error);
+  CHECK_THROWS_AS(dense_forward_pair(h, a.data(), -1, b.data(), c.data(), 4, 2, 2, 2), Error);
+  CHECK_THROWS_AS(dense_forward_pair(h, a.data(), 8, nullptr, c.data(), 4, 2, 2, 2), Error);
+  CHECK_THROWS_AS(dense_backward_filter_pair(h, a.data(), 4, b.data(), c.data(), 8, 0, 2, 2),
+                  Error);
   CHECK_NOTHROW(dense_forward(h, a.data(), b.data(), c.data(), 2, 2, 2));
   stream.synchronize();
 }

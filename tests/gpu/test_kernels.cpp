@@ -564,6 +564,86 @@ TEST_CASE("loss_accumulate adds the batch sums in double, deterministically", "[
   require_same_run(run(2), twice, "sums");
 }
 
+TEST_CASE("the biased reparameterization kernels equal the head bias kernels plus reparam",
+          "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 129, 4097);  // 4097 x 17: many blocks, the last one reduces
+  const int dim = GENERATE(1, 2, 17);
+  INFO("batch " << batch << " D " << dim);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const size_t n = size_t(batch) * dim;
+  const std::vector<float> mu_raw = uniform(rng, n, -2, 2), lv_raw = uniform(rng, n, -3, 1);
+  const std::vector<float> b_mu = uniform(rng, size_t(dim), -0.5, 0.5),
+                           b_lv = uniform(rng, size_t(dim), -0.5, 0.5);
+  const std::vector<float> dz = uniform(rng, n, -1, 1);
+  const std::vector<StepScalars> table{step_scalars(1e-3f, 0.9f, 0.999f, 7)};
+  const auto d_table = to_device(table, s);
+  const auto d_cursor = to_device(std::vector<int32_t>{0}, s);
+  const StepTable at{d_table.data(), d_cursor.data()};
+  const uint64_t noise_seed = rng();
+  const auto d_bmu = to_device(b_mu, s), d_blv = to_device(b_lv, s), d_dz = to_device(dz, s);
+
+  // Unfused: the heads' bias kernels, reparam_forward, reparam_backward, the bias gradients.
+  auto r_mu = to_device(mu_raw, s), r_lv = to_device(lv_raw, s);
+  DeviceBuffer<float> r_z(n), r_eps(n), r_dmu(n), r_dlv(n), r_dbmu(static_cast<size_t>(dim)),
+      r_dblv(static_cast<size_t>(dim));
+  bias_act_forward(r_mu.data(), d_bmu.data(), batch, dim, 1, false, s);
+  bias_act_forward(r_lv.data(), d_blv.data(), batch, dim, 1, false, s);
+  reparam_forward(r_z.data(), r_eps.data(), r_mu.data(), r_lv.data(), noise_seed, at, batch, dim,
+                  s);
+  reparam_backward(r_dmu.data(), r_dlv.data(), d_dz.data(), r_mu.data(), r_lv.data(), r_eps.data(),
+                   batch, dim, 0.5f, s);
+  bias_act_backward(r_dmu.data(), r_dbmu.data(), nullptr, batch, dim, 1, false, s);
+  bias_act_backward(r_dlv.data(), r_dblv.data(), nullptr, batch, dim, 1, false, s);
+
+  // Biased: the raw heads in one buffer updated in place, as the trainer holds them.
+  auto f_mu = to_device(mu_raw, s), f_lv = to_device(lv_raw, s);
+  DeviceBuffer<float> f_z(n), f_eps(n), f_dmu(n), f_dlv(n), f_dbmu(static_cast<size_t>(dim)),
+      f_dblv(static_cast<size_t>(dim));
+  auto ticket = to_device(std::vector<unsigned>{0}, s);
+  for (auto* buf : {&f_z, &f_eps, &f_dmu, &f_dlv, &f_dbmu, &f_dblv}) poison_device(*buf, s);
+  reparam_forward_biased(f_z.data(), f_eps.data(), f_mu.data(), f_lv.data(), d_bmu.data(),
+                         d_blv.data(), noise_seed, at, batch, dim, s);
+  reparam_backward_biased(f_dmu.data(), f_dlv.data(), f_dbmu.data(), f_dblv.data(), ticket.data(),
+                          d_dz.data(), f_mu.data(), f_lv.data(), f_eps.data(), batch, dim, 0.5f, s);
+
+  require_bitwise_equal(to_host(f_mu, s), to_host(r_mu, s), "mu with its bias");
+  require_bitwise_equal(to_host(f_lv, s), to_host(r_lv, s), "logvar with its bias");
+  require_bitwise_equal(to_host(f_eps, s), to_host(r_eps, s), "eps");
+  require_bitwise_equal(to_host(f_z, s), to_host(r_z, s), "z");
+  const std::vector<float> dmu = to_host(f_dmu, s), dlv = to_host(f_dlv, s);
+  require_bitwise_equal(dmu, to_host(r_dmu, s), "dmu");
+  require_bitwise_equal(dlv, to_host(r_dlv, s), "dlogvar");
+  REQUIRE(to_host(ticket, s)[0] == 0u);
+  // Bias gradients: the same floats summed in double in another order, rounded once.
+  const std::vector<float> dbmu = to_host(f_dbmu, s), dblv = to_host(f_dblv, s),
+                           want_mu = to_host(r_dbmu, s), want_lv = to_host(r_dblv, s);
+  for (int j = 0; j < dim; ++j) {
+    INFO("dimension " << j);
+    double abs_mu = 0, abs_lv = 0;
+    for (int b = 0; b < batch; ++b) {
+      abs_mu += std::abs(double(dmu[size_t(b) * dim + j]));
+      abs_lv += std::abs(double(dlv[size_t(b) * dim + j]));
+    }
+    REQUIRE(std::isfinite(dbmu[size_t(j)]));
+    REQUIRE(std::isfinite(dblv[size_t(j)]));
+    REQUIRE(std::abs(double(dbmu[size_t(j)]) - want_mu[size_t(j)]) <=
+            1.2e-7 * std::abs(double(want_mu[size_t(j)])) + 1e-12 * abs_mu);
+    REQUIRE(std::abs(double(dblv[size_t(j)]) - want_lv[size_t(j)]) <=
+            1.2e-7 * std::abs(double(want_lv[size_t(j)])) + 1e-12 * abs_lv);
+  }
+  // Again from the same inputs: the same bits, the ticket back at 0.
+  for (auto* buf : {&f_dmu, &f_dlv, &f_dbmu, &f_dblv}) poison_device(*buf, s);
+  reparam_backward_biased(f_dmu.data(), f_dlv.data(), f_dbmu.data(), f_dblv.data(), ticket.data(),
+                          d_dz.data(), f_mu.data(), f_lv.data(), f_eps.data(), batch, dim, 0.5f, s);
+  require_same_run(to_host(f_dbmu, s), dbmu, "db_mu");
+  require_same_run(to_host(f_dblv, s), dblv, "db_logvar");
+  REQUIRE(to_host(ticket, s)[0] == 0u);
+}
+
 TEST_CASE("bce_kl_loss_fused equals the four kernels it replaces", "[gpu][kernels]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
@@ -962,6 +1042,13 @@ TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]")
   REQUIRE_THROWS_AS(advance_cursor(nullptr, s), Error);
   REQUIRE_THROWS_AS(reparam_forward(p, p + 8, p + 16, p + 24, 1, no_table, 2, 2, s), Error);
   REQUIRE_THROWS_AS(reparam_forward(p, p + 8, p + 16, p + 24, 1, no_cursor, 2, 2, s), Error);
+  const StepTable table_ok{reinterpret_cast<const StepScalars*>(p), i32.data()};
+  REQUIRE_THROWS_AS(
+      reparam_forward_biased(p, p + 8, p + 16, p + 24, nullptr, p + 40, 1, table_ok, 2, 2, s),
+      Error);
+  REQUIRE_THROWS_AS(reparam_backward_biased(p, p + 8, p + 16, p + 24, nullptr, p + 32, p + 40,
+                                            p + 48, p + 56, 2, 2, 1.0f, s),
+                    Error);
   REQUIRE_THROWS_AS(
       adam_step(p, p + 8, p + 16, nullptr, p + 24, 8, 0.9f, 0.999f, 1e-7f, no_table, s), Error);
   REQUIRE_THROWS_AS(

@@ -24,11 +24,14 @@ TEST_CASE("one GPU training step equals the CPU reference", "[gpu][trainer]") {
   const int batch = GENERATE(1, 3, 127, 129);
   const int dim = GENERATE(1, 2, 17);
   const double beta = dim == 17 ? 0.5 : 1.0;
-  INFO("seed " << seed << " batch " << batch << " D " << dim << " beta " << beta);
+  GpuOptions opts;
+  opts.fused = GENERATE(true, false);  // the fused kernels and the separate ones they replace
+  INFO("seed " << seed << " batch " << batch << " D " << dim << " beta " << beta << " fused "
+               << opts.fused);
   const ModelDesc d = make_vae(dim);
   const TrainConfig cfg = small_config(seed, batch, beta);
   TrainState st = fresh_state(d, seed);
-  GpuTrainer gpu(d, cfg, GpuOptions{}, batch, 0);
+  GpuTrainer gpu(d, cfg, opts, batch, 0);
   gpu.set_state(st);
 
   const ImageSet img = synthetic_images(seed, batch);
@@ -61,7 +64,7 @@ TEST_CASE("one GPU training step equals the CPU reference", "[gpu][trainer]") {
                    1e-4);
 
   // Now with Adam: the GPU's parameters after one step against the CPU's.
-  GpuTrainer gpu2(d, cfg, GpuOptions{}, batch, 0);
+  GpuTrainer gpu2(d, cfg, opts, batch, 0);
   gpu2.set_state(st);
   gpu2.step_on_batch(a.x.data(), batch, true);
   TrainState after;

@@ -57,7 +57,8 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 77
 # cuvae optimisations that tools/bench can switch off to measure: name -> (flag, what).
 ABLATIONS = {
     "graph": ("--no-cuda-graph", "CUDA graph replay of the step"),
-    "fused-loss": ("--no-fused-loss", "output bias + loss + loss sums in one kernel"),
+    "fusion": ("--no-fusion", "fused kernels (output bias + loss; latent heads + "
+               "reparameterization)"),
 }
 
 

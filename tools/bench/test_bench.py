@@ -268,7 +268,7 @@ ms = {"cuvae": 10.0, "pytorch-eager": 80.0}.get(system, 20.0)
 graph = system == "cuvae" and "--no-cuda-graph" not in args and not os.environ.get("FAKE_NO_GRAPH")
 if system == "cuvae" and "--no-cuda-graph" in args:
     ms = 15.0
-if system == "cuvae" and "--no-fused-loss" in args:
+if system == "cuvae" and "--no-fusion" in args:
     ms = 10.5
 warm, timed = int(flag("--warmup-epochs")), int(flag("--epochs"))
 limit = int(flag("--limit")) or 60000
@@ -348,11 +348,12 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("skipped: not here", text)
         self.assertIn("target 5x: met", text)
         self.assertIn("of the TF32 floor (target 30%: met)", text)
-        # the ablations: cuvae --no-cuda-graph at 15 ms, --no-fused-loss at 10.5, against 10
+        # the ablations: cuvae --no-cuda-graph at 15 ms, --no-fusion at 10.5, against 10
         self.assertIn("- gpu b128 fp32, CUDA graph replay of the step: 15.0 ms/epoch without "
                       "it (--no-cuda-graph), 10.0 with it: 1.50x", text)
-        self.assertIn("- gpu b4096 tf32, output bias + loss + loss sums in one kernel: 10.5 "
-                      "ms/epoch without it (--no-fused-loss), 10.0 with it: 1.05x", text)
+        self.assertIn("- gpu b4096 tf32, fused kernels (output bias + loss; latent heads + "
+                      "reparameterization): 10.5 ms/epoch without it (--no-fusion), 10.0 with "
+                      "it: 1.05x", text)
         self.assertIn("| gpu b128 fp32 | cuvae --no-cuda-graph | 15.0 |", text)
         self.assertNotIn("not replayed from a CUDA graph", text)
         self.assertNotIn(self.tmp.name, text)  # no machine paths in the written file
@@ -375,9 +376,9 @@ class EndToEnd(unittest.TestCase):
 
     def test_one_ablation(self):
         p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
-                             "--ablations", "fused-loss")
+                             "--ablations", "fusion")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("cuvae --no-fused-loss", text)
+        self.assertIn("cuvae --no-fusion", text)
         self.assertNotIn("cuvae --no-cuda-graph", text)
         p, _ = self.bench("--ablations", "fast-math")
         self.assertEqual(p.returncode, 2)
