@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace cuvae {
 
@@ -32,6 +33,19 @@ inline StepScalars step_scalars(float lr, float beta1, float beta2, int64_t t) {
   const double bc2 = 1.0 - std::pow(double(beta2), double(t));
   return StepScalars{static_cast<uint32_t>(t), static_cast<float>(double(lr) / bc1),
                      static_cast<float>(1.0 / std::sqrt(bc2))};
+}
+
+// The step table of an epoch of `steps` steps whose steps [first_step, steps) remain (a
+// resumed epoch starts inside), the first of them Adam step next_step: entry k >= first_step
+// holds step_scalars(..., next_step + k - first_step), the entries before first_step are
+// zero (never read: the cursor starts at first_step).
+inline std::vector<StepScalars> epoch_step_table(float lr, float beta1, float beta2,
+                                                 int64_t first_step, int64_t steps,
+                                                 int64_t next_step) {
+  std::vector<StepScalars> table(static_cast<size_t>(steps), StepScalars{0, 0.0f, 0.0f});
+  for (int64_t k = first_step; k < steps; ++k)
+    table[static_cast<size_t>(k)] = step_scalars(lr, beta1, beta2, next_step + (k - first_step));
+  return table;
 }
 
 }  // namespace cuvae

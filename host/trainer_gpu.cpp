@@ -363,10 +363,8 @@ struct GpuTrainer::Impl {
   void upload_schedule(int64_t first_step, int64_t steps) {
     if (step + (steps - first_step) >= (int64_t{1} << 31))
       throw Error("GpuTrainer: more than 2^31 - 1 Adam steps");
-    std::vector<StepScalars> table(size_t(steps), StepScalars{0, 0, 0});
-    for (int64_t k = first_step; k < steps; ++k)
-      table[size_t(k)] =
-          step_scalars(cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, step + 1 + (k - first_step));
+    const std::vector<StepScalars> table =
+        epoch_step_table(cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, first_step, steps, step + 1);
     // Pageable sources: staged before cudaMemcpyAsync returns, so the locals may go.
     schedule.upload(table.data(), table.size(), s());
     const int32_t at = int32_t(first_step);

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "host/cpu_ref.h"
+#include "host/step_scalars.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
@@ -402,4 +403,33 @@ TEST_CASE("Adam step follows the PyTorch formulation", "[cpu_ref]") {
     REQUIRE_MAX_ABS(compare(m.data(), md.data(), n), "m", 1e-6);
     REQUIRE_MAX_ABS(compare(v.data(), vd.data(), n), "v", 1e-6);
   }
+}
+
+TEST_CASE("Adam's per-step scalars and the GPU trainer's epoch step table", "[cpu_ref]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f;
+  // The scalars against their definition, evaluated independently in long double.
+  for (const int64_t t : {int64_t(1), int64_t(2), int64_t(10), int64_t(1 + rng() % 1000000)}) {
+    INFO("step " << t);
+    const StepScalars sc = step_scalars(lr, b1, b2, t);
+    REQUIRE(sc.step == uint32_t(t));
+    const long double bc1 = 1.0L - std::pow((long double)b1, (long double)t);
+    const long double bc2 = 1.0L - std::pow((long double)b2, (long double)t);
+    REQUIRE(double(sc.step_size) == Approx(double((long double)lr / bc1)).epsilon(1e-7));
+    REQUIRE(double(sc.inv_sqrt_bc2) == Approx(double(1.0L / std::sqrt(bc2))).epsilon(1e-7));
+  }
+  // A resumed epoch of 7 steps that continues at its step 3 as Adam step 41.
+  const std::vector<StepScalars> table = epoch_step_table(lr, b1, b2, 3, 7, 41);
+  REQUIRE(table.size() == 7);
+  for (size_t k = 0; k < 3; ++k) REQUIRE(table[k].step == 0u);
+  for (size_t k = 3; k < 7; ++k) {
+    const StepScalars want = step_scalars(lr, b1, b2, int64_t(41 + k - 3));
+    REQUIRE(table[k].step == want.step);
+    REQUIRE(table[k].step_size == want.step_size);
+    REQUIRE(table[k].inv_sqrt_bc2 == want.inv_sqrt_bc2);
+  }
+  REQUIRE(epoch_step_table(lr, b1, b2, 0, 1, 1)[0].step == 1u);
+  REQUIRE(epoch_step_table(lr, b1, b2, 4, 4, 9).size() == 4);  // nothing left: all zero
 }
