@@ -72,6 +72,7 @@ struct GpuTrainer::Impl {
   DeviceBuffer<int32_t> cursor;                // (1) the step in progress: its index in the epoch
   CudaGraphExec step_graph;                    // the captured full-batch step
   bool graph_failed = false;                   // capture failed once: stay eager
+  int64_t eager_full_steps = 0;                // full-batch steps launched without the graph
   size_t graph_nodes = 0;
   CudaEvent epoch_start, epoch_end;
   int64_t num_images = 0;
@@ -322,6 +323,9 @@ struct GpuTrainer::Impl {
       enqueue_step(max_batch, true, true);
     } catch (const Error& e) {
       failure = e.what();
+    } catch (...) {  // not a CUDA/cuDNN/cuBLAS refusal: end the capture and pass it on
+      if (cudaStreamEndCapture(s(), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+      throw;
     }
     const cudaError_t ended = cudaStreamEndCapture(s(), &graph);
     if (failure.empty() && ended != cudaSuccess)
@@ -346,9 +350,11 @@ struct GpuTrainer::Impl {
                  failure.c_str());
   }
 
-  // One step of the epoch at the cursor: the graph for a full batch when there is one.
+  // One step of the epoch at the cursor: the graph for a full batch when there is one. The
+  // first full batch runs eagerly, so that cuDNN's and cuBLAS's lazy set-up (module loading,
+  // per-algorithm state) happens before, not during, the capture at the second.
   void run_step(int count) {
-    if (count == max_batch && opts.cuda_graph && !graph_failed) {
+    if (count == max_batch && opts.cuda_graph && !graph_failed && eager_full_steps > 0) {
       if (!step_graph) capture_step_graph();
       if (step_graph) {
         step_graph.launch(s());
@@ -356,6 +362,7 @@ struct GpuTrainer::Impl {
       }
     }
     enqueue_step(count, true, true);
+    if (count == max_batch) ++eager_full_steps;
   }
 
   // Uploads the step table of an epoch whose steps [first_step, steps) remain, the first of
@@ -551,7 +558,7 @@ std::string GpuTrainer::describe() const {
   else if (m.graph_failed)
     os << "eager launches (CUDA graph capture failed)\n";
   else
-    os << "CUDA graph, captured at the first full batch\n";
+    os << "CUDA graph, captured at the second full batch\n";
   return os.str();
 }
 

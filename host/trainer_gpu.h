@@ -13,8 +13,9 @@
 // Nothing in a step's launches changes from step to step: the batch's place in the epoch
 // permutation and the step's scalars (Adam's t and bias corrections, the noise counter) are
 // read on the device from a per-epoch step table at a cursor that the step's last kernel
-// advances (host/step_scalars.h). So the full-batch step is captured once in a CUDA graph and
-// replayed, one launch per step instead of ~50, and the replay is the eager step bit for bit.
+// advances (host/step_scalars.h). So the full-batch step is captured once in a CUDA graph (at
+// the second full batch, after one eager step has warmed up cuDNN and cuBLAS) and replayed, one
+// launch per step instead of ~50, and the replay is the eager step bit for bit.
 // The permutation itself is drawn on the device (cuda/shuffle.cuh), the CPU trainer's order.
 // Per epoch the host uploads the step table and the loss sums' starting values and reads the
 // sums back once.
@@ -84,7 +85,7 @@ class GpuTrainer {
   void download_grads(float* grads) const;         // (num_params)
   void download_eps(float* eps, int count) const;  // (count, D) of the last step
   std::string describe() const;                    // algorithms, how steps are launched
-  // Whether full-batch steps replay a CUDA graph: false before the first epoch, with
+  // Whether full-batch steps replay a CUDA graph: false before the second full batch, with
   // cuda_graph off, or when capture failed (a note on stderr says why; steps then run eagerly).
   bool uses_cuda_graph() const;
 
