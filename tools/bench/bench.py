@@ -403,6 +403,12 @@ def build_report(args, configs, gemm, header_lines):
             if r_c is not None:
                 parts.append("vs best compile %.2fx (target 1.5x: %s)"
                              % (r_c, "met" if r_c >= 1.5 else "missed"))
+            if c["batch"] == 128 and c["precision"] == "fp32":
+                epoch_ms, keras_s = bl.schedule_times(cu["images_per_s"])
+                parts.append("a 60,000-image epoch %s ms at this rate (target 60 ms: %s); the "
+                             "Keras schedule, 30 epochs x 70,000 images, %.2f s (target 2 s: %s)"
+                             % (bl.fmt_ms(epoch_ms), "met" if epoch_ms <= 60 else "missed",
+                                keras_s, "met" if keras_s <= 2 else "missed"))
             if c["batch"] == 4096 and c["precision"] == "tf32" and frac is not None:
                 parts.append("%.1f%% of the TF32 floor (target 30%%: %s)"
                              % (100 * frac, "met" if frac >= 0.30 else "missed"))

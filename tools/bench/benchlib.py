@@ -83,6 +83,12 @@ def train_flop_per_image(latent_dim=2, exact=False):
     return total
 
 
+def schedule_times(images_per_s):
+    """(ms for a 60,000-image epoch, s for the Keras schedule of 30 epochs x 70,000 images)
+    at a training rate measured in images/s: the issue's time targets, 60 ms and 2 s."""
+    return 60000 / images_per_s * 1e3, 30 * 70000 / images_per_s
+
+
 def floor_fraction(images_per_s, gemm_flops_per_s, latent_dim=2):
     """Achieved model FLOP/s (train_flop_per_image * images/s) over a measured GEMM rate."""
     if not images_per_s or not gemm_flops_per_s:

@@ -59,6 +59,11 @@ class FlopCount(unittest.TestCase):
         d3 = bl.forward_flop_per_image(3) - bl.forward_flop_per_image(2)
         self.assertEqual(d3, 2 * (16 * 2 + 3136))
 
+    def test_schedule_times(self):
+        epoch_ms, keras_s = bl.schedule_times(1e6)  # a million images per second
+        self.assertAlmostEqual(epoch_ms, 60.0)
+        self.assertAlmostEqual(keras_s, 2.1)
+
     def test_floor_fraction(self):
         frac = bl.floor_fraction(1e6, 100e12, 2)
         self.assertAlmostEqual(frac, 39965568 * 1e6 / 100e12)
@@ -348,6 +353,9 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("skipped: not here", text)
         self.assertIn("target 5x: met", text)
         self.assertIn("of the TF32 floor (target 30%: met)", text)
+        # 60,000 images in 10 ms: 6e6 images/s; the Keras schedule 2.1e6 images in 0.35 s
+        self.assertIn("a 60,000-image epoch 10.0 ms at this rate (target 60 ms: met); the Keras "
+                      "schedule, 30 epochs x 70,000 images, 0.35 s (target 2 s: met)", text)
         # the ablations: cuvae --no-cuda-graph at 15 ms, --no-fusion at 10.5, against 10
         self.assertIn("- gpu b128 fp32, CUDA graph replay of the step: 15.0 ms/epoch without "
                       "it (--no-cuda-graph), 10.0 with it: 1.50x", text)
