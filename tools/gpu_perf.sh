@@ -10,7 +10,7 @@
 #    1 warm-up + 3 timed epochs, cuvae's ablations; --full: bench.py's defaults (batch
 #    128/1024/4096, every compile mode, 2 + 5 epochs; much longer).
 # 3. Nsight Compute on training steps 200-201 (--no-cuda-graph, so every kernel runs under its
-#    layer's NVTX range), exported as CSV                              -> DIR/ncu-steps.csv
+#    layer's NVTX range), exported as CSV by kernel name and by range -> DIR/ncu-steps*.csv
 # 4. Nsight Systems on steps 200-210 as they run by default (CUDA graph, node tracing), its
 #    kernel summary as CSV                                             -> DIR/nsys-*.csv
 # --phases runs a subset (a phase that needs build-gpu/ builds it when check is not run);
@@ -102,9 +102,11 @@ else
     if timeout 900 "$ncu" --profile-from-start off --nvtx --set full -f -o "$out/ncu-steps" \
          "$cuvae" "${train[@]}" --out "$out/run-ncu" --profile-steps 200:201 --no-cuda-graph \
          >"$out/ncu.log" 2>&1 &&
+       "$ncu" --import "$out/ncu-steps.ncu-rep" --page raw --csv \
+         >"$out/ncu-steps.csv" 2>>"$out/ncu.log" &&
        "$ncu" --import "$out/ncu-steps.ncu-rep" --page raw --csv --print-nvtx-rename kernel \
-         >"$out/ncu-steps.csv" 2>>"$out/ncu.log"; then
-      phase "ncu, steps 200-201" PASS "ncu-steps.ncu-rep, ncu-steps.csv"
+         >"$out/ncu-steps-by-range.csv" 2>>"$out/ncu.log"; then
+      phase "ncu, steps 200-201" PASS "ncu-steps.ncu-rep, ncu-steps{,-by-range}.csv"
     else
       phase "ncu, steps 200-201" FAIL "ncu.log"
     fi
