@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Faults during `cuvae train` (CPU, a small synthetic IDX set), end to end:
-#   1. SIGINT and SIGTERM at a random moment: exit 130 / 143, a message saying how to
+#   1. SIGINT and SIGTERM at a random moment of the training: exit 130 / 143, a message saying how to
 #      resume, and a checkpoint from which `--resume` ends bit-identical to a straight run.
 #   2. kill -9 at random moments, again and again, each time resuming from what is on disk:
 #      every resume loads the checkpoint, the end result is bit-identical to a straight run,
 #      and no temporary file is left behind.
 #   3. A state whose weights overflow the forward pass: exit 3, one line naming the step and
-#      the tensor, and the checkpoint on disk untouched.
+#      a tensor, and the checkpoint on disk untouched.
 #   4. A checkpoint write that fails (the file size limit stands in for a full disk): exit 2,
 #      one line naming the file and the reason, the previous checkpoint untouched and
 #      resumable; an unwritable --out is refused before training.
@@ -33,6 +33,12 @@ COMMON=(--device cpu --data "$DATA" --batch-size 16 --test-limit 20 --seed "$SEE
 
 "$CUVAE" train "${COMMON[@]}" --epochs 2 --out "$TMP/straight" >"$TMP/straight.out" 2>&1 ||
   { cat "$TMP/straight.out"; fail "the straight run failed"; exit 1; }
+# How long its two epochs took (the "(1.4 s)" ending each epoch line), in tenths of a second:
+# the signals below land within the first 60% of that after training starts, so inside the
+# training whether the machine is fast or busy (not in the pictures written at the end).
+TRAIN_TENTHS=$(grep -oE '\([0-9.]+ s\)$' "$TMP/straight.out" | tr -d '()s ' |
+  awk '{ t += $1 } END { printf "%d", t * 10 }')
+[ "${TRAIN_TENTHS:-0}" -gt 0 ] || { fail "no epoch times in the straight run's output"; exit 1; }
 
 # start NAME ARGS...: cuvae train in the background (pid in $PID), output in $TMP/NAME.*;
 # returns once training is about to start (the device line is printed) or the process ended.
@@ -63,7 +69,7 @@ for sig in INT TERM; do
   want=$((128 + $(kill -l "$sig")))
   run=$TMP/sig$sig
   start "sig$sig" "${COMMON[@]}" --epochs 2 --out "$run"
-  pause 30
+  pause $((TRAIN_TENTHS * 6 / 10))
   kill -s "$sig" "$PID"
   wait "$PID"
   rc=$?
@@ -134,25 +140,31 @@ if ls "$run" | grep -q '\.tmp\.'; then fail "temporary files left in the run fol
 # ---- 3. a diverging state -------------------------------------------------------------------
 run=$TMP/nan
 cp -r "$TMP/straight" "$run"
-# decoder.out.weight = 3e38 everywhere: the logits overflow to infinity at the next step.
+# encoder.conv1.weight = 3e38 everywhere: the first layer's output overflows to infinity at the
+# next step for any image with a 3x3 patch summing above 1.2 (the synthetic pixels average 0.5),
+# whatever the trained state, and an infinity reaches the gradients for certain.
 "$PYTHON" - "$run/train_state.safetensors" <<'PY' || fail "could not craft the diverging state"
 import json, struct, sys
 path = sys.argv[1]
 data = bytearray(open(path, "rb").read())
 n = struct.unpack("<Q", data[:8])[0]
 header = json.loads(data[8:8 + n])
-a, b = header["decoder.out.weight"]["data_offsets"]
+a, b = header["encoder.conv1.weight"]["data_offsets"]
 data[8 + n + a:8 + n + b] = struct.pack("<f", 3e38) * ((b - a) // 4)
 open(path, "wb").write(data)
 PY
 cp "$run/train_state.safetensors" "$TMP/nan_state.before"
 "$CUVAE" train --resume "$run" --device cpu --epochs 3 >"$TMP/nan.out" 2>"$TMP/nan.err"
 rc=$?
+# Which tensor is named first depends on how the infinities travel (a ReLU turns the NaN of
+# inf - inf into 0, so the loss can stay finite and a gradient be the first bad tensor); the
+# naming itself is tested at the library level (test_faults.cpp). Here: some tensor is named.
 if [ "$rc" -ne 3 ] || [ "$(wc -l <"$TMP/nan.err")" -ne 1 ] ||
    ! grep -q "diverged at step 39 (epoch 3)" "$TMP/nan.err" ||
-   ! grep -q "decoder.out" "$TMP/nan.err" || ! grep -q "after epoch 2" "$TMP/nan.err"; then
+   ! grep -Eq "(encoder|decoder)\.(conv1|conv2|fc|mu|logvar|deconv1|deconv2|out)" "$TMP/nan.err" ||
+   ! grep -q "after epoch 2" "$TMP/nan.err"; then
   cat "$TMP/nan.err"
-  fail "diverging state: exit $rc (want 3, one line naming step 39 and decoder.out)"
+  fail "diverging state: exit $rc (want 3, one line naming step 39 and a tensor)"
 else
   echo "ok: diverging state -> exit 3: $(cat "$TMP/nan.err")"
 fi
