@@ -12,10 +12,14 @@
 //              shape and buffer placement always takes the same one);
 //   plane == 1 (Linear, e.g. (128, 3136, 1)): one block per 32 consecutive channels, a warp
 //              reading 32 adjacent columns of a row (coalesced), 16 warps striding the batch.
+// The bf16 forms (activations.cuh) are the same kernels instantiated for bf16 loads/stores:
+// a bf16 value is widened on load, the arithmetic is float, a bf16 store rounds to nearest
+// even; they take the scalar channel path (no float4).
 // Owns: the kernels and launchers of bias_act_forward, bias_act_backward, add_inplace.
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "cuda/activations.cuh"
 #include "cuda/block_reduce.cuh"
@@ -37,18 +41,41 @@ int elementwise_blocks(int64_t n) {
   return int(blocks < kMaxBlocks ? blocks : kMaxBlocks);
 }
 
+// ---- loads and stores ---------------------------------------------------------------------
+// Values are float (or float4 on the vector path); bf16 is widened on load and rounded to
+// nearest even on store.
+__device__ float load(float v) {
+  return v;
+}
+__device__ float4 load(float4 v) {
+  return v;
+}
+__device__ float load(bf16 v) {
+  return __bfloat162float(v);
+}
+__device__ void store(float& out, float v) {
+  out = v;
+}
+__device__ void store(float4& out, float4 v) {
+  out = v;
+}
+__device__ void store(bf16& out, float v) {
+  out = __float2bfloat16_rn(v);
+}
+
 // ---- forward ----------------------------------------------------------------------------
+// y = relu?(x + bias[c]); x and y may be the same buffer (then of one type).
 // Index is uint32_t when n <= INT32_MAX (cheaper division), else int64_t. With at most
 // kMaxBlocks * kElemThreads threads, i + stride cannot wrap in either type.
-template <typename Index>
-__global__ void bias_act_forward_kernel(float* __restrict__ y, const float* __restrict__ bias,
-                                        Index n, Index channels, Index plane, bool relu) {
+template <typename TY, typename TX, typename Index>
+__global__ void bias_act_forward_kernel(TY* y, const TX* x, const float* __restrict__ bias, Index n,
+                                        Index channels, Index plane, bool relu) {
   const Index stride = Index(gridDim.x) * kElemThreads;
   for (Index i = Index(blockIdx.x) * kElemThreads + threadIdx.x; i < n; i += stride) {
     const Index c = (i / plane) % channels;
-    float v = __fadd_rn(y[i], bias[c]);
+    float v = __fadd_rn(load(x[i]), bias[c]);
     if (relu) v = v > 0.0f ? v : 0.0f;
-    y[i] = v;
+    store(y[i], v);
   }
 }
 
@@ -71,47 +98,46 @@ __device__ double add_to(double acc, float4 g) {
   return acc + double(g.w);
 }
 
-// One block per channel c (gridDim.x == channels), reading the channel in units of Vec (float,
-// or float4 when plane % 4 == 0 and the pointers are 16-byte aligned; a float4 never straddles
-// two images then). Unit j < count (= batch * plane / width) of the channel is image
-// b = j / plane_u, unit p = j % plane_u of that image. Thread t visits j = t, t + T, t + 2T, ...
-// in increasing order (kUnroll of them per trip, all loads issued before the stores), adding
-// each unit's floats in order to a double.
-template <typename Vec, int kUnroll>
+// One block per channel c (gridDim.x == channels), reading the channel in units: a float4 when
+// all three arrays are float, plane % 4 == 0 and the pointers are 16-byte aligned (a float4
+// never straddles two images then), else one element. The gradient g = mask(dy) goes to `g`
+// (TG units), which may be dy itself (in place, then written only when relu changes it).
+// Unit j < count (= batch * plane / width) of the channel is image b = j / plane_u, unit
+// p = j % plane_u of that image. Thread t visits j = t, t + T, t + 2T, ... in increasing order
+// (kUnroll of them per trip, all loads issued before the stores), adding each unit's floats in
+// order to a double.
+template <typename TG, typename TD, typename TY, int kUnroll>
 __global__ void __launch_bounds__(kChanThreads)
-    bias_act_backward_channel_kernel(float* __restrict__ dy, float* __restrict__ db,
-                                     const float* __restrict__ y, int channels, uint32_t plane_u,
-                                     uint32_t count, bool relu) {
-  constexpr int kWidth = sizeof(Vec) / sizeof(float);
+    bias_act_backward_channel_kernel(TG* g, float* __restrict__ db, const TD* dy, const TY* y,
+                                     int channels, uint32_t plane_u, uint32_t count, bool relu,
+                                     bool write_g) {
+  using Vec = decltype(load(TD{}));
   const int c = blockIdx.x;
   const int64_t image_stride = int64_t(channels) * plane_u;  // units between two images
-  Vec* dyc = reinterpret_cast<Vec*>(dy + int64_t(c) * plane_u * kWidth);
-  const Vec* yc = relu ? reinterpret_cast<const Vec*>(y + int64_t(c) * plane_u * kWidth) : nullptr;
+  const int64_t first = int64_t(c) * plane_u;
   double acc = 0.0;
   // count <= INT32_MAX (checked by the launcher), so j0 + kUnroll * kChanThreads fits.
   for (uint32_t j0 = threadIdx.x; j0 < count; j0 += kUnroll * kChanThreads) {
     int64_t offset[kUnroll];
-    Vec g[kUnroll], out[kUnroll];
+    Vec v[kUnroll], out[kUnroll];
 #pragma unroll
     for (int k = 0; k < kUnroll; ++k) {
       const uint32_t j = j0 + uint32_t(k) * kChanThreads;
       const uint32_t b = j / plane_u;
-      offset[k] = int64_t(b) * image_stride + (j - b * plane_u);
-      g[k] = out[k] = Vec{};
+      offset[k] = first + int64_t(b) * image_stride + (j - b * plane_u);
+      v[k] = out[k] = Vec{};
       if (j < count) {
-        g[k] = dyc[offset[k]];
-        if (relu) out[k] = yc[offset[k]];
+        v[k] = load(dy[offset[k]]);
+        if (relu) out[k] = load(y[offset[k]]);
       }
     }
 #pragma unroll
     for (int k = 0; k < kUnroll; ++k) {
       const uint32_t j = j0 + uint32_t(k) * kChanThreads;
       if (j < count) {
-        if (relu) {
-          g[k] = select_live(g[k], out[k]);
-          dyc[offset[k]] = g[k];
-        }
-        acc = add_to(acc, g[k]);
+        if (relu) v[k] = select_live(v[k], out[k]);
+        if (write_g) store(g[offset[k]], v[k]);
+        acc = add_to(acc, v[k]);
       }
     }
   }
@@ -122,9 +148,10 @@ __global__ void __launch_bounds__(kChanThreads)
 // plane == 1: dy (batch, channels). Block (kColX, kColY) owns channels
 // blockIdx.x * kColX + threadIdx.x; thread (x, ty) sums rows ty, ty + kColY, ... in increasing
 // order, then the kColY partial sums of a column are folded by a fixed shared-memory tree.
+template <typename TG, typename TD, typename TY>
 __global__ void __launch_bounds__(kColX* kColY)
-    bias_act_backward_rows_kernel(float* __restrict__ dy, float* __restrict__ db,
-                                  const float* __restrict__ y, int batch, int channels, bool relu) {
+    bias_act_backward_rows_kernel(TG* g, float* __restrict__ db, const TD* dy, const TY* y,
+                                  int batch, int channels, bool relu, bool write_g) {
   __shared__ double partial[kColY][kColX];
   const int c = blockIdx.x * kColX + threadIdx.x;
   double acc = 0.0;
@@ -132,12 +159,10 @@ __global__ void __launch_bounds__(kColX* kColY)
 #pragma unroll 4
     for (int b = threadIdx.y; b < batch; b += kColY) {
       const int64_t i = int64_t(b) * channels + c;
-      float g = dy[i];
-      if (relu) {
-        g = y[i] > 0.0f ? g : 0.0f;
-        dy[i] = g;
-      }
-      acc += double(g);
+      float v = load(dy[i]);
+      if (relu) v = load(y[i]) > 0.0f ? v : 0.0f;
+      if (write_g) store(g[i], v);
+      acc += double(v);
     }
   }
   partial[threadIdx.y][threadIdx.x] = acc;
@@ -174,44 +199,105 @@ void check_shape(const char* fn, int batch, int channels, int64_t plane) {
 
 }  // namespace
 
-void bias_act_forward(float* y, const float* bias, int batch, int channels, int64_t plane,
-                      bool relu, cudaStream_t s) {
-  check_shape("bias_act_forward", batch, channels, plane);
-  if (!y || !bias) throw Error("bias_act_forward: null pointer");
+namespace {
+
+template <typename TY, typename TX>
+void launch_bias_act_forward(const char* fn, TY* y, const TX* x, const float* bias, int batch,
+                             int channels, int64_t plane, bool relu, cudaStream_t s) {
+  check_shape(fn, batch, channels, plane);
+  if (!y || !x || !bias) throw Error(std::string(fn) + ": null pointer");
   if (plane > INT64_MAX / batch / channels)
-    throw Error("bias_act_forward: shape too large " + shape_str(batch, channels, plane));
+    throw Error(std::string(fn) + ": shape too large " + shape_str(batch, channels, plane));
   const int64_t n = int64_t(batch) * channels * plane;
   const int blocks = elementwise_blocks(n);
   if (n <= INT32_MAX)
-    bias_act_forward_kernel<uint32_t><<<blocks, kElemThreads, 0, s>>>(
-        y, bias, uint32_t(n), uint32_t(channels), uint32_t(plane), relu);
+    bias_act_forward_kernel<TY, TX, uint32_t><<<blocks, kElemThreads, 0, s>>>(
+        y, x, bias, uint32_t(n), uint32_t(channels), uint32_t(plane), relu);
   else
-    bias_act_forward_kernel<int64_t>
-        <<<blocks, kElemThreads, 0, s>>>(y, bias, n, int64_t(channels), plane, relu);
+    bias_act_forward_kernel<TY, TX, int64_t>
+        <<<blocks, kElemThreads, 0, s>>>(y, x, bias, n, int64_t(channels), plane, relu);
   CUDA_CHECK_LAUNCH();
+}
+
+// g = mask(dy) (g may be dy: in place), db = its per-channel sums.
+template <typename TG, typename TD, typename TY>
+void launch_bias_act_backward(const char* fn, TG* g, float* db, const TD* dy, const TY* y,
+                              int batch, int channels, int64_t plane, bool relu, cudaStream_t s) {
+  check_shape(fn, batch, channels, plane);
+  if (!g || !db || !dy || (relu && !y)) throw Error(std::string(fn) + ": null pointer");
+  // One block reduces batch * plane elements with 32-bit indices; the row and channel loop
+  // counters of the plane == 1 kernel must not overflow either.
+  if (plane > INT32_MAX / batch || batch > INT_MAX - kColY || channels > INT_MAX - kColX)
+    throw Error(std::string(fn) + ": batch * plane too large " + shape_str(batch, channels, plane));
+  const bool in_place = static_cast<const void*>(g) == static_cast<const void*>(dy);
+  const bool write_g = relu || !in_place;
+  if (plane == 1) {
+    const dim3 block(kColX, kColY);
+    const int blocks = (channels + kColX - 1) / kColX;
+    bias_act_backward_rows_kernel<TG, TD, TY>
+        <<<blocks, block, 0, s>>>(g, db, dy, y, batch, channels, relu, write_g);
+  } else if (std::is_same<TG, float>::value && std::is_same<TD, float>::value &&
+             std::is_same<TY, float>::value && plane % 4 == 0 && aligned16(g) && aligned16(dy) &&
+             (!relu || aligned16(y))) {
+    const uint32_t plane4 = uint32_t(plane / 4);
+    bias_act_backward_channel_kernel<float4, float4, float4, kChanUnroll4>
+        <<<channels, kChanThreads, 0, s>>>(reinterpret_cast<float4*>(g), db,
+                                           reinterpret_cast<const float4*>(dy),
+                                           reinterpret_cast<const float4*>(y), channels, plane4,
+                                           uint32_t(batch) * plane4, relu, write_g);
+  } else {
+    bias_act_backward_channel_kernel<TG, TD, TY, kChanUnroll><<<channels, kChanThreads, 0, s>>>(
+        g, db, dy, y, channels, uint32_t(plane), uint32_t(batch) * uint32_t(plane), relu, write_g);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void bias_act_forward(float* y, const float* bias, int batch, int channels, int64_t plane,
+                      bool relu, cudaStream_t s) {
+  launch_bias_act_forward("bias_act_forward", y, static_cast<const float*>(y), bias, batch,
+                          channels, plane, relu, s);
+}
+
+void bias_act_forward(bf16* y, const float* bias, int batch, int channels, int64_t plane, bool relu,
+                      cudaStream_t s) {
+  launch_bias_act_forward("bias_act_forward (bf16)", y, static_cast<const bf16*>(y), bias, batch,
+                          channels, plane, relu, s);
+}
+
+void bias_act_forward(bf16* y, const float* x, const float* bias, int batch, int channels,
+                      int64_t plane, bool relu, cudaStream_t s) {
+  launch_bias_act_forward("bias_act_forward (float to bf16)", y, x, bias, batch, channels, plane,
+                          relu, s);
 }
 
 void bias_act_backward(float* dy, float* db, const float* y, int batch, int channels, int64_t plane,
                        bool relu, cudaStream_t s) {
-  check_shape("bias_act_backward", batch, channels, plane);
-  if (!dy || !db || (relu && !y)) throw Error("bias_act_backward: null pointer");
-  // One block reduces batch * plane elements with 32-bit indices; the row and channel loop
-  // counters of the plane == 1 kernel must not overflow either.
-  if (plane > INT32_MAX / batch || batch > INT_MAX - kColY || channels > INT_MAX - kColX)
-    throw Error("bias_act_backward: batch * plane too large " + shape_str(batch, channels, plane));
-  if (plane == 1) {
-    const dim3 block(kColX, kColY);
-    const int blocks = (channels + kColX - 1) / kColX;
-    bias_act_backward_rows_kernel<<<blocks, block, 0, s>>>(dy, db, y, batch, channels, relu);
-  } else if (plane % 4 == 0 && aligned16(dy) && (!relu || aligned16(y))) {
-    const uint32_t plane4 = uint32_t(plane / 4);
-    bias_act_backward_channel_kernel<float4, kChanUnroll4><<<channels, kChanThreads, 0, s>>>(
-        dy, db, y, channels, plane4, uint32_t(batch) * plane4, relu);
-  } else {
-    bias_act_backward_channel_kernel<float, kChanUnroll><<<channels, kChanThreads, 0, s>>>(
-        dy, db, y, channels, uint32_t(plane), uint32_t(batch) * uint32_t(plane), relu);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_bias_act_backward("bias_act_backward", dy, db, static_cast<const float*>(dy), y, batch,
+                           channels, plane, relu, s);
+}
+
+void bias_act_backward(bf16* dy, float* db, const bf16* y, int batch, int channels, int64_t plane,
+                       bool relu, cudaStream_t s) {
+  launch_bias_act_backward("bias_act_backward (bf16)", dy, db, static_cast<const bf16*>(dy), y,
+                           batch, channels, plane, relu, s);
+}
+
+void bias_act_backward(float* g, float* db, const bf16* dy, const bf16* y, int batch, int channels,
+                       int64_t plane, bool relu, cudaStream_t s) {
+  if (static_cast<const void*>(g) == static_cast<const void*>(dy))
+    throw Error("bias_act_backward (bf16 to float): g and dy overlap");
+  launch_bias_act_backward("bias_act_backward (bf16 to float)", g, db, dy, y, batch, channels,
+                           plane, relu, s);
+}
+
+void bias_act_backward(bf16* g, float* db, const float* dy, const float* y, int batch, int channels,
+                       int64_t plane, bool relu, cudaStream_t s) {
+  if (static_cast<const void*>(g) == static_cast<const void*>(dy))
+    throw Error("bias_act_backward (float to bf16): g and dy overlap");
+  launch_bias_act_backward("bias_act_backward (float to bf16)", g, db, dy, y, batch, channels,
+                           plane, relu, s);
 }
 
 void add_inplace(float* a, const float* b, size_t n, cudaStream_t s) {

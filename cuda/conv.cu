@@ -165,6 +165,7 @@ const char* math_name(cudnnMathType_t m) {
 // Whether an algorithm reporting math type `m` honours `math`. Fp32Strict takes FMA kernels;
 // DEFAULT_MATH only on a GPU without TF32 (compute capability < 8), where it means the same.
 // Tf32 takes anything but ALLOW_CONVERSION, which may round fp32 data down to fp16.
+// Bf16 data takes any of them (bf16 tensor cores under TENSOR_OP_MATH or DEFAULT_MATH).
 bool math_allowed(cudnnMathType_t m, ConvMath math, bool tf32_hardware) {
   if (math == ConvMath::Fp32Strict)
     return m == CUDNN_FMA_MATH || (m == CUDNN_DEFAULT_MATH && !tf32_hardware);
@@ -181,7 +182,15 @@ const char* policy_name(ConvAlgoPolicy p) {
   return p == ConvAlgoPolicy::Deterministic ? "deterministic" : "fastest";
 }
 const char* conv_math_name(ConvMath m) {
-  return m == ConvMath::Fp32Strict ? "fp32-strict" : "tf32";
+  switch (m) {
+    case ConvMath::Fp32Strict:
+      return "fp32-strict";
+    case ConvMath::Tf32:
+      return "tf32";
+    case ConvMath::Bf16:
+      return "bf16";
+  }
+  return "unknown";
 }
 
 // Picks from cuDNN's result list (heuristic order for Deterministic, measured times for
@@ -296,25 +305,32 @@ struct ConvOp::Impl {
   void choose_bwd_data();
   void choose_bwd_filter();
 
-  // Throws unless the call has every pointer and a large enough workspace.
-  void check_call(const char* fn, bool pointers_ok, const void* ws, size_t ws_bytes) const;
+  // Throws unless the call has every pointer, a large enough workspace and the op's data type
+  // (bf16 says which overload was called).
+  void check_call(const char* fn, bool pointers_ok, const void* ws, size_t ws_bytes,
+                  bool bf16) const;
+  // The three layer passes on untyped pointers (checked by the public overloads).
+  void forward(void* y, const void* x, const void* w, void* ws, size_t ws_bytes) const;
+  void backward_data(void* dx, const void* dy, const void* w, void* ws, size_t ws_bytes) const;
+  void backward_filter(void* dw, const void* x, const void* dy, void* ws, size_t ws_bytes) const;
 
-  // The three cuDNN routines in image/grid terms (see the table at the top).
-  void conv_forward(float* grid_out, const float* image_in, const float* w, void* ws,
+  // The three cuDNN routines in image/grid terms (see the table at the top). The pointers are
+  // float or bf16 as the descriptors say; the scaling factors are float for both.
+  void conv_forward(void* grid_out, const void* image_in, const void* w, void* ws,
                     size_t ws_bytes) const {
     const float one = 1.0f, zero = 0.0f;
     CUDNN_CHECK(cudnnConvolutionForward(h->handle, &one, image.get(), image_in, filter.get(), w,
                                         conv_fwd.get(), fwd.algo, ws, ws_bytes, &zero, grid.get(),
                                         grid_out));
   }
-  void conv_backward_data(float* image_out, const float* grid_in, const float* w, void* ws,
+  void conv_backward_data(void* image_out, const void* grid_in, const void* w, void* ws,
                           size_t ws_bytes) const {
     const float one = 1.0f, zero = 0.0f;
     CUDNN_CHECK(cudnnConvolutionBackwardData(h->handle, &one, filter.get(), w, grid.get(), grid_in,
                                              conv_bwd_data.get(), bwd_data.algo, ws, ws_bytes,
                                              &zero, image.get(), image_out));
   }
-  void conv_backward_filter(float* dw, const float* image_in, const float* grid_in, void* ws,
+  void conv_backward_filter(void* dw, const void* image_in, const void* grid_in, void* ws,
                             size_t ws_bytes) const {
     const float one = 1.0f, zero = 0.0f;
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(h->handle, &one, image.get(), image_in, grid.get(),
@@ -378,21 +394,24 @@ void ConvOp::Impl::setup() {
   const int grid_h = transposed() ? l.in_h : l.out_h;
   const int grid_w = transposed() ? l.in_w : l.out_w;
 
+  // Bf16: bf16 tensors and filter with fp32 compute (cuDNN's pseudo-bf16 configuration).
+  const cudnnDataType_t data = math == ConvMath::Bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   CUDNN_CHECK(cudnnCreateTensorDescriptor(image.out()));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(image.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, batch,
-                                         img_c, img_h, img_w));
+  CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(image.get(), CUDNN_TENSOR_NCHW, data, batch, img_c, img_h, img_w));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(grid.out()));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(grid.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, batch,
-                                         grid_c, grid_h, grid_w));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(grid.get(), CUDNN_TENSOR_NCHW, data, batch, grid_c, grid_h,
+                                         grid_w));
   // K = grid channels, C = image channels: Conv2d [out,in,k,k], ConvTranspose2d [in,out,k,k].
   CUDNN_CHECK(cudnnCreateFilterDescriptor(filter.out()));
-  CUDNN_CHECK(cudnnSetFilter4dDescriptor(filter.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, grid_c,
-                                         img_c, l.kernel, l.kernel));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(filter.get(), data, CUDNN_TENSOR_NCHW, grid_c, img_c,
+                                         l.kernel, l.kernel));
 
   // Cross-correlation (PyTorch's convention), fp32 compute, dilation 1. The starting math type
   // steers the algorithm queries; each descriptor then takes its chosen algorithm's.
-  const cudnnMathType_t base_math =
-      math == ConvMath::Fp32Strict ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+  const cudnnMathType_t base_math = math == ConvMath::Fp32Strict ? CUDNN_FMA_MATH
+                                    : math == ConvMath::Bf16     ? CUDNN_TENSOR_OP_MATH
+                                                                 : CUDNN_DEFAULT_MATH;
   for (ConvDesc* c : {&conv_fwd, &conv_bwd_data, &conv_bwd_filter}) {
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(c->out()));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(c->get(), l.pad, l.pad, l.stride, l.stride, 1, 1,
@@ -485,8 +504,12 @@ void ConvOp::Impl::choose_bwd_filter() {
   ws_bwd_filter = std::max(ws_bwd_filter, bwd_filter.memory);
 }
 
-void ConvOp::Impl::check_call(const char* fn, bool pointers_ok, const void* ws,
-                              size_t ws_bytes) const {
+void ConvOp::Impl::check_call(const char* fn, bool pointers_ok, const void* ws, size_t ws_bytes,
+                              bool bf16) const {
+  if (bf16 != (math == ConvMath::Bf16))
+    throw Error(layer_label(layer, batch) + ": ConvOp::" + fn + ": " +
+                (bf16 ? "bf16 tensors handed to an op built for float"
+                      : "float tensors handed to an op built for bf16 (ConvMath::Bf16)"));
   if (!pointers_ok)
     throw Error(layer_label(layer, batch) + ": ConvOp::" + fn + ": null tensor pointer");
   if (ws_bytes < workspace)
@@ -518,31 +541,67 @@ size_t ConvOp::workspace_bytes() const {
   return impl_->workspace;
 }
 
+void ConvOp::Impl::forward(void* y, const void* x, const void* w, void* ws, size_t ws_bytes) const {
+  if (transposed())
+    conv_backward_data(y, x, w, ws, ws_bytes);  // y = conv^T(x)
+  else
+    conv_forward(y, x, w, ws, ws_bytes);
+}
+
+void ConvOp::Impl::backward_data(void* dx, const void* dy, const void* w, void* ws,
+                                 size_t ws_bytes) const {
+  if (transposed())
+    conv_forward(dx, dy, w, ws, ws_bytes);  // dx = conv(dy)
+  else
+    conv_backward_data(dx, dy, w, ws, ws_bytes);
+}
+
+void ConvOp::Impl::backward_filter(void* dw, const void* x, const void* dy, void* ws,
+                                   size_t ws_bytes) const {
+  if (transposed())
+    conv_backward_filter(dw, dy, x, ws, ws_bytes);  // image dy, grid x
+  else
+    conv_backward_filter(dw, x, dy, ws, ws_bytes);
+}
+
 void ConvOp::forward(float* y, const float* x, const float* w, void* workspace,
                      size_t workspace_bytes) const {
-  impl_->check_call("forward", y && x && w, workspace, workspace_bytes);
-  if (impl_->transposed())
-    impl_->conv_backward_data(y, x, w, workspace, workspace_bytes);  // y = conv^T(x)
-  else
-    impl_->conv_forward(y, x, w, workspace, workspace_bytes);
+  impl_->check_call("forward", y && x && w, workspace, workspace_bytes, false);
+  impl_->forward(y, x, w, workspace, workspace_bytes);
 }
 
 void ConvOp::backward_data(float* dx, const float* dy, const float* w, void* workspace,
                            size_t workspace_bytes) const {
-  impl_->check_call("backward_data", dx && dy && w, workspace, workspace_bytes);
-  if (impl_->transposed())
-    impl_->conv_forward(dx, dy, w, workspace, workspace_bytes);  // dx = conv(dy)
-  else
-    impl_->conv_backward_data(dx, dy, w, workspace, workspace_bytes);
+  impl_->check_call("backward_data", dx && dy && w, workspace, workspace_bytes, false);
+  impl_->backward_data(dx, dy, w, workspace, workspace_bytes);
 }
 
 void ConvOp::backward_filter(float* dw, const float* x, const float* dy, void* workspace,
                              size_t workspace_bytes) const {
-  impl_->check_call("backward_filter", dw && x && dy, workspace, workspace_bytes);
-  if (impl_->transposed())
-    impl_->conv_backward_filter(dw, dy, x, workspace, workspace_bytes);  // image dy, grid x
-  else
-    impl_->conv_backward_filter(dw, x, dy, workspace, workspace_bytes);
+  impl_->check_call("backward_filter", dw && x && dy, workspace, workspace_bytes, false);
+  impl_->backward_filter(dw, x, dy, workspace, workspace_bytes);
+}
+
+void ConvOp::forward(bf16* y, const bf16* x, const bf16* w, void* workspace,
+                     size_t workspace_bytes) const {
+  impl_->check_call("forward", y && x && w, workspace, workspace_bytes, true);
+  impl_->forward(y, x, w, workspace, workspace_bytes);
+}
+
+void ConvOp::backward_data(bf16* dx, const bf16* dy, const bf16* w, void* workspace,
+                           size_t workspace_bytes) const {
+  impl_->check_call("backward_data", dx && dy && w, workspace, workspace_bytes, true);
+  impl_->backward_data(dx, dy, w, workspace, workspace_bytes);
+}
+
+void ConvOp::backward_filter(bf16* dw, const bf16* x, const bf16* dy, void* workspace,
+                             size_t workspace_bytes) const {
+  impl_->check_call("backward_filter", dw && x && dy, workspace, workspace_bytes, true);
+  impl_->backward_filter(dw, x, dy, workspace, workspace_bytes);
+}
+
+bool ConvOp::is_bf16() const {
+  return impl_->math == ConvMath::Bf16;
 }
 
 std::string ConvOp::describe() const {

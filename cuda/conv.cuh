@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "cuda/precision.cuh"
 #include "host/error.h"
 #include "host/model.h"
 
@@ -32,7 +33,9 @@ class CudnnError : public Error {
 
 // Fp32Strict: FMA kernels only (CUDNN_FMA_MATH), no TF32 tensor cores.
 // Tf32: CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores on Ampere and newer.
-enum class ConvMath { Fp32Strict, Tf32 };
+// Bf16: bf16 tensors and filters with fp32 accumulation (cuDNN's pseudo-bf16 configuration),
+//   CUDNN_TENSOR_OP_MATH: bf16 tensor cores (Ampere and newer); for the mixed-precision step.
+enum class ConvMath { Fp32Strict, Tf32, Bf16 };
 
 // Deterministic: cuDNN's heuristic ranking (cudnnGet*Algorithm_v7), first algorithm that
 // reports CUDNN_DETERMINISTIC. The ranking does not depend on timing, so every run picks the
@@ -90,6 +93,17 @@ class ConvOp {
   // dw = dL/dW, summed over the batch, same layout as w.
   void backward_filter(float* dw, const float* x, const float* dy, void* workspace,
                        size_t workspace_bytes) const;
+
+  // The same three passes for an op built with ConvMath::Bf16: bf16 tensors and filters, the
+  // sums accumulated in fp32 and rounded once to bf16 (dw too). The float calls throw on a
+  // Bf16 op and these on any other.
+  void forward(bf16* y, const bf16* x, const bf16* w, void* workspace,
+               size_t workspace_bytes) const;
+  void backward_data(bf16* dx, const bf16* dy, const bf16* w, void* workspace,
+                     size_t workspace_bytes) const;
+  void backward_filter(bf16* dw, const bf16* x, const bf16* dy, void* workspace,
+                       size_t workspace_bytes) const;
+  bool is_bf16() const;  // built with ConvMath::Bf16
 
   // One line naming the layer, the batch and the three algorithms (math type, workspace).
   std::string describe() const;

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "cuda/precision.cuh"
+
 namespace cuvae {
 
 // x (count, pixels) from images (N, pixels) uint8 and index (count) int32, all device memory.
@@ -21,6 +23,11 @@ void gather_normalize(float* x, const uint8_t* images, const int32_t* index, int
 // one captured CUDA graph gathers each step's batch. perm (N); cursor (1).
 void gather_normalize(float* x, const uint8_t* images, const int32_t* perm, const int32_t* cursor,
                       int64_t stride, int count, int pixels, cudaStream_t s);
+
+// The same, also storing x rounded to bf16 in x_lo (count, pixels): the mixed-precision step's
+// input, from the same pass.
+void gather_normalize(float* x, bf16* x_lo, const uint8_t* images, const int32_t* perm,
+                      const int32_t* cursor, int64_t stride, int count, int pixels, cudaStream_t s);
 
 // *cursor += 1 on the device: the last launch of a training step.
 void advance_cursor(int32_t* cursor, cudaStream_t s);

@@ -24,6 +24,7 @@
 //     x is cm x^T (in x B), ld in -> opA = N;  dy is cm dy^T (out x B), ld out -> opB = T
 //     gives dy (B x out); dW row-major [out, in] is cm dW^T (in x out), ld in
 //     => Sgemm(N, T, m=in, n=out, k=B, A=x, lda=in, B=dy, ldb=out, C=dw, ldc=in)
+// The bf16 forms make the same calls through cublasGemmEx.
 #include <cublas_v2.h>
 
 #include <cstdio>
@@ -169,6 +170,42 @@ void dense_backward_filter_pair(const CublasHandle& h, float* dw, long long dw_s
   CUBLAS_CHECK(cublasSgemmStridedBatched(h.impl().handle, CUBLAS_OP_N, CUBLAS_OP_T, in, out, batch,
                                          &one, x, in, 0, dy, out, dy_stride, &zero, dw, in,
                                          dw_stride, 2));
+}
+
+// ---- bf16 operands (the mixed-precision step) --------------------------------------------
+// The same three products through cublasGemmEx: A and B bf16, C float or bf16, accumulation in
+// fp32 (CUBLAS_COMPUTE_32F, the only compute type for bf16 inputs; cuBLAS runs it on tensor
+// cores whatever the handle's math mode).
+
+namespace {
+
+void gemm_bf16(const CublasHandle& h, cublasOperation_t op_a, cublasOperation_t op_b, int m, int n,
+               int k, const bf16* a, int lda, const bf16* b, int ldb, void* c,
+               cudaDataType_t c_type, int ldc) {
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasGemmEx(h.impl().handle, op_a, op_b, m, n, k, &one, a, CUDA_R_16BF, lda, b,
+                            CUDA_R_16BF, ldb, &zero, c, c_type, ldc, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void dense_forward(const CublasHandle& h, float* y, const bf16* x, const bf16* w, int batch, int in,
+                   int out) {
+  check_dense("dense_forward (bf16)", y && x && w, batch, in, out);
+  gemm_bf16(h, CUBLAS_OP_T, CUBLAS_OP_N, out, batch, in, w, in, x, in, y, CUDA_R_32F, out);
+}
+
+void dense_backward_data(const CublasHandle& h, bf16* dx, const bf16* dy, const bf16* w, int batch,
+                         int in, int out) {
+  check_dense("dense_backward_data (bf16)", dx && dy && w, batch, in, out);
+  gemm_bf16(h, CUBLAS_OP_N, CUBLAS_OP_N, in, batch, out, w, in, dy, out, dx, CUDA_R_16BF, in);
+}
+
+void dense_backward_filter(const CublasHandle& h, float* dw, const bf16* x, const bf16* dy,
+                           int batch, int in, int out) {
+  check_dense("dense_backward_filter (bf16)", dw && x && dy, batch, in, out);
+  gemm_bf16(h, CUBLAS_OP_N, CUBLAS_OP_T, in, out, batch, x, in, dy, out, dw, CUDA_R_32F, in);
 }
 
 }  // namespace cuvae

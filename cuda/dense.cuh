@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "cuda/precision.cuh"
 #include "host/error.h"
 
 namespace cuvae {
@@ -70,5 +71,16 @@ void dense_forward_pair(const CublasHandle& h, float* y, long long y_stride, con
 void dense_backward_filter_pair(const CublasHandle& h, float* dw, long long dw_stride,
                                 const float* x, const float* dy, long long dy_stride, int batch,
                                 int in, int out);
+
+// bf16 operands with fp32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F, tensor cores; the
+// handle's TF32 setting does not apply), for the mixed-precision step. Same shapes and math as
+// the float forms; a float output is the fp32 accumulation rounded once, a bf16 output that
+// value rounded to bf16.
+void dense_forward(const CublasHandle& h, float* y, const bf16* x, const bf16* w, int batch, int in,
+                   int out);
+void dense_backward_data(const CublasHandle& h, bf16* dx, const bf16* dy, const bf16* w, int batch,
+                         int in, int out);
+void dense_backward_filter(const CublasHandle& h, float* dw, const bf16* x, const bf16* dy,
+                           int batch, int in, int out);
 
 }  // namespace cuvae

@@ -10,6 +10,8 @@
 // bit-identical run to run. The fused form (loss.cuh bce_kl_loss_fused) adds the output bias,
 // sums each image's dlogits and lets the last block to finish (an atomic ticket, the only
 // atomic, which decides who reduces, never the order of a sum) reduce the batch.
+// The bf16 form (mixed precision) is the same kernel reading bf16 logits, widened to float, and
+// storing each float gradient rounded to bf16; the bias gradient sums the stored values.
 // Owns: bce_kl_loss_kernel, loss_accumulate_kernel and their launchers.
 #include <climits>
 #include <string>
@@ -23,29 +25,46 @@ namespace {
 
 constexpr int kThreads = 256;  // both kernels; the reduction tree depends on it
 
+__device__ float widen(float v) {
+  return v;
+}
+__device__ float widen(bf16 v) {
+  return __bfloat162float(v);
+}
+// The stored gradient and its value as stored.
+__device__ float store_grad(float* out, float g) {
+  *out = g;
+  return g;
+}
+__device__ float store_grad(bf16* out, float g) {
+  const bf16 r = __float2bfloat16_rn(g);
+  *out = r;
+  return __bfloat162float(r);
+}
+
 // One block per image. With `bias`, the logit is pre_bias + *bias (float add); with
 // `blocks_done` (the fused form) also image_dsum, and the last block to finish reduces the
-// batch: sums += (recon, kl) and *dbias, in loss_accumulate_kernel's order.
+// batch: sums += (recon, kl) and *dbias, in loss_accumulate_kernel's order. T: the logits' and
+// their gradient's type.
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    bce_kl_loss_kernel(float* __restrict__ dlogits, float* __restrict__ recon,
-                       float* __restrict__ kl, double* __restrict__ image_dsum,
-                       double* __restrict__ sums, float* __restrict__ dbias,
-                       unsigned* __restrict__ blocks_done, const float* __restrict__ logits,
-                       const float* __restrict__ bias, const float* __restrict__ x,
-                       const float* __restrict__ mu, const float* __restrict__ logvar, int pixels,
-                       int latent_dim, double inv_b) {
+    bce_kl_loss_kernel(T* __restrict__ dlogits, float* __restrict__ recon, float* __restrict__ kl,
+                       double* __restrict__ image_dsum, double* __restrict__ sums,
+                       float* __restrict__ dbias, unsigned* __restrict__ blocks_done,
+                       const T* __restrict__ logits, const float* __restrict__ bias,
+                       const float* __restrict__ x, const float* __restrict__ mu,
+                       const float* __restrict__ logvar, int pixels, int latent_dim, double inv_b) {
   const int64_t row = int64_t(blockIdx.x) * pixels;
   const float b0 = bias ? *bias : 0.0f;
   double recon_sum = 0.0, dsum = 0.0;
   for (int p = threadIdx.x; p < pixels; p += kThreads) {
-    const float lf = bias ? __fadd_rn(logits[row + p], b0) : logits[row + p];
+    const float lf = bias ? __fadd_rn(widen(logits[row + p]), b0) : widen(logits[row + p]);
     const double l = lf, t = x[row + p];
     const double e = exp(-fabs(l));
     // (l < 0 ? 0 : l) is std::max(l, 0.0): a NaN logit stays NaN instead of being hidden.
     recon_sum += (l < 0.0 ? 0.0 : l) - l * t + log1p(e);
     const double sig = l >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-    const float g = float((sig - t) * inv_b);
-    dlogits[row + p] = g;
+    const float g = store_grad(dlogits + row + p, float((sig - t) * inv_b));
     dsum += double(g);
   }
   const int64_t zrow = int64_t(blockIdx.x) * latent_dim;
@@ -124,23 +143,38 @@ void bce_kl_loss(float* dlogits, float* recon, float* kl, const float* logits, c
   if (!dlogits || !recon || !kl || !logits || !x || !mu || !logvar)
     throw Error("bce_kl_loss: null pointer");
   const double inv_b = 1.0 / double(batch);  // as cpu::bce_kl_loss
-  bce_kl_loss_kernel<<<batch, kThreads, 0, s>>>(dlogits, recon, kl, nullptr, nullptr, nullptr,
-                                                nullptr, logits, nullptr, x, mu, logvar, pixels,
-                                                latent_dim, inv_b);
+  bce_kl_loss_kernel<float><<<batch, kThreads, 0, s>>>(dlogits, recon, kl, nullptr, nullptr,
+                                                       nullptr, nullptr, logits, nullptr, x, mu,
+                                                       logvar, pixels, latent_dim, inv_b);
   CUDA_CHECK_LAUNCH();
 }
 
-void bce_kl_loss_fused(const FusedLossArgs& a, int batch, int pixels, int latent_dim,
-                       cudaStream_t s) {
-  check_loss_sizes("bce_kl_loss_fused", batch, pixels, latent_dim);
+namespace {
+
+template <typename T>
+void launch_fused(const char* fn, const FusedLossArgsT<T>& a, int batch, int pixels, int latent_dim,
+                  cudaStream_t s) {
+  check_loss_sizes(fn, batch, pixels, latent_dim);
   if (!a.dlogits || !a.recon || !a.kl || !a.image_dsum || !a.sums || !a.dbias || !a.blocks_done ||
       !a.pre_bias || !a.bias || !a.x || !a.mu || !a.logvar)
-    throw Error("bce_kl_loss_fused: null pointer");
+    throw Error(std::string(fn) + ": null pointer");
   const double inv_b = 1.0 / double(batch);
-  bce_kl_loss_kernel<<<batch, kThreads, 0, s>>>(a.dlogits, a.recon, a.kl, a.image_dsum, a.sums,
-                                                a.dbias, a.blocks_done, a.pre_bias, a.bias, a.x,
-                                                a.mu, a.logvar, pixels, latent_dim, inv_b);
+  bce_kl_loss_kernel<T><<<batch, kThreads, 0, s>>>(a.dlogits, a.recon, a.kl, a.image_dsum, a.sums,
+                                                   a.dbias, a.blocks_done, a.pre_bias, a.bias, a.x,
+                                                   a.mu, a.logvar, pixels, latent_dim, inv_b);
   CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void bce_kl_loss_fused(const FusedLossArgs& a, int batch, int pixels, int latent_dim,
+                       cudaStream_t s) {
+  launch_fused("bce_kl_loss_fused", a, batch, pixels, latent_dim, s);
+}
+
+void bce_kl_loss_fused(const FusedLossArgsBf16& a, int batch, int pixels, int latent_dim,
+                       cudaStream_t s) {
+  launch_fused("bce_kl_loss_fused (bf16)", a, batch, pixels, latent_dim, s);
 }
 
 void loss_accumulate(double* sums, const float* recon, const float* kl, int batch, cudaStream_t s) {

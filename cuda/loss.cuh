@@ -8,6 +8,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/precision.cuh"
+
 namespace cuvae {
 
 // dlogits (batch, pixels), recon (batch), kl (batch) written; logits, x (batch, pixels);
@@ -27,21 +29,31 @@ void loss_accumulate(double* sums, const float* recon, const float* kl, int batc
 // writes the bias gradient, the sum of all dlogits (in double, fixed order, rounded once).
 // The last block to finish does the batch-wide part (a ticket on `blocks_done`), so this one
 // launch replaces bias_act_forward + bce_kl_loss + loss_accumulate + bias_act_backward.
-struct FusedLossArgs {
-  float* dlogits;         // (batch, pixels) written
+//
+// T = bf16 (the mixed-precision step): the output layer's result and the logit gradient are
+// bf16. The logit is float(pre_bias) + bias (a float add), the loss is evaluated exactly as for
+// float, each gradient is the float form's value rounded to bf16 (nearest even), and the bias
+// gradient sums those stored bf16 values. Targets, mu, logvar and the losses stay float.
+template <typename T>
+struct FusedLossArgsT {
+  T* dlogits;             // (batch, pixels) written
   float* recon;           // (batch) written
   float* kl;              // (batch) written
   double* image_dsum;     // (batch) scratch: each image's sum of dlogits
   double* sums;           // (2) += the batch sums of recon and kl
   float* dbias;           // (1) written: the output bias gradient
   unsigned* blocks_done;  // (1) 0 before the first launch; the launch leaves it 0
-  const float* pre_bias;  // (batch, pixels) the output layer before its bias
+  const T* pre_bias;      // (batch, pixels) the output layer before its bias
   const float* bias;      // (1)
   const float* x;         // (batch, pixels) targets
   const float* mu;        // (batch, latent_dim)
   const float* logvar;    // (batch, latent_dim)
 };
+using FusedLossArgs = FusedLossArgsT<float>;
+using FusedLossArgsBf16 = FusedLossArgsT<bf16>;
 void bce_kl_loss_fused(const FusedLossArgs& a, int batch, int pixels, int latent_dim,
+                       cudaStream_t s);
+void bce_kl_loss_fused(const FusedLossArgsBf16& a, int batch, int pixels, int latent_dim,
                        cudaStream_t s);
 
 }  // namespace cuvae

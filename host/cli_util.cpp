@@ -78,7 +78,24 @@ GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r) {
   opts.deterministic = algo == "deterministic";
   opts.cuda_graph = r.count("no-cuda-graph") == 0;
   opts.fused = r.count("no-fusion") == 0;  // a bench flag: 0 where undeclared
+  opts.bf16 = r.count("bf16") > 0;
+  if (opts.bf16 && opts.tf32)
+    throw InputError(
+        "--bf16: cannot be combined with --tf32 (mixed precision runs the "
+        "convolutions in bf16 and keeps the rest in strict fp32)");
+  if (opts.bf16 && !opts.fused)
+    throw InputError(
+        "--bf16: cannot be combined with --no-fusion (mixed precision runs on the "
+        "fused loss and latent kernels only)");
   return opts;
+}
+
+const char* precision_name(const GpuOptions& opts) {
+  return opts.bf16 ? "bf16 mixed precision" : opts.tf32 ? "TF32" : "strict fp32";
+}
+
+const char* precision_key(const GpuOptions& opts) {
+  return opts.bf16 ? "bf16" : opts.tf32 ? "tf32" : "fp32";
 }
 
 const char* algo_name(const GpuOptions& opts) {

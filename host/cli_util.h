@@ -20,11 +20,13 @@ std::string fixed(double v, int digits);      // fixed-point text
 std::string quote_arg(const std::string& s);  // 'text'
 std::string exact_text(double v);             // shortest text that reads back as v (17 digits)
 
-// Shared by train and bench: --device must be 'cpu' or 'gpu'; --tf32, --algo
+// Shared by train and bench: --device must be 'cpu' or 'gpu'; --tf32, --bf16, --algo
 // (deterministic|fastest), --no-cuda-graph and (bench only) --no-fusion become the GPU
-// options.
+// options. --bf16 with --tf32 or --no-fusion is an InputError.
 void check_device_flag(const std::string& device);
 GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r);
-const char* algo_name(const GpuOptions& opts);  // "deterministic" or "fastest"
+const char* algo_name(const GpuOptions& opts);       // "deterministic" or "fastest"
+const char* precision_name(const GpuOptions& opts);  // "strict fp32", "TF32", "bf16 mixed ..."
+const char* precision_key(const GpuOptions& opts);   // "fp32", "tf32" or "bf16"
 
 }  // namespace cuvae

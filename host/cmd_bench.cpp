@@ -57,6 +57,7 @@ int cmd_bench(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
     ("device", "gpu or cpu", cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS")
+    ("bf16", "mixed precision: bf16 activations and tensor-core convolutions (GPU only)")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")
     ("no-fusion", "the unfused kernels (separate bias, loss-sum and latent-head launches), to "
                   "measure what fusing them gains")
@@ -130,11 +131,9 @@ int cmd_bench(int argc, char** argv) {
   init_params(desc, cfg.seed, state.params.data());
 
   std::cout << "cuvae bench: " << device_name << ", "
-            << (cfg.device == "cpu" ? "fp32"
-                : gpu_opts.tf32     ? "TF32"
-                                    : "strict fp32")
-            << ", batch " << cfg.batch_size << ", " << with_commas(images.count) << " images, "
-            << warmup << " warm-up + " << timed << " timed epochs\n"
+            << (cfg.device == "cpu" ? "fp32" : precision_name(gpu_opts)) << ", batch "
+            << cfg.batch_size << ", " << with_commas(images.count) << " images, " << warmup
+            << " warm-up + " << timed << " timed epochs\n"
             << std::flush;
 
   std::vector<EpochMetrics> epochs;
@@ -190,7 +189,7 @@ int cmd_bench(int argc, char** argv) {
                               {"device", device_name},
                               {"device_kind", cfg.device},
                               {"batch_size", cfg.batch_size},
-                              {"precision", cfg.device == "gpu" && gpu_opts.tf32 ? "tf32" : "fp32"},
+                              {"precision", cfg.device == "gpu" ? precision_key(gpu_opts) : "fp32"},
                               {"algo", algo},
                               {"cuda_graph", graph_used},
                               {"fused", cfg.device == "gpu" && gpu_opts.fused},

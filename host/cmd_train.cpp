@@ -339,6 +339,8 @@ int cmd_train(int argc, char** argv) {
     ("device", "gpu or cpu (default gpu; falls back to cpu with a message when no GPU is usable)",
        cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
+    ("bf16", "mixed precision: bf16 activations and bf16 tensor-core convolutions, fp32 weights, "
+             "Adam and loss (GPU only; not with --tf32)")
     ("algo", "cuDNN algorithm choice: deterministic (bit-reproducible) or fastest (benchmarked)",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying the step from a "
@@ -531,12 +533,12 @@ int cmd_train(int argc, char** argv) {
             << "cuvae: data " << cfg.data_dir << ": " << with_commas(train.images.count)
             << " training images\n"
             << "cuvae: device "
-            << (cfg.device == "gpu" ? gpu.name + " (sm_" + std::to_string(gpu.compute_major) +
-                                          std::to_string(gpu.compute_minor) + ", " +
-                                          (gpu_opts.tf32 ? "TF32" : "strict fp32") + ", " + algo +
-                                          " cuDNN algorithms, " +
-                                          (gpu_opts.cuda_graph ? "CUDA graph" : "eager") + " steps)"
-                                    : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)")
+            << (cfg.device == "gpu"
+                    ? gpu.name + " (sm_" + std::to_string(gpu.compute_major) +
+                          std::to_string(gpu.compute_minor) + ", " + precision_name(gpu_opts) +
+                          ", " + algo + " cuDNN algorithms, " +
+                          (gpu_opts.cuda_graph ? "CUDA graph" : "eager") + " steps)"
+                    : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)")
             << ", batch " << cfg.batch_size << ", lr " << cfg.adam.lr << ", beta " << cfg.beta
             << ", seed " << cfg.seed << ", " << cfg.epochs
             << (cfg.epochs == 1 ? " epoch\n" : " epochs\n");
@@ -593,6 +595,7 @@ int cmd_train(int argc, char** argv) {
                            {"limit", cfg.limit},
                            {"device", cfg.device},
                            {"tf32", gpu_opts.tf32},
+                           {"bf16", gpu_opts.bf16},
                            {"cuda_graph", gpu_opts.cuda_graph},
                            {"cudnn_algorithms", algo},
                            {"data", cfg.data_dir},
@@ -674,6 +677,8 @@ int cmd_train(int argc, char** argv) {
   if (cfg.device == "cpu" && gpu_opts.profile_first > 0)
     std::cout
         << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
+  if (cfg.device == "cpu" && gpu_opts.bf16)
+    std::cout << "cuvae: note: --bf16 applies to the GPU trainer only; the CPU trains in fp32\n";
   const StopCheck stop = [&signals] { return signals.signal() != 0; };
   const int64_t good_epoch_at_start = state.epoch;
   bool finished = false;

@@ -20,6 +20,7 @@
 #include "cuda/device_buffer.cuh"
 #include "cuda/loss.cuh"
 #include "cuda/nvtx.cuh"
+#include "cuda/precision.cuh"
 #include "cuda/reparam.cuh"
 #include "cuda/shuffle.cuh"
 #include "host/error.h"
@@ -31,6 +32,21 @@ namespace {
 
 bool is_conv(const Layer& l) {
   return l.kind != LayerKind::Linear;
+}
+
+// Mixed precision needs the fused kernels, excludes TF32 and needs bf16 tensor cores.
+void check_mixed_precision(const GpuOptions& o) {
+  if (!o.fused) throw Error("GpuTrainer: mixed precision (bf16) needs the fused kernels");
+  if (o.tf32) throw Error("GpuTrainer: mixed precision (bf16) and TF32 exclude each other");
+  int device = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major < 8)
+    throw InputError(
+        "mixed precision (--bf16) needs a GPU with bf16 tensor cores (compute "
+        "capability 8.0 or newer); this one is " +
+        std::to_string(major) + "." + std::to_string(minor));
 }
 
 // One ConvOp per convolution layer for one batch size (null for dense layers).
@@ -51,6 +67,14 @@ struct GpuTrainer::Impl {
   DeviceBuffer<unsigned char> workspace;
 
   DeviceBuffer<float> params, grads, adam_m, adam_v;  // (num_params) each
+  // Mixed precision (opts.bf16) only: the step's bf16 copies of the weights of the layers
+  // that run in bf16 (the convolutions and encoder.fc), and the bf16 weight gradients the
+  // convolutions write (widened into `grads` before Adam). Each tensor starts on a 256-byte
+  // boundary of its own layout (lo_offset), which the tensor-core kernels want.
+  DeviceBuffer<bf16> params_lo, grads_lo;
+  std::array<size_t, kNumLayers> lo_offset{};  // per bf16 layer: its weight in params_lo
+  SpanMap lo_weights;                          // params <-> params_lo
+  SpanMap lo_conv_grads;                       // grads <-> grads_lo, the convolutions only
   // Activations, sized for max_batch; see cpu_model.h for the shapes.
   DeviceBuffer<float> x, h1, h2, h3, eps, z, d0, d1, d2, logits, dlogits;
   // The two latent heads in one buffer (2, max_batch, D), mu then logvar, so that one
@@ -59,6 +83,12 @@ struct GpuTrainer::Impl {
   float *mu, *logvar, *g_mu, *g_lv;  // views into heads, g_heads
   // Activation gradients.
   DeviceBuffer<float> g_h1, g_h2, g_h3, g_h3_lv, g_z, g_d0, g_d1, g_d2;
+  // Mixed precision: the bf16 activations and activation gradients. The float buffers the
+  // mixed step also uses are x (the loss's targets), h3, heads, eps, z, g_h3, g_heads, g_z,
+  // d0 (decoder.fc before its bias: the layer runs in fp32) and g_d0 (its masked gradient);
+  // the other float activations stay unallocated, and in fp32 these stay unallocated.
+  DeviceBuffer<bf16> x_lo, h1_lo, h2_lo, d0_lo, d1_lo, d2_lo, logits_lo, dlogits_lo;
+  DeviceBuffer<bf16> g_h1_lo, g_h2_lo, g_h3_lo, g_d0_lo, g_d1_lo, g_d2_lo;
   DeviceBuffer<float> recon, kl;               // (max_batch) per image
   DeviceBuffer<double> image_dsum;             // (max_batch) the fused loss's scratch
   DeviceBuffer<unsigned> blocks_done;          // (1) the fused loss's ticket, 0 between launches
@@ -92,7 +122,8 @@ struct GpuTrainer::Impl {
         cudnn(stream.get()),
         cublas(stream.get(), o.tf32) {
     name_stream(stream.get(), "cuvae compute");
-    const ConvMath math = o.tf32 ? ConvMath::Tf32 : ConvMath::Fp32Strict;
+    if (o.bf16) check_mixed_precision(o);
+    const ConvMath math = o.bf16 ? ConvMath::Bf16 : o.tf32 ? ConvMath::Tf32 : ConvMath::Fp32Strict;
     const ConvAlgoPolicy policy =
         o.deterministic ? ConvAlgoPolicy::Deterministic : ConvAlgoPolicy::Fastest;
     for (int i = 0; i < kNumLayers; ++i) {
@@ -118,12 +149,19 @@ struct GpuTrainer::Impl {
     adam_m = DeviceBuffer<float>(n, "the Adam moments");
     adam_v = DeviceBuffer<float>(n, "the Adam moments");
     const size_t b = size_t(max_batch), dim = size_t(desc.latent_dim);
-    auto act = [&](LayerId id, const char* what) {
-      return DeviceBuffer<float>(b * size_t(desc.layer(id).out_size()), what);
+    const bool lo = o.bf16;
+    // A layer's output-sized activation buffer of type T, allocated only when `used`.
+    auto sized = [&](auto type, LayerId id, const char* what, bool used) {
+      using T = decltype(type);
+      return DeviceBuffer<T>(used ? b * size_t(desc.layer(id).out_size()) : 0, what);
     };
+    auto act = [&](LayerId id, const char* what, bool used = true) {
+      return sized(float{}, id, what, used);
+    };
+    auto act_lo = [&](LayerId id, const char* what) { return sized(bf16{}, id, what, lo); };
     x = DeviceBuffer<float>(b * kImagePixels, "the input batch");
-    h1 = act(kEncConv1, "activations");
-    h2 = act(kEncConv2, "activations");
+    h1 = act(kEncConv1, "activations", !lo);
+    h2 = act(kEncConv2, "activations", !lo);
     h3 = act(kEncFc, "activations");
     heads = DeviceBuffer<float>(2 * b * dim, "activations");
     mu = heads.data();
@@ -131,21 +169,56 @@ struct GpuTrainer::Impl {
     eps = DeviceBuffer<float>(b * dim, "activations");
     z = DeviceBuffer<float>(b * dim, "activations");
     d0 = act(kDecFc, "activations");
-    d1 = act(kDecDeconv1, "activations");
-    d2 = act(kDecDeconv2, "activations");
-    logits = act(kDecOut, "activations");
-    dlogits = act(kDecOut, "activation gradients");
-    g_h1 = act(kEncConv1, "activation gradients");
-    g_h2 = act(kEncConv2, "activation gradients");
+    d1 = act(kDecDeconv1, "activations", !lo);
+    d2 = act(kDecDeconv2, "activations", !lo);
+    logits = act(kDecOut, "activations", !lo);
+    dlogits = act(kDecOut, "activation gradients", !lo);
+    g_h1 = act(kEncConv1, "activation gradients", !lo);
+    g_h2 = act(kEncConv2, "activation gradients", !lo);
     g_h3 = act(kEncFc, "activation gradients");
-    g_h3_lv = act(kEncFc, "activation gradients");
+    g_h3_lv = act(kEncFc, "activation gradients", !o.fused);
     g_heads = DeviceBuffer<float>(2 * b * dim, "activation gradients");
     g_mu = g_heads.data();
     g_lv = g_heads.data() + b * dim;
     g_z = DeviceBuffer<float>(b * dim, "activation gradients");
     g_d0 = act(kDecFc, "activation gradients");
-    g_d1 = act(kDecDeconv1, "activation gradients");
-    g_d2 = act(kDecDeconv2, "activation gradients");
+    g_d1 = act(kDecDeconv1, "activation gradients", !lo);
+    g_d2 = act(kDecDeconv2, "activation gradients", !lo);
+    if (lo) {
+      constexpr size_t kAlign = 128;  // bf16 elements: 256 bytes
+      size_t lo_size = 0;
+      for (int i = 0; i < kNumLayers; ++i) {
+        const LayerId id = LayerId(i);
+        if (!is_conv(desc.layer(id)) && id != kEncFc) continue;
+        const ParamTensor& w = desc.weight(id);
+        lo_offset[size_t(i)] = lo_size;
+        for (SpanMap* m : {&lo_weights, &lo_conv_grads}) {
+          if (m == &lo_conv_grads && id == kEncFc) continue;  // its gradient is fp32
+          if (m->count == SpanMap::kMax) throw Error("GpuTrainer: too many bf16 layers");
+          m->offset[m->count] = w.offset;
+          m->lo_offset[m->count] = lo_size;
+          m->size[m->count] = w.numel;
+          ++m->count;
+        }
+        lo_size += (w.numel + kAlign - 1) / kAlign * kAlign;
+      }
+      params_lo = DeviceBuffer<bf16>(lo_size, "the bf16 weights");
+      grads_lo = DeviceBuffer<bf16>(lo_size, "the bf16 weight gradients");
+      x_lo = DeviceBuffer<bf16>(b * kImagePixels, "the input batch");
+      h1_lo = act_lo(kEncConv1, "activations");
+      h2_lo = act_lo(kEncConv2, "activations");
+      d0_lo = act_lo(kDecFc, "activations");
+      d1_lo = act_lo(kDecDeconv1, "activations");
+      d2_lo = act_lo(kDecDeconv2, "activations");
+      logits_lo = act_lo(kDecOut, "activations");
+      dlogits_lo = act_lo(kDecOut, "activation gradients");
+      g_h1_lo = act_lo(kEncConv1, "activation gradients");
+      g_h2_lo = act_lo(kEncConv2, "activation gradients");
+      g_h3_lo = act_lo(kEncFc, "activation gradients");
+      g_d0_lo = act_lo(kDecFc, "activation gradients");
+      g_d1_lo = act_lo(kDecDeconv1, "activation gradients");
+      g_d2_lo = act_lo(kDecDeconv2, "activation gradients");
+    }
     recon = DeviceBuffer<float>(b, "per-image losses");
     kl = DeviceBuffer<float>(b, "per-image losses");
     image_dsum = DeviceBuffer<double>(b, "per-image losses");
@@ -209,62 +282,83 @@ struct GpuTrainer::Impl {
     }
   }
 
-  // Enqueues one step for the step table's entry at the cursor: with `gather`, the batch at
-  // the cursor's place in `perm` into `x` (else `x` holds it already); forward, loss (added to
-  // `sums`), backward, Adam if apply_adam, and the cursor's advance. Changes no host state, so
-  // the same launches can be captured once and replayed.
-  void enqueue_step(int count, bool gather, bool apply_adam) {
-    if (count != max_batch && count != remainder)
-      throw Error("GpuTrainer: no convolution plan for a batch of " + std::to_string(count));
-    const ConvSet& c = count == max_batch ? full_convs : rem_convs;
+  // The fused latent block, the same in both precisions. Forward: mu and logvar (one batched
+  // GEMM from h3), their biases added inside the reparameterization, z and eps.
+  void heads_forward(int count, const StepTable& at) {
     const int dim = desc.latent_dim;
-    const StepTable at{schedule.data(), cursor.data()};
-    if (gather) {
-      const NvtxRange range("gather batch");
-      gather_normalize(x.data(), images.data(), perm.data(), cursor.data(), max_batch, count,
-                       kImagePixels, s());
+    {
+      const NvtxRange range("encoder.mu + encoder.logvar forward");
+      dense_forward_pair(cublas, mu, head_stride(), h3.data(), weight(kEncMu), weight_stride(),
+                         count, desc.layer(kEncMu).in_channels, dim);
     }
+    const NvtxRange range("reparameterization forward");
+    reparam_forward_biased(z.data(), eps.data(), mu, logvar, bias(kEncMu), bias(kEncLogvar),
+                           cfg.seed, at, count, dim, s());
+  }
+
+  // Backward from g_z: the heads' gradients (their bias gradients summed inside the
+  // reparameterization kernel), their weight gradients, and g_h3 = the sum of both heads'
+  // input gradients (the second GEMM accumulates).
+  void heads_backward(int count) {
+    const int dim = desc.latent_dim;
+    {
+      const NvtxRange range("reparameterization backward");
+      reparam_backward_biased(g_mu, g_lv, grads.data() + desc.bias(kEncMu).offset,
+                              grads.data() + desc.bias(kEncLogvar).offset, reparam_done.data(),
+                              g_z.data(), mu, logvar, eps.data(), count, dim, float(cfg.beta), s());
+    }
+    const NvtxRange range("encoder.mu + encoder.logvar backward");
+    const int in = desc.layer(kEncMu).in_channels;
+    dense_backward_filter_pair(cublas, grads.data() + desc.weight(kEncMu).offset, weight_stride(),
+                               h3.data(), g_mu, head_stride(), count, in, dim);
+    dense_backward_data(cublas, g_h3.data(), g_mu, weight(kEncMu), count, in, dim);
+    dense_backward_data(cublas, g_h3.data(), g_lv, weight(kEncLogvar), count, in, dim, true);
+  }
+
+  // The output layer's bias, the loss, its gradient dlogits and the loss sums in one launch
+  // (cuda/loss.cuh), for float or bf16 logits.
+  template <typename T>
+  void fused_loss(T* dlogits_out, const T* pre_bias, int count) {
+    const NvtxRange range("output bias + BCE+KL loss (fused)");
+    FusedLossArgsT<T> a{};
+    a.dlogits = dlogits_out;
+    a.recon = recon.data();
+    a.kl = kl.data();
+    a.image_dsum = image_dsum.data();
+    a.sums = sums.data();
+    a.dbias = grads.data() + desc.bias(kDecOut).offset;
+    a.blocks_done = blocks_done.data();
+    a.pre_bias = pre_bias;
+    a.bias = bias(kDecOut);
+    a.x = x.data();
+    a.mu = mu;
+    a.logvar = logvar;
+    bce_kl_loss_fused(a, count, kImagePixels, desc.latent_dim, s());
+  }
+
+  // Forward, loss (added to `sums`) and backward in fp32 (strict, or TF32 if opts.tf32), the
+  // batch in `x`; leaves every gradient in `grads`.
+  void forward_backward(const ConvSet& c, int count, const StepTable& at) {
+    const int dim = desc.latent_dim;
     // Forward.
     layer_forward(c, kEncConv1, h1.data(), x.data(), count);
     layer_forward(c, kEncConv2, h2.data(), h1.data(), count);
     layer_forward(c, kEncFc, h3.data(), h2.data(), count);
     const bool fused = opts.fused;
     if (fused) {
-      const NvtxRange range("encoder.mu + encoder.logvar forward");
-      dense_forward_pair(cublas, mu, head_stride(), h3.data(), weight(kEncMu), weight_stride(),
-                         count, desc.layer(kEncMu).in_channels, dim);
+      heads_forward(count, at);
     } else {
       layer_forward(c, kEncMu, mu, h3.data(), count);
       layer_forward(c, kEncLogvar, logvar, h3.data(), count);
-    }
-    {
       const NvtxRange range("reparameterization forward");
-      if (fused)
-        reparam_forward_biased(z.data(), eps.data(), mu, logvar, bias(kEncMu), bias(kEncLogvar),
-                               cfg.seed, at, count, dim, s());
-      else
-        reparam_forward(z.data(), eps.data(), mu, logvar, cfg.seed, at, count, dim, s());
+      reparam_forward(z.data(), eps.data(), mu, logvar, cfg.seed, at, count, dim, s());
     }
     layer_forward(c, kDecFc, d0.data(), z.data(), count);
     layer_forward(c, kDecDeconv1, d1.data(), d0.data(), count);
     layer_forward(c, kDecDeconv2, d2.data(), d1.data(), count);
     layer_forward(c, kDecOut, logits.data(), d2.data(), count, !fused);
     if (fused) {
-      const NvtxRange range("output bias + BCE+KL loss (fused)");
-      FusedLossArgs a{};
-      a.dlogits = dlogits.data();
-      a.recon = recon.data();
-      a.kl = kl.data();
-      a.image_dsum = image_dsum.data();
-      a.sums = sums.data();
-      a.dbias = grads.data() + desc.bias(kDecOut).offset;
-      a.blocks_done = blocks_done.data();
-      a.pre_bias = logits.data();
-      a.bias = bias(kDecOut);
-      a.x = x.data();
-      a.mu = mu;
-      a.logvar = logvar;
-      bce_kl_loss_fused(a, count, kImagePixels, dim, s());
+      fused_loss(dlogits.data(), static_cast<const float*>(logits.data()), count);
     } else {
       const NvtxRange range("BCE+KL loss");
       bce_kl_loss(dlogits.data(), recon.data(), kl.data(), logits.data(), x.data(), mu, logvar,
@@ -278,19 +372,7 @@ struct GpuTrainer::Impl {
     layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), count);
     layer_backward(c, kDecFc, g_z.data(), g_d0.data(), d0.data(), z.data(), count);
     if (fused) {
-      {
-        const NvtxRange range("reparameterization backward");
-        reparam_backward_biased(g_mu, g_lv, grads.data() + desc.bias(kEncMu).offset,
-                                grads.data() + desc.bias(kEncLogvar).offset, reparam_done.data(),
-                                g_z.data(), mu, logvar, eps.data(), count, dim, float(cfg.beta),
-                                s());
-      }
-      const NvtxRange range("encoder.mu + encoder.logvar backward");
-      const int in = desc.layer(kEncMu).in_channels;
-      dense_backward_filter_pair(cublas, grads.data() + desc.weight(kEncMu).offset, weight_stride(),
-                                 h3.data(), g_mu, head_stride(), count, in, dim);
-      dense_backward_data(cublas, g_h3.data(), g_mu, weight(kEncMu), count, in, dim);
-      dense_backward_data(cublas, g_h3.data(), g_lv, weight(kEncLogvar), count, in, dim, true);
+      heads_backward(count);
     } else {
       {
         const NvtxRange range("reparameterization backward");
@@ -305,6 +387,128 @@ struct GpuTrainer::Impl {
     layer_backward(c, kEncFc, g_h2.data(), g_h3.data(), h3.data(), h2.data(), count);
     layer_backward(c, kEncConv2, g_h1.data(), g_h2.data(), h2.data(), h1.data(), count);
     layer_backward(c, kEncConv1, nullptr, g_h1.data(), h1.data(), x.data(), count);
+  }
+
+  // ---- mixed precision (opts.bf16) ----
+  const bf16* weight_lo(LayerId id) const { return params_lo.data() + lo_offset[size_t(id)]; }
+  int64_t plane(LayerId id) const { return int64_t(desc.layer(id).out_h) * desc.layer(id).out_w; }
+
+  // A bf16 convolution with its bias (+ ReLU) epilogue, or without it (the fused loss adds the
+  // output bias).
+  void conv_forward_lo(const ConvSet& convs, LayerId id, bf16* y, const bf16* in, int batch,
+                       bool epilogue = true) {
+    const Layer& l = desc.layer(id);
+    const NvtxRange range(forward_names[size_t(id)].c_str());
+    convs[size_t(id)]->forward(y, in, weight_lo(id), workspace.data(), workspace.size());
+    if (epilogue) bias_act_forward(y, bias(id), batch, l.out_channels, plane(id), l.relu, s());
+  }
+
+  // Its backward: dy masked in place (unless !epilogue), the bias gradient (float), the
+  // bf16 weight gradient into grads_lo (widened later) and, unless dx is null, dx.
+  void conv_backward_lo(const ConvSet& convs, LayerId id, bf16* dx, bf16* dy, const bf16* y,
+                        const bf16* in, int batch, bool epilogue = true) {
+    const Layer& l = desc.layer(id);
+    const NvtxRange range(backward_names[size_t(id)].c_str());
+    if (epilogue)
+      bias_act_backward(dy, grads.data() + desc.bias(id).offset, y, batch, l.out_channels,
+                        plane(id), l.relu, s());
+    const ConvOp& op = *convs[size_t(id)];
+    op.backward_filter(grads_lo.data() + lo_offset[size_t(id)], in, dy, workspace.data(),
+                       workspace.size());
+    if (dx) op.backward_data(dx, dy, weight_lo(id), workspace.data(), workspace.size());
+  }
+
+  // The mixed-precision forward, loss and backward (GpuOptions::bf16 says what runs in bf16);
+  // the batch in `x` and, if x_lo_ready, its bf16 copy in `x_lo`; leaves every gradient,
+  // widened to float, in `grads`.
+  void forward_backward_mixed(const ConvSet& c, int count, const StepTable& at, bool x_lo_ready) {
+    {
+      const NvtxRange range("bf16 copy of the weights");
+      to_bf16(params_lo.data(), params.data(), lo_weights, s());
+      if (!x_lo_ready) to_bf16(x_lo.data(), x.data(), size_t(count) * kImagePixels, s());
+    }
+    const Layer& enc_fc = desc.layer(kEncFc);
+    const Layer& dec_fc = desc.layer(kDecFc);
+    // Forward.
+    conv_forward_lo(c, kEncConv1, h1_lo.data(), x_lo.data(), count);
+    conv_forward_lo(c, kEncConv2, h2_lo.data(), h1_lo.data(), count);
+    {
+      const NvtxRange range(forward_names[kEncFc].c_str());
+      dense_forward(cublas, h3.data(), h2_lo.data(), weight_lo(kEncFc), count, enc_fc.in_channels,
+                    enc_fc.out_channels);
+      bias_act_forward(h3.data(), bias(kEncFc), count, enc_fc.out_channels, 1, enc_fc.relu, s());
+    }
+    heads_forward(count, at);
+    {
+      const NvtxRange range(forward_names[kDecFc].c_str());
+      dense_forward(cublas, d0.data(), z.data(), weight(kDecFc), count, dec_fc.in_channels,
+                    dec_fc.out_channels);
+      bias_act_forward(d0_lo.data(), static_cast<const float*>(d0.data()), bias(kDecFc), count,
+                       dec_fc.out_channels, 1, dec_fc.relu, s());
+    }
+    conv_forward_lo(c, kDecDeconv1, d1_lo.data(), d0_lo.data(), count);
+    conv_forward_lo(c, kDecDeconv2, d2_lo.data(), d1_lo.data(), count);
+    conv_forward_lo(c, kDecOut, logits_lo.data(), d2_lo.data(), count, false);
+    fused_loss(dlogits_lo.data(), static_cast<const bf16*>(logits_lo.data()), count);
+    // Backward.
+    conv_backward_lo(c, kDecOut, g_d2_lo.data(), dlogits_lo.data(), nullptr, d2_lo.data(), count,
+                     false);
+    conv_backward_lo(c, kDecDeconv2, g_d1_lo.data(), g_d2_lo.data(), d2_lo.data(), d1_lo.data(),
+                     count);
+    conv_backward_lo(c, kDecDeconv1, g_d0_lo.data(), g_d1_lo.data(), d1_lo.data(), d0_lo.data(),
+                     count);
+    {
+      const NvtxRange range(backward_names[kDecFc].c_str());
+      bias_act_backward(g_d0.data(), grads.data() + desc.bias(kDecFc).offset,
+                        static_cast<const bf16*>(g_d0_lo.data()),
+                        static_cast<const bf16*>(d0_lo.data()), count, dec_fc.out_channels, 1,
+                        dec_fc.relu, s());
+      dense_backward_filter(cublas, grads.data() + desc.weight(kDecFc).offset, z.data(),
+                            g_d0.data(), count, dec_fc.in_channels, dec_fc.out_channels);
+      dense_backward_data(cublas, g_z.data(), g_d0.data(), weight(kDecFc), count,
+                          dec_fc.in_channels, dec_fc.out_channels);
+    }
+    heads_backward(count);
+    {
+      const NvtxRange range(backward_names[kEncFc].c_str());
+      bias_act_backward(g_h3_lo.data(), grads.data() + desc.bias(kEncFc).offset,
+                        static_cast<const float*>(g_h3.data()),
+                        static_cast<const float*>(h3.data()), count, enc_fc.out_channels, 1,
+                        enc_fc.relu, s());
+      dense_backward_filter(cublas, grads.data() + desc.weight(kEncFc).offset, h2_lo.data(),
+                            g_h3_lo.data(), count, enc_fc.in_channels, enc_fc.out_channels);
+      dense_backward_data(cublas, g_h2_lo.data(), g_h3_lo.data(), weight_lo(kEncFc), count,
+                          enc_fc.in_channels, enc_fc.out_channels);
+    }
+    conv_backward_lo(c, kEncConv2, g_h1_lo.data(), g_h2_lo.data(), h2_lo.data(), h1_lo.data(),
+                     count);
+    conv_backward_lo(c, kEncConv1, nullptr, g_h1_lo.data(), h1_lo.data(), x_lo.data(), count);
+    const NvtxRange range("widen the bf16 weight gradients");
+    widen_spans(grads.data(), grads_lo.data(), lo_conv_grads, s());
+  }
+
+  // Enqueues one step for the step table's entry at the cursor: with `gather`, the batch at
+  // the cursor's place in `perm` into `x` (else `x` holds it already); forward, loss (added to
+  // `sums`), backward, Adam if apply_adam, and the cursor's advance. Changes no host state, so
+  // the same launches can be captured once and replayed.
+  void enqueue_step(int count, bool gather, bool apply_adam) {
+    if (count != max_batch && count != remainder)
+      throw Error("GpuTrainer: no convolution plan for a batch of " + std::to_string(count));
+    const ConvSet& c = count == max_batch ? full_convs : rem_convs;
+    const StepTable at{schedule.data(), cursor.data()};
+    if (gather) {
+      const NvtxRange range("gather batch");
+      if (opts.bf16)
+        gather_normalize(x.data(), x_lo.data(), images.data(), perm.data(), cursor.data(),
+                         max_batch, count, kImagePixels, s());
+      else
+        gather_normalize(x.data(), images.data(), perm.data(), cursor.data(), max_batch, count,
+                         kImagePixels, s());
+    }
+    if (opts.bf16)
+      forward_backward_mixed(c, count, at, gather);
+    else
+      forward_backward(c, count, at);
     if (apply_adam) {
       const NvtxRange range("Adam");
       adam_step(params.data(), adam_m.data(), adam_v.data(), nonfinite.data(), grads.data(),
@@ -550,6 +754,12 @@ std::string GpuTrainer::describe() const {
   for (int i = 0; i < kNumLayers; ++i)
     if (m.full_convs[size_t(i)])
       os << m.desc.layers[size_t(i)].name << ": " << m.full_convs[size_t(i)]->describe() << "\n";
+  os << "precision: "
+     << (m.opts.bf16   ? "bf16 mixed (bf16 convolutions and encoder.fc, fp32 weights, Adam, loss "
+                         "and latent layers)"
+         : m.opts.tf32 ? "TF32"
+                       : "strict fp32")
+     << "\n";
   os << "training step: ";
   if (m.step_graph)
     os << "CUDA graph of " << m.graph_nodes << " nodes\n";

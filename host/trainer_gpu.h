@@ -33,7 +33,14 @@
 namespace cuvae {
 
 struct GpuOptions {
-  bool tf32 = false;          // allow TF32 tensor cores in cuDNN and cuBLAS
+  bool tf32 = false;  // allow TF32 tensor cores in cuDNN and cuBLAS
+  // Mixed precision (bf16): the convolutions and the encoder's 3136 -> 16 layer run on bf16
+  // tensor cores with bf16 activations and activation gradients (fp32 accumulation); the
+  // parameters, Adam and its moments, the latent heads, the reparameterization, the decoder's
+  // first layer and the loss stay fp32. Each step rounds the fp32 weights to a bf16 working
+  // copy; the bf16 weight gradients of the convolutions are widened to fp32 before Adam.
+  // Needs `fused` and excludes `tf32`. false: everything in fp32 (strict unless tf32).
+  bool bf16 = false;
   bool deterministic = true;  // deterministic cuDNN algorithms (bit-reproducible runs)
   // Replay full-batch steps from a captured CUDA graph; false: launch each kernel every step
   // (per-layer NVTX ranges then appear in an Nsight Systems timeline).

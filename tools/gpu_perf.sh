@@ -6,9 +6,10 @@
 #    compute-sanitizer on every GPU test, one training epoch          -> DIR/gpu_check.log
 # 2. tools/bench/bench.py against PyTorch, writing DIR/BENCHMARKS.md (a copy of the repo's
 #    file with the GPU section replaced) and every run's JSON and log -> DIR/bench/
-#    Default: batch 128 and 4096, fp32 and TF32, PyTorch eager and torch.compile 'default',
-#    1 warm-up + 3 timed epochs, cuvae's ablations; --full: bench.py's defaults (batch
-#    128/1024/4096, every compile mode, 2 + 5 epochs; much longer).
+#    Default: batch 128 and 4096, fp32, TF32 and bf16 mixed precision (with --bf16's accuracy
+#    cost), PyTorch eager and torch.compile 'default', 1 warm-up + 3 timed epochs, cuvae's
+#    ablations; --full: bench.py's defaults (batch 128/1024/4096, every compile mode, 2 + 5
+#    epochs; much longer).
 # 3. Nsight Compute on training steps 200-201 (--no-cuda-graph, so every kernel runs under its
 #    layer's NVTX range), exported as CSV by kernel name and by range -> DIR/ncu-steps*.csv
 # 4. Nsight Systems on steps 200-210 as they run by default (CUDA graph, node tracing), its
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --full) full=1; shift ;;
     --phases) phases=$2; shift 2 ;;
     --no-sanitizer) check_flags+=(--no-sanitizer); shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_perf.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -86,7 +87,8 @@ else
   bench=(tools/bench/bench.py --cuvae "$cuvae" --data "$data" --out "$out/BENCHMARKS.md"
          --work-dir "$out/bench")
   [ "$full" -eq 1 ] ||
-    bench+=(--batches 128,4096 --modes eager,default --warmup 1 --epochs 3)
+    bench+=(--batches 128,4096 --precisions fp32,tf32,bf16 --modes eager,default --warmup 1
+            --epochs 3)
   if timeout 2400 "${bench[@]}" >"$out/bench.log" 2>&1; then
     phase "bench (cuvae vs PyTorch)" PASS "BENCHMARKS.md, bench.log"
   else

@@ -24,43 +24,17 @@
 #include "host/batch.h"
 #include "host/cpu_ref.h"
 #include "host/step_scalars.h"
+#include "tests/gpu/device_io.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
 using cuvae::test::compare;
+using cuvae::test::poison_device;
+using cuvae::test::to_device;
+using cuvae::test::to_host;
+using cuvae::test::upload;
 
 namespace {
-
-// ---- host <-> device, all synchronous ---------------------------------------------------------
-template <typename T>
-DeviceBuffer<T> to_device(const std::vector<T>& host, cudaStream_t s) {
-  DeviceBuffer<T> d(host.size(), "test input");
-  d.upload(host.data(), host.size(), s);
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  return d;
-}
-
-template <typename T>
-void upload(DeviceBuffer<T>& d, const std::vector<T>& host, cudaStream_t s) {
-  REQUIRE(host.size() == d.size());
-  d.upload(host.data(), host.size(), s);
-  CUDA_CHECK(cudaStreamSynchronize(s));
-}
-
-// Waits for the stream (so a kernel fault surfaces here as a CudaError) and copies back.
-template <typename T>
-std::vector<T> to_host(const DeviceBuffer<T>& d, cudaStream_t s) {
-  std::vector<T> host(d.size());
-  d.download(host.data(), host.size(), s);
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  return host;
-}
-
-// All bits set is a NaN for float and double: an element the kernel forgets to write fails.
-template <typename T>
-void poison_device(DeviceBuffer<T>& d, cudaStream_t s) {
-  CUDA_CHECK(cudaMemsetAsync(d.data(), 0xFF, d.bytes(), s));
-}
 
 template <typename T>
 size_t first_bitwise_difference(const std::vector<T>& a, const std::vector<T>& b) {
@@ -963,6 +937,24 @@ TEST_CASE("the step-table launchers equal the argument launchers bit for bit", "
     std::vector<float> want(got.size());
     gather_batch(want.data(), images.data(), perm.data() + 4 * stride, count, pixels);
     require_bitwise_equal(got, want, "x");
+    // The mixed-precision form: the same x, and x_lo = x rounded to bf16 (the host's
+    // round-to-nearest-even conversion from cuda_bf16.h), from one pass.
+    DeviceBuffer<bf16> d_x_lo(size_t(count) * pixels);
+    poison_device(d_x, s);
+    CUDA_CHECK(cudaMemsetAsync(d_x_lo.data(), 0xff, d_x_lo.bytes(), s));  // bf16 NaNs
+    gather_normalize(d_x.data(), d_x_lo.data(), d_images.data(), d_perm.data(), d_cursor.data(),
+                     stride, count, pixels, s);
+    require_bitwise_equal(to_host(d_x, s), want, "x (with its bf16 copy)");
+    std::vector<bf16> lo(d_x_lo.size());
+    d_x_lo.download(lo.data(), lo.size(), s);
+    stream.synchronize();
+    size_t wrong = 0;
+    for (size_t i = 0; i < lo.size(); ++i) {
+      const bf16 expect = __float2bfloat16_rn(want[i]);
+      if (std::memcmp(&lo[i], &expect, sizeof(bf16)) != 0) ++wrong;
+    }
+    INFO("bf16 copies differing from the rounded x: " << wrong << " of " << lo.size());
+    REQUIRE(wrong == 0);
     advance_cursor(d_cursor.data(), s);
     advance_cursor(d_cursor.data(), s);
     REQUIRE(to_host(d_cursor, s)[0] == 6);

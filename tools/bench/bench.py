@@ -4,7 +4,7 @@ batch size, optimizer and data; one Markdown table, written into BENCHMARKS.md.
 
 Usage (from anywhere; paths are relative to the current directory):
   tools/bench/bench.py [--data DIR] [--cuvae build/cuvae] [--device gpu|cpu]
-                       [--batches 128,1024,4096] [--precisions fp32,tf32] [--epochs N]
+                       [--batches 128,1024,4096] [--precisions fp32,tf32,bf16] [--epochs N]
                        [--warmup N] [--limit N] [--modes eager,default,reduce-overhead,max-autotune]
                        [--algo fastest|deterministic] [--out BENCHMARKS.md] [--no-write]
 
@@ -12,14 +12,22 @@ For each configuration (batch size x precision) it runs, each as its own process
 memory is per process:
   * `cuvae bench` (the lead's subcommand; JSON schema in benchlib.REQUIRED_KEYS),
   * tools/bench/torch_vae.py once per PyTorch mode (eager, and each torch.compile mode),
-and, once per run, tools/bench/gemm_rate.py for the device's fp32 / TF32 GEMM rate (the
-FLOP-floor denominator). It checks every final loss against cuvae's (benchlib.loss_check),
-prints the table and replaces the device's marked section of BENCHMARKS.md
-(<!-- bench:gpu:start --> ... <!-- bench:gpu:end -->, or bench:cpu) leaving the rest intact.
+and, once per run, tools/bench/gemm_rate.py for the device's fp32 / TF32 / bf16 GEMM rate
+(the FLOP-floor denominator). It checks every final loss against cuvae's of the same
+configuration (benchlib.loss_check; so bf16 against bf16), prints the table and replaces the
+device's marked section of BENCHMARKS.md (<!-- bench:gpu:start --> ... <!-- bench:gpu:end -->,
+or bench:cpu) leaving the rest intact.
 
-Defaults per device: gpu: batches 128,1024,4096, precisions fp32,tf32, all four modes,
-2 warm-up + 5 timed epochs over all 60,000 images; cpu: batch 128, fp32, eager only,
-1 warm-up + 2 timed epochs over the first 2,048 images.
+Precisions: fp32 (strict), tf32 (cuvae --tf32, PyTorch TF32 matmuls and convolutions), bf16
+(mixed precision: cuvae --bf16, PyTorch torch.autocast to bfloat16 around forward + loss).
+Under the table, for each batch size with both an fp32 and a bf16 cuvae row, the accuracy
+cost of --bf16 (its final loss against fp32's, same seed) and its speed-up. The issue's
+targets are stated for fp32 / TF32: bf16 rows are reported, not counted towards them.
+
+Defaults per device: gpu: batches 128,1024,4096, precisions fp32,tf32,bf16, all four modes,
+2 warm-up + 5 timed epochs over all 60,000 images; cpu: batch 128, fp32 (tf32 and bf16 are
+GPU settings, dropped there), eager only, 1 warm-up + 2 timed epochs over the first 2,048
+images.
 The PyTorch side runs under --python (default: the interpreter running this script).
 
 Exit status: 0 every run succeeded and every loss agrees; 1 a run failed or a loss
@@ -46,7 +54,8 @@ import benchlib as bl  # noqa: E402
 
 ALL_MODES = ("eager", "default", "reduce-overhead", "max-autotune")
 DEFAULTS = {
-    "gpu": dict(batches="128,1024,4096", precisions="fp32,tf32", modes=",".join(ALL_MODES),
+    "gpu": dict(batches="128,1024,4096", precisions="fp32,tf32,bf16",
+                modes=",".join(ALL_MODES),
                 epochs=5, warmup=2, limit=0),
     "cpu": dict(batches="128", precisions="fp32", modes="eager", epochs=2, warmup=1,
                 limit=2048),
@@ -59,6 +68,10 @@ ABLATIONS = {
     "graph": ("--no-cuda-graph", "CUDA graph replay of the step"),
     "fusion": ("--no-fusion", "fused kernels (output bias + loss; latent heads + "
                "reparameterization)"),
+}
+# ablations that a precision cannot run: name -> {precision: why}
+ABLATION_CONFLICTS = {
+    "fusion": {"bf16": "--bf16 needs the fused kernels"},
 }
 
 
@@ -106,7 +119,8 @@ def parse_args(argv):
                    help="cuvae binary (default build/cuvae in the repository)")
     p.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
     p.add_argument("--batches", help="batch sizes (gpu: 128,1024,4096; cpu: 128)")
-    p.add_argument("--precisions", help="fp32 and/or tf32 (gpu: fp32,tf32; cpu: fp32)")
+    p.add_argument("--precisions", help="fp32, tf32 and/or bf16 (gpu: fp32,tf32,bf16; "
+                   "cpu: fp32)")
     p.add_argument("--epochs", type=int, help="timed epochs per run (gpu 5, cpu 2)")
     p.add_argument("--warmup", type=int, help="warm-up epochs per run (gpu 2, cpu 1)")
     p.add_argument("--limit", type=int, help="first N training images, 0 = all (gpu 0, "
@@ -141,7 +155,7 @@ def parse_args(argv):
     args.data = args.data or os.environ.get("CUVAE_MNIST_DIR") or "data/mnist"
     args.batches = parse_list(args.batches or d["batches"], int, "batch size")
     args.precisions = parse_list(args.precisions or d["precisions"], str, "precision",
-                                 ("fp32", "tf32"))
+                                 bl.PRECISIONS)
     args.modes = parse_list(args.modes if args.modes is not None else d["modes"], str,
                             "mode", ALL_MODES)
     args.epochs = d["epochs"] if args.epochs is None else args.epochs
@@ -160,9 +174,12 @@ def parse_args(argv):
         p.error("--epochs must be >= 1, --warmup and --limit >= 0")
     if not args.batches or not args.precisions:
         p.error("nothing to run: give at least one batch size and one precision")
-    if args.device == "cpu" and "tf32" in args.precisions:
-        log("TF32 is a GPU setting: dropping tf32 on the CPU")
-        args.precisions = [x for x in args.precisions if x != "tf32"] or ["fp32"]
+    if args.device == "cpu":
+        for name, why in (("tf32", "TF32 is a GPU setting"),
+                          ("bf16", "bf16 mixed precision (cuvae --bf16) is GPU-only")):
+            if name in args.precisions:
+                log("%s: dropping %s on the CPU" % (why, name))
+                args.precisions = [x for x in args.precisions if x != name] or ["fp32"]
     return args
 
 
@@ -220,9 +237,11 @@ def validate_gemm(obj):
         v = obj.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             problems.append("%s must be a positive number, got %r" % (key, v))
-    v = obj.get("tf32_tflops")
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-        problems.append("tf32_tflops must be null or a positive number, got %r" % (v,))
+    for key in ("tf32_tflops", "bf16_tflops"):
+        v = obj.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not v > 0):
+            problems.append("%s must be null or a positive number, got %r" % (key, v))
     return problems
 
 
@@ -234,6 +253,8 @@ def common_flags(args, batch, precision):
     flags += ["--data", args.data]
     if precision == "tf32":
         flags.append("--tf32")
+    elif precision == "bf16":
+        flags.append("--bf16")  # cuvae and torch_vae.py both take it
     return flags
 
 
@@ -291,10 +312,15 @@ def shown_command(argv):
 # ------------------------------------------------------------------------------------------
 # Tables
 # ------------------------------------------------------------------------------------------
+GEMM_RATE_KEY = {"fp32": "fp32_tflops", "tf32": "tf32_tflops", "bf16": "bf16_tflops"}
+
+
 def gemm_rate_for(gemm, precision):
+    """The FLOP-floor denominator of a precision's rows in FLOP/s: the GEMM rate measured in
+    that precision, or None (no floor) where it was not measured."""
     if not gemm:
         return None
-    v = gemm.get("tf32_tflops" if precision == "tf32" else "fp32_tflops")
+    v = gemm.get(GEMM_RATE_KEY[precision])
     return None if v is None else v * 1e12
 
 
@@ -397,10 +423,19 @@ def build_report(args, configs, gemm, header_lines):
             r_e, r_c = ratio(eager), ratio(best)
             frac = bl.floor_fraction(cu["images_per_s"], rate, args.latent_dim)
             parts = []
-            if r_e is not None:
+            if c["precision"] == "bf16":
+                # the issue's targets are stated for fp32 and TF32: a mixed-precision row is
+                # reported beside them and never counted towards them
+                if r_e is not None:
+                    parts.append("vs eager %.2fx" % r_e)
+                if r_c is not None:
+                    parts.append("vs best compile %.2fx" % r_c)
+                if frac is not None:
+                    parts.append("%.1f%% of the bf16 floor" % (100 * frac))
+            elif r_e is not None:
                 parts.append("vs eager %.2fx (target 5x: %s)" % (r_e, "met" if r_e >= 5
                                                                  else "missed"))
-            if r_c is not None:
+            if r_c is not None and c["precision"] != "bf16":
                 parts.append("vs best compile %.2fx (target 1.5x: %s)"
                              % (r_c, "met" if r_c >= 1.5 else "missed"))
             if c["batch"] == 128 and c["precision"] == "fp32":
@@ -412,7 +447,11 @@ def build_report(args, configs, gemm, header_lines):
             if c["batch"] == 4096 and c["precision"] == "tf32" and frac is not None:
                 parts.append("%.1f%% of the TF32 floor (target 30%%: %s)"
                              % (100 * frac, "met" if frac >= 0.30 else "missed"))
-            if parts:
+            if parts and c["precision"] == "bf16":
+                target_lines.append("- %s (mixed precision against PyTorch's bf16 autocast; "
+                                    "not counted towards the targets, which are stated for "
+                                    "fp32 and TF32): %s" % (cfg, "; ".join(parts)))
+            elif parts:
                 target_lines.append("- %s: %s" % (cfg, "; ".join(parts)))
 
         systems = [("cuvae", c["cuvae"])]
@@ -466,7 +505,7 @@ def build_report(args, configs, gemm, header_lines):
     out.append("- Ratios are PyTorch ms/epoch over cuvae ms/epoch (above 1: cuvae is "
                "faster); best torch.compile is the fastest of the compile modes run.")
     out.append("- FLOP floor: %.2f MFLOP per image per step (forward %.2f MFLOP from the layer "
-               "shapes, x3 for forward + backward), over the GEMM rate "
+               "shapes, x3 for forward + backward), over the GEMM rate in the row's precision "
                "measured in this run%s." % (
                    bl.train_flop_per_image(args.latent_dim) / 1e6,
                    bl.forward_flop_per_image(args.latent_dim) / 1e6,
@@ -488,13 +527,80 @@ def build_report(args, configs, gemm, header_lines):
     if target_lines:
         out.append("- Targets:")
         out.extend("  " + t for t in target_lines)
-    if ablation_lines:
+    not_run = sorted(set("%s with --%s (%s)" % (ABLATIONS[n][0], prec, why)
+                         for n in args.ablations
+                         for prec, why in ABLATION_CONFLICTS.get(n, {}).items()
+                         if any(c["precision"] == prec for c in configs)))
+    if ablation_lines or not_run:
         out.append("- Optimisations, each switched off in a cuvae run of its own (ratio: "
                    "ms/epoch without over ms/epoch with; other settings as in the row):")
         out.extend("  " + t for t in ablation_lines)
+        if not_run:
+            out.append("  - not run: %s" % "; ".join(not_run))
+    if any(c["precision"] == "bf16" for c in configs):
+        out.append("- Mixed precision (bf16 rows): cuvae --bf16 runs bf16 activations and bf16 "
+                   "tensor-core convolutions and encoder GEMM with fp32 accumulation, and "
+                   "keeps in fp32 the master weights, Adam, the loss, the latent heads, the "
+                   "reparameterization and the decoder's first dense layer; PyTorch runs "
+                   "torch.autocast(bfloat16) around forward + loss (which also puts its small "
+                   "dense layers in bf16) with fp32 parameters, the loss terms in fp32 and "
+                   "TF32 off. Their losses are judged against each other (bf16 against bf16, "
+                   "as fp32 against fp32).")
+        cost = mixed_precision_lines(configs)
+        if cost:
+            out.append("- Accuracy cost and speed of cuvae --bf16 against cuvae in strict fp32 "
+                       "(same seed, so the same init, shuffles and noise: the change comes "
+                       "from the precision, and from nondeterministic cuDNN algorithms under "
+                       "--algo fastest; speed: fp32 ms/epoch over bf16 ms/epoch, above 1: "
+                       "bf16 is faster):")
+            out.extend("  " + t for t in cost)
     for prob in problems:
         out.append("- Problem: %s" % prob)
     return "\n".join(out) + "\n", failed
+
+
+def mixed_precision_lines(configs):
+    """For each batch size with both a strict-fp32 and a bf16 cuvae result: the accuracy cost
+    of --bf16 (its final loss against fp32's; both from the same seed) and its speed-up (fp32
+    ms/epoch over bf16 ms/epoch), with PyTorch eager's own fp32 -> bf16 autocast change
+    beside it where both ran. Only measured figures of this run."""
+    by_key = {(c["batch"], c["precision"]): c for c in configs}
+    lines = []
+    for batch in sorted(set(c["batch"] for c in configs)):
+        fp32_c, bf16_c = by_key.get((batch, "fp32")), by_key.get((batch, "bf16"))
+        if not fp32_c or not bf16_c:
+            continue
+        ref, mixed = fp32_c["cuvae"][0], bf16_c["cuvae"][0]
+        if not ref or not mixed:
+            lines.append("- accuracy cost of --bf16 at batch %d: not measured (the %s cuvae "
+                         "run did not finish)" % (batch, "fp32" if not ref else "bf16"))
+            continue
+        n_epochs = len(mixed["epochs"])
+        line = "- accuracy cost of --bf16 at batch %d: final loss %s vs fp32 %s (%s), " \
+            "%d epochs" % (batch, bl.fmt_loss(mixed["final_loss"]),
+                           bl.fmt_loss(ref["final_loss"]),
+                           fmt_change(bl.loss_change(ref["final_loss"], mixed["final_loss"])),
+                           n_epochs)
+        line += "; speed: %s ms/epoch vs fp32 %s, %s" % (
+            bl.fmt_ms(mixed["ms_per_epoch_median"]), bl.fmt_ms(ref["ms_per_epoch_median"]),
+            bl.fmt_ratio(ref["ms_per_epoch_median"] / mixed["ms_per_epoch_median"]))
+        t_ref = fp32_c["torch"].get("eager", (None,))[0]
+        t_mixed = bf16_c["torch"].get("eager", (None,))[0]
+        if t_ref and t_mixed:
+            line += "; PyTorch eager, bf16 autocast: %s vs fp32 %s (%s)" % (
+                bl.fmt_loss(t_mixed["final_loss"]), bl.fmt_loss(t_ref["final_loss"]),
+                fmt_change(bl.loss_change(t_ref["final_loss"], t_mixed["final_loss"])))
+        lines.append(line)
+    return lines
+
+
+def fmt_change(change):
+    """'+0.40 nats, +0.25%' from benchlib.loss_change, or 'not comparable'."""
+    if change is None:
+        return "not comparable"
+    diff, rel = change
+    text = "%+.2f nats" % diff
+    return text if rel is None else text + ", %+.2f%%" % (100 * rel)
 
 
 def gemm_note(gemm):
@@ -503,6 +609,8 @@ def gemm_note(gemm):
     parts = ["fp32 %.3g TFLOP/s" % gemm["fp32_tflops"]]
     if gemm.get("tf32_tflops") is not None:
         parts.append("TF32 %.3g TFLOP/s" % gemm["tf32_tflops"])
+    if gemm.get("bf16_tflops") is not None:
+        parts.append("bf16 %.3g TFLOP/s" % gemm["bf16_tflops"])
     blas = (", PyTorch's BLAS: %s" % gemm["blas"]) if gemm.get("blas") else ""
     return ": %s (torch.mm %d^3, median of %d%s)" % (", ".join(parts), gemm["n"], gemm["reps"],
                                                      blas)
@@ -566,6 +674,10 @@ def main(argv=None):
             c["ablations"] = {}
             for name in args.ablations:
                 flag = ABLATIONS[name][0]
+                why = ABLATION_CONFLICTS.get(name, {}).get(precision)
+                if why:
+                    log("[%s] cuvae %s not run: %s" % (tag, flag, why))
+                    continue
                 path = os.path.join(work, "cuvae-no-%s-%s.json" % (name, tag))
                 log("[%s] cuvae %s ..." % (tag, flag))
                 c["ablations"][name] = run_json(

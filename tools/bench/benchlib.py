@@ -146,6 +146,20 @@ def loss_check(a, b, total_epochs, drop=None):
     return ("agree" if diff <= tol else "DISAGREE"), diff, tol
 
 
+def loss_change(reference, other):
+    """-> (other - reference in nats, that over |reference|), or None when either loss is
+    missing or non-finite (the relative change None when the reference is 0). Used for the
+    accuracy cost of mixed precision: one system's bf16 final loss against its own fp32 one
+    from the same seed (same init, shuffles and noise), so the change comes from the precision
+    (and any nondeterministic cuDNN algorithm), not from a different seed."""
+    if reference is None or other is None:
+        return None
+    if not (math.isfinite(reference) and math.isfinite(other)):
+        return None
+    diff = other - reference
+    return diff, (diff / abs(reference) if reference else None)
+
+
 def rule_text():
     return ("each system trains from its own seeded Glorot init, shuffle and noise, so the "
             "final losses agree when |a - b| <= max(%g%% of the larger, %g nats, %g x the "
@@ -159,6 +173,10 @@ def rule_text():
 # Result JSON schema (cuvae bench and torch_vae.py write the same keys)
 # ------------------------------------------------------------------------------------------
 _NUM = (int, float)
+# fp32: strict fp32; tf32: fp32 with TF32 tensor cores (cuvae --tf32); bf16: mixed precision
+# (cuvae --bf16: bf16 activations and tensor-core GEMMs with fp32 accumulation, fp32 master
+# weights, Adam and loss; PyTorch: torch.autocast to bfloat16 around forward + loss).
+PRECISIONS = ("fp32", "tf32", "bf16")
 REQUIRED_KEYS = {
     "system": str,
     "device": str,
@@ -206,8 +224,9 @@ def validate_result(obj):
         return problems
     if obj["device_kind"] not in ("gpu", "cpu"):
         problems.append("device_kind %r is not 'gpu' or 'cpu'" % obj["device_kind"])
-    if obj["precision"] not in ("fp32", "tf32"):
-        problems.append("precision %r is not 'fp32' or 'tf32'" % obj["precision"])
+    if obj["precision"] not in PRECISIONS:
+        problems.append("precision %r is not one of %s"
+                        % (obj["precision"], ", ".join(repr(p) for p in PRECISIONS)))
     for i, ep in enumerate(obj["epochs"]):
         if not isinstance(ep, dict):
             problems.append("epochs[%d] is not an object" % i)

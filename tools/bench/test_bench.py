@@ -4,10 +4,14 @@ stand-in programs for cuvae, the PyTorch benchmark and the GEMM probe (no GPU, n
 
   python3 tools/bench/test_bench.py     # exit status 0 when every test passes
 
-The layer-shape test also runs the real PyTorch module when torch is importable.
+The layer-shape test, the bf16 autocast loss of torch_vae.py and the CPU runs of torch_vae.py
+and gemm_rate.py also run with the real PyTorch when torch is importable (on the CPU).
 """
 
+import contextlib
 import importlib.util
+import io
+import json
 import math
 import os
 import stat
@@ -21,6 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import benchlib as bl  # noqa: E402
+import bench  # noqa: E402
+import torch_vae  # noqa: E402  (imports without PyTorch: only main() needs it)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -223,6 +229,9 @@ class Schema(unittest.TestCase):
     def test_valid(self):
         self.assertEqual(bl.validate_result(sample_result()), [])
         self.assertEqual(bl.validate_result(sample_result(images=60000.0)), [])
+        for precision in ("fp32", "tf32", "bf16"):
+            self.assertEqual(bl.validate_result(sample_result(precision=precision)), [],
+                             precision)
 
     def test_problems(self):
         def problems(**over):
@@ -234,7 +243,9 @@ class Schema(unittest.TestCase):
         self.assertTrue(problems(batch_size=True))
         self.assertTrue(problems(images=60000.5))
         self.assertTrue(problems(device_kind="tpu"))
-        self.assertTrue(problems(precision="bf16"))
+        self.assertTrue(problems(precision="fp16"))
+        self.assertTrue(problems(precision="BF16"))
+        self.assertTrue(problems(precision=""))
         self.assertTrue(problems(ms_per_epoch_median=0))
         self.assertTrue(problems(warmup_epochs=2))
         self.assertTrue(problems(epochs=[{"epoch": 1, "warmup": True, "ms": 1.0, "loss": 1.0,
@@ -245,6 +256,186 @@ class Schema(unittest.TestCase):
     def test_median(self):
         self.assertEqual(bl.median([3, 1, 2]), 2)
         self.assertEqual(bl.median([4, 1, 2, 3]), 2.5)
+
+
+class MixedPrecision(unittest.TestCase):
+    """The bf16 precision: its floor, the accuracy-cost lines and torch_vae.py's flags."""
+
+    def test_loss_change(self):
+        diff, rel = bl.loss_change(153.9, 154.3)
+        self.assertAlmostEqual(diff, 0.4)
+        self.assertAlmostEqual(rel, 0.4 / 153.9)
+        diff, rel = bl.loss_change(160.0, 158.0)  # bf16 may also end lower
+        self.assertAlmostEqual(diff, -2.0)
+        self.assertAlmostEqual(rel, -0.0125)
+        self.assertIsNone(bl.loss_change(None, 160.0))
+        self.assertIsNone(bl.loss_change(160.0, float("nan")))
+        self.assertIsNone(bl.loss_change(math.inf, 160.0))
+        self.assertEqual(bl.loss_change(0.0, 1.0), (1.0, None))
+        self.assertEqual(bench.fmt_change((0.4, 0.4 / 153.9)), "+0.40 nats, +0.26%")
+        self.assertEqual(bench.fmt_change((-2.0, -0.0125)), "-2.00 nats, -1.25%")
+        self.assertEqual(bench.fmt_change((1.0, None)), "+1.00 nats")
+        self.assertEqual(bench.fmt_change(None), "not comparable")
+
+    @staticmethod
+    def config(batch, precision, loss, ms, eager_loss=None, failed=False):
+        cu = None if failed else sample_result(batch_size=batch, precision=precision,
+                                              final_loss=loss, ms_per_epoch_median=ms)
+        torch = {}
+        if eager_loss is not None:
+            torch["eager"] = (sample_result(system="pytorch-eager", final_loss=eager_loss,
+                                            precision=precision), None, None)
+        return dict(batch=batch, precision=precision, torch=torch,
+                    cuvae=(cu, "exit 1" if failed else None, None))
+
+    def test_accuracy_cost_lines(self):
+        configs = [self.config(128, "fp32", 153.9, 10.0, eager_loss=155.0),
+                   self.config(128, "tf32", 153.0, 9.0),
+                   self.config(128, "bf16", 154.3, 8.0, eager_loss=156.1),
+                   self.config(1024, "bf16", 150.0, 4.0),           # no fp32 row: no line
+                   self.config(4096, "fp32", 170.0, 5.0),
+                   self.config(4096, "bf16", 171.0, 2.0, failed=True)]
+        lines = bench.mixed_precision_lines(configs)
+        # 0.4 / 153.9 = 0.26%; 10 / 8 = 1.25x; PyTorch 1.1 / 155 = 0.71%; the sample result
+        # holds 3 epochs (1 warm-up + 2 timed)
+        self.assertEqual(lines, [
+            "- accuracy cost of --bf16 at batch 128: final loss 154.30 vs fp32 153.90 "
+            "(+0.40 nats, +0.26%), 3 epochs; speed: 8.00 ms/epoch vs fp32 10.0, 1.25x; "
+            "PyTorch eager, bf16 autocast: 156.10 vs fp32 155.00 (+1.10 nats, +0.71%)",
+            "- accuracy cost of --bf16 at batch 4096: not measured (the bf16 cuvae run did "
+            "not finish)"])
+        self.assertEqual(bench.mixed_precision_lines(configs[:2]), [])
+
+    def test_gemm_rate_per_precision(self):
+        gemm = {"n": 8192, "reps": 10, "fp32_tflops": 50.0, "tf32_tflops": 400.0,
+                "bf16_tflops": 800.0}
+        self.assertEqual(bench.gemm_rate_for(gemm, "fp32"), 50e12)
+        self.assertEqual(bench.gemm_rate_for(gemm, "tf32"), 400e12)
+        self.assertEqual(bench.gemm_rate_for(gemm, "bf16"), 800e12)
+        # not measured: no floor, never the fp32 or TF32 one in its place
+        self.assertIsNone(bench.gemm_rate_for(dict(gemm, bf16_tflops=None), "bf16"))
+        old = dict(gemm)
+        del old["bf16_tflops"]  # a gemm_rate.py from before bf16
+        self.assertIsNone(bench.gemm_rate_for(old, "bf16"))
+        self.assertEqual(bench.validate_gemm(gemm), [])
+        self.assertEqual(bench.validate_gemm(old), [])
+        self.assertEqual(bench.validate_gemm(dict(gemm, bf16_tflops=None)), [])
+        for bad in (0, -1.0, "800", True):
+            self.assertTrue(bench.validate_gemm(dict(gemm, bf16_tflops=bad)), repr(bad))
+        self.assertIn("bf16 800 TFLOP/s", bench.gemm_note(gemm))
+        self.assertNotIn("bf16", bench.gemm_note(old))
+
+    def test_flags_per_precision(self):
+        args = bench.parse_args(["--batches", "128"])
+        self.assertEqual(args.precisions, ["fp32", "tf32", "bf16"])  # the GPU default
+        self.assertEqual(bench.common_flags(args, 128, "bf16")[-1], "--bf16")
+        self.assertEqual(bench.common_flags(args, 128, "tf32")[-1], "--tf32")
+        flags = bench.common_flags(args, 128, "fp32")
+        self.assertNotIn("--bf16", flags)
+        self.assertNotIn("--tf32", flags)
+
+    def test_torch_vae_flags(self):
+        self.assertEqual(torch_vae.precision_of(torch_vae.parse_args([])), "fp32")
+        self.assertEqual(torch_vae.precision_of(torch_vae.parse_args(["--tf32"])), "tf32")
+        self.assertEqual(torch_vae.precision_of(torch_vae.parse_args(["--bf16"])), "bf16")
+        for argv in (["--bf16", "--tf32"], ["--tf32", "--bf16"]):
+            err = io.StringIO()
+            with self.assertRaises(SystemExit) as cm, contextlib.redirect_stderr(err):
+                torch_vae.parse_args(argv)
+            self.assertEqual(cm.exception.code, 2)
+            self.assertIn("not allowed with argument", err.getvalue())
+
+    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    def test_mixed_loss_runs_the_layers_in_bf16(self):
+        import torch
+        from cuvae_torch import CuvaeVAE, vae_loss
+        model = CuvaeVAE(2)
+        torch_vae.glorot_init(model, 0)
+        gen = torch.Generator().manual_seed(3)
+        x = torch.rand(5, 1, 28, 28, generator=gen)
+        eps = torch.randn(5, 2, generator=gen)
+        seen = {}
+        # CUDA autocast runs convolutions, transposed ones and dense layers in bf16; CPU
+        # autocast (what runs here) keeps transposed convolutions in fp32 in some PyTorch
+        # versions, so this checks a convolution and a dense layer
+        for name in ("encoder.conv2", "encoder.fc"):
+            dict(model.named_modules())[name].register_forward_hook(
+                lambda mod, inp, out, name=name: seen.__setitem__(name, out.dtype))
+        ref = vae_loss(model, x, eps)
+        self.assertEqual(set(seen.values()), {torch.float32})
+        mixed = torch_vae.mixed_vae_loss(model, x, eps)
+        # autocast ran the layers in bf16 ...
+        self.assertEqual(seen, {"encoder.conv2": torch.bfloat16,
+                                "encoder.fc": torch.bfloat16})
+        # ... the loss terms are fp32 and close to the fp32 loss (bf16 keeps ~3 digits)
+        for a, b in zip(mixed, ref):
+            self.assertEqual(a.dtype, torch.float32)
+            self.assertLess(abs(a.item() - b.item()), 1e-2 * abs(b.item()) + 1e-2)
+        self.assertAlmostEqual(mixed[0].item(), mixed[1].item() + mixed[2].item(), places=3)
+        mixed[0].backward()  # fp32 parameters get fp32 gradients
+        self.assertEqual(model.encoder.conv1.weight.grad.dtype, torch.float32)
+
+    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    def test_training_step_uses_autocast_with_bf16(self):
+        import numpy as np
+        import torch
+        images = np.random.RandomState(0).randint(0, 256, (8, 1, 28, 28)).astype(np.uint8)
+        for argv, want in (([], torch.float32), (["--bf16"], torch.bfloat16)):
+            args = torch_vae.parse_args(["--device", "cpu", "--batch-size", "4"] + argv)
+            run = torch_vae.Run(args, images, torch.device("cpu"), "step")
+            seen = set()
+            run.model.encoder.conv2.register_forward_hook(
+                lambda mod, inp, out: seen.add(out.dtype))
+            ms, means = run.epoch()  # 2 steps of 4 images, the step bench.py times
+            self.assertEqual(seen, {want}, argv)
+            self.assertTrue(all(math.isfinite(v) for v in means), means)
+            self.assertEqual(run.model.encoder.conv2.weight.dtype, torch.float32)
+
+    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    def test_bf16_native_ignores_emulation(self):
+        from unittest import mock
+        cuda = torch_vae.torch.cuda
+
+        def with_emulation(including_emulation=True):  # PyTorch >= 2.3 on a pre-Ampere GPU
+            return including_emulation
+        with mock.patch.object(cuda, "is_bf16_supported", with_emulation, create=True):
+            self.assertFalse(torch_vae.bf16_native())
+        with mock.patch.object(cuda, "is_bf16_supported", lambda: True, create=True):
+            self.assertTrue(torch_vae.bf16_native())  # older PyTorch: no emulation argument
+        with mock.patch.object(cuda, "is_bf16_supported", lambda: False, create=True):
+            self.assertFalse(torch_vae.bf16_native())
+
+    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    def test_torch_vae_cpu_skips_bf16(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "r.json")
+            p = subprocess.run([sys.executable, os.path.join(HERE, "torch_vae.py"), "--device",
+                                "cpu", "--bf16", "--json", path], capture_output=True,
+                               text=True, timeout=300)
+            self.assertEqual(p.returncode, 77, p.stderr)
+            with open(path, encoding="utf-8") as f:
+                obj = json.load(f)
+        self.assertEqual(obj["precision"], "bf16")
+        self.assertIn("GPU-only", obj["skipped"])
+
+    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    def test_gemm_rate_bf16(self):
+        import torch
+        import gemm_rate
+        # the bf16 path of the measurement runs (tiny, on the CPU)
+        self.assertGreater(gemm_rate.gemm_tflops(32, 2, torch.device("cpu"), False,
+                                                 torch.bfloat16), 0)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "g.json")
+            p = subprocess.run([sys.executable, os.path.join(HERE, "gemm_rate.py"), "--device",
+                                "cpu", "--n", "64", "--reps", "2", "--json", path],
+                               capture_output=True, text=True, timeout=300)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(path, encoding="utf-8") as f:
+                obj = json.load(f)
+        self.assertIn("bf16_tflops", obj)
+        self.assertIsNone(obj["bf16_tflops"])  # GPU only
+        self.assertEqual(bench.validate_gemm(obj), [])
 
 
 # ------------------------------------------------------------------------------------------
@@ -268,20 +459,26 @@ if mode == "max-autotune" and os.environ.get("FAKE_SKIP_AUTOTUNE"):
     sys.exit(77)
 if mode == "reduce-overhead" and os.environ.get("FAKE_FAIL_RO"):
     print("Traceback: something broke"); sys.exit(1)
-loss = float(os.environ.get("FAKE_LOSS_" + system.replace("-", "_"), "160.0"))
+precision = "bf16" if "--bf16" in args else "tf32" if "--tf32" in args else "fp32"
+if precision == "bf16" and ("--tf32" in args or "--no-fusion" in args):
+    print("error: --bf16 with --tf32 or --no-fusion"); sys.exit(2)  # as cuvae refuses them
+key = "FAKE_LOSS_" + system.replace("-", "_")
+loss = float(os.environ.get(key + "_" + precision, os.environ.get(key, "160.0")))
 ms = {"cuvae": 10.0, "pytorch-eager": 80.0}.get(system, 20.0)
 graph = system == "cuvae" and "--no-cuda-graph" not in args and not os.environ.get("FAKE_NO_GRAPH")
 if system == "cuvae" and "--no-cuda-graph" in args:
     ms = 15.0
 if system == "cuvae" and "--no-fusion" in args:
     ms = 10.5
+if precision == "bf16":
+    ms *= 0.8  # cuvae 8 ms, eager 64, compile 16
 warm, timed = int(flag("--warmup-epochs")), int(flag("--epochs"))
 limit = int(flag("--limit")) or 60000
 epochs = [dict(epoch=i + 1, warmup=i < warm, ms=ms, loss=loss, recon=loss - 5, kl=5.0)
           for i in range(warm + timed)]
 obj = dict(system=system, version="0.1.0", device="Fake GPU", device_kind=flag("--device"),
            batch_size=int(flag("--batch-size")),
-           precision="tf32" if "--tf32" in args else "fp32", latent_dim=2, images=limit,
+           precision=os.environ.get("FAKE_PRECISION", precision), latent_dim=2, images=limit,
            seed=int(flag("--seed")), warmup_epochs=warm, epochs=epochs,
            ms_per_epoch_median=ms, images_per_s=limit / ms * 1e3,
            peak_memory_bytes=100 << 20, peak_memory_what=system + " memory",
@@ -294,10 +491,12 @@ json.dump(obj, open(flag("--json"), "w"))
 '''
 
 FAKE_GEMM = r'''
-import json, sys
+import json, os, sys
 args = sys.argv[1:]
+bf16 = os.environ.get("FAKE_BF16_TFLOPS", "800")
 json.dump({"device": "Fake GPU", "n": 8192, "reps": 10, "fp32_tflops": 50.0,
-           "tf32_tflops": 400.0, "torch_version": "9.9"},
+           "tf32_tflops": 400.0, "bf16_tflops": float(bf16) if bf16 != "null" else None,
+           "torch_version": "9.9"},
           open(args[args.index("--json") + 1], "w"))
 '''
 
@@ -409,6 +608,114 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(text, before)
         self.assertIn("| cpu b128 fp32 |", p.stdout)
+
+    @staticmethod
+    def row(text, cfg):
+        line = [l for l in text.splitlines() if l.startswith("| %s |" % cfg)][0]
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    def test_bf16_rows_targets_and_accuracy_cost(self):
+        # the GPU default precisions include bf16; the stand-ins take 0.8 x the time in bf16
+        p, text = self.bench("--batches", "128,4096", "--modes", "eager,default",
+                             env={"FAKE_LOSS_cuvae_bf16": "160.4",
+                                  "FAKE_LOSS_pytorch_eager_bf16": "161.0",
+                                  "FAKE_LOSS_pytorch_compile_default_bf16": "161.5"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        cells = self.row(text, "gpu b128 bf16")
+        # cuvae 8 ms, eager 64, compile 16; 60,000 images / 8 ms = 7.5M images/s;
+        # 39,965,568 FLOP x 7.5e6 / 800e12 (the bf16 GEMM rate) = 37.5%
+        self.assertEqual(cells[1:8], ["8.00", "64.0", "16.0 (default)", "8.00x", "2.00x",
+                                      "7.50M", "37.5%"])
+        self.assertEqual(cells[9], "160.40 / 161.00 / 161.50")
+        self.assertEqual(cells[10], "agree")
+        self.assertEqual(self.row(text, "gpu b4096 tf32")[7], "59.9%")  # still the TF32 rate
+        # each system ran with --bf16 (cuvae bench and torch_vae.py take the same flag)
+        work = os.path.join(self.tmp.name, "work")
+        for log in ("cuvae-gpu-b128-bf16.log", "pytorch-eager-gpu-b128-bf16.log"):
+            with open(os.path.join(work, log), encoding="utf-8") as f:
+                self.assertIn(" --bf16 ", f.readline(), log)
+        # the accuracy cost, from the runs' own final losses: 160.4 vs 160 = +0.25%;
+        # 1 warm-up + 2 timed epochs; speed 10 / 8 ms = 1.25x; PyTorch 161 vs 160 = +0.62%
+        for batch in (128, 4096):
+            self.assertIn("  - accuracy cost of --bf16 at batch %d: final loss 160.40 vs fp32 "
+                          "160.00 (+0.40 nats, +0.25%%), 3 epochs; speed: 8.00 ms/epoch vs "
+                          "fp32 10.0, 1.25x; PyTorch eager, bf16 autocast: 161.00 vs fp32 "
+                          "160.00 (+1.00 nats, +0.62%%)\n" % batch, text)
+        self.assertIn("bf16 against bf16, as fp32 against fp32", text)
+        # targets: bf16 rows are reported beside them, never met or missed
+        targets = {l.split(":")[0].split("(")[0].strip("- ").strip(): l
+                   for l in text.splitlines() if l.startswith("  - gpu b")}
+        bf16 = targets["gpu b128 bf16"]
+        self.assertIn("not counted towards the targets", bf16)
+        self.assertIn("vs eager 8.00x; vs best compile 2.00x; 37.5% of the bf16 floor", bf16)
+        for word in ("target", "met", "missed", "60,000-image epoch"):
+            self.assertNotIn(word, bf16.split("):", 1)[1])
+        self.assertNotIn("TF32 floor", targets["gpu b4096 bf16"])
+        self.assertIn("target 60 ms: met", targets["gpu b128 fp32"])
+        self.assertIn("of the TF32 floor (target 30%: met)", targets["gpu b4096 tf32"])
+        # --bf16 needs the fused kernels: no --no-fusion run for bf16 (the stand-in would
+        # refuse it, exit 2, and the bench would fail); --no-cuda-graph still runs
+        self.assertIn("| gpu b128 bf16 | cuvae --no-cuda-graph | 12.0 |", text)
+        self.assertNotIn("| gpu b128 bf16 | cuvae --no-fusion", text)
+        self.assertIn("not run: --no-fusion with --bf16 (--bf16 needs the fused kernels)", text)
+        self.assertIn("cuvae --no-fusion not run: --bf16 needs the fused kernels", p.stderr)
+        self.assertIn("accuracy cost of --bf16 at batch 128", p.stdout)  # printed too
+
+    def test_bf16_losses_judged_against_bf16(self):
+        # cuvae --bf16 ends 15 nats above fp32; PyTorch's bf16 run ends where fp32 does: the
+        # bf16 row disagrees (|175 - 160| > 3.5), judged against cuvae's bf16 loss
+        p, text = self.bench("--batches", "128", "--modes", "eager", "--ablations", "none",
+                             env={"FAKE_LOSS_cuvae_bf16": "175.0"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(self.row(text, "gpu b128 fp32")[10], "agree")
+        self.assertEqual(self.row(text, "gpu b128 bf16")[10], "DISAGREE")
+        self.assertIn("gpu b128 bf16 PyTorch eager final loss 160.000 vs cuvae 175.000: "
+                      "DISAGREE", text)
+        self.assertIn("final loss 175.00 vs fp32 160.00 (+15.00 nats, +9.38%)", text)
+        # both bf16 runs 15 nats up: they agree with each other, whatever fp32 says
+        p, text = self.bench("--batches", "128", "--modes", "eager", "--ablations", "none",
+                             env={"FAKE_LOSS_cuvae_bf16": "175.0",
+                                  "FAKE_LOSS_pytorch_eager_bf16": "175.0"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.row(text, "gpu b128 bf16")[10], "agree")
+        self.assertNotIn("DISAGREE", text)
+
+    def test_bf16_without_its_gemm_rate_or_fp32_row(self):
+        p, text = self.bench("--batches", "128", "--precisions", "bf16", "--modes", "eager",
+                             env={"FAKE_BF16_TFLOPS": "null"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.row(text, "gpu b128 bf16")[7], "-")  # no bf16 rate, no floor
+        self.assertNotIn("of the bf16 floor", text)
+        self.assertNotIn("accuracy cost", text)  # no fp32 row to compare with
+        self.assertNotIn("gpu b128 fp32", text)
+
+    def test_precision_reported_must_match(self):
+        # a cuvae that ignores --bf16 and trains in fp32 is caught
+        p, text = self.bench("--batches", "128", "--precisions", "bf16", "--modes", "eager",
+                             "--ablations", "none", env={"FAKE_PRECISION": "fp32"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("gpu b128 bf16 cuvae: ran fp32, asked bf16", text)
+
+    def test_cpu_drops_gpu_precisions(self):
+        p, text = self.bench("--device", "cpu", "--precisions", "fp32,bf16")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("bf16 mixed precision (cuvae --bf16) is GPU-only: dropping bf16 on the "
+                      "CPU", p.stderr)
+        self.assertIn("| cpu b128 fp32 |", text)
+        self.assertNotIn("cpu b128 bf16", text)
+        with open(os.path.join(self.tmp.name, "work", "cuvae-cpu-b128-fp32.log"),
+                  encoding="utf-8") as f:
+            self.assertNotIn("--bf16", f.read())
+        p, text = self.bench("--device", "cpu", "--precisions", "bf16,tf32", "--no-write")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("dropping tf32 on the CPU", p.stderr)
+        self.assertIn("dropping bf16 on the CPU", p.stderr)
+        self.assertIn("| cpu b128 fp32 |", p.stdout)  # nothing left: fp32, as for tf32
+        self.assertNotIn("cpu b128 bf16", p.stdout)
+        for bad in ("fp16", "BF16"):
+            p, _ = self.bench("--precisions", "fp32,%s" % bad)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn("unknown precision %r" % bad, p.stderr)
 
     def test_errors(self):
         p, _ = self.bench("--cuvae", os.path.join(self.tmp.name, "missing"))

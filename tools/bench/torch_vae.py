@@ -5,7 +5,8 @@ writing a result JSON with the same keys.
 
 Usage:
   torch_vae.py [--data DIR] [--device gpu|cpu] [--batch-size N] [--epochs N]
-               [--warmup-epochs N] [--limit N] [--tf32] [--algo deterministic|fastest]
+               [--warmup-epochs N] [--limit N] [--tf32 | --bf16]
+               [--algo deterministic|fastest]
                [--seed N] [--latent-dim D] [--mode eager|default|reduce-overhead|max-autotune]
                [--adam auto|fused|foreach|for-loop] [--json FILE]
 
@@ -28,13 +29,20 @@ What runs:
     it in the second, so use >= 2 warm-up epochs for those. If tracing the whole step fails,
     the run restarts from a fresh init compiling only model + loss (compile_scope "model").
   * the epoch's loss sums stay on the device; the host syncs once per epoch.
+  * precision: strict fp32 by default; --tf32 lets cuBLAS and cuDNN use TF32; --bf16 is mixed
+    precision, PyTorch's usual way: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    around forward + loss (mixed_vae_loss), fp32 parameters, Adam and gradients, TF32 off
+    for everything autocast leaves in fp32. The BCE-with-logits and the KL term are computed
+    in fp32 (the logits, mu and logvar are cast to float first). Unlike cuvae --bf16, autocast
+    also runs the small dense layers (latent heads, the decoder's first layer) in bf16.
+    --tf32 and --bf16 exclude each other; both are GPU settings (the CPU skips them).
 
 Timing: on the GPU each epoch is bracketed by CUDA events on the current stream and `ms` is
 the device time between them; on the CPU it is wall clock. ms_per_epoch_median is the median
 over the timed (non-warm-up) epochs.
 
-Exit status: 0 done, 2 bad arguments or data, 77 the mode cannot run here (the JSON, when
-asked for, then holds {"skipped": reason}).
+Exit status: 0 done, 2 bad arguments or data (or no importable PyTorch), 77 the mode or the
+precision cannot run here (the JSON, when asked for, then holds {"skipped": reason}).
 """
 
 import argparse
@@ -50,14 +58,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "parity"))
 sys.path.insert(0, HERE)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from benchlib import cpu_name, usable_cores  # noqa: E402
-
 from benchlib import median  # noqa: E402
-from cuvae_torch import CuvaeVAE, vae_loss  # noqa: E402
+
+try:  # argument parsing (and its tests) works without PyTorch; main() reports its absence
+    import numpy as np  # noqa: E402
+    import torch  # noqa: E402
+    import torch.nn.functional as F  # noqa: E402
+    from torch import nn  # noqa: E402
+
+    from cuvae_torch import CuvaeVAE, vae_loss  # noqa: E402
+    IMPORT_ERROR = None
+except ImportError as e:
+    IMPORT_ERROR = e
 
 MODES = ("eager", "default", "reduce-overhead", "max-autotune")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -132,6 +145,34 @@ def set_precision(tf32):
         matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
 
+def bf16_native():
+    """Whether the current GPU runs bf16 natively (compute capability >= 8.0). Newer PyTorch
+    also answers True for an emulated (slow) bf16 unless told not to count emulation."""
+    supported = getattr(torch.cuda, "is_bf16_supported", None)
+    if supported is None:
+        return False
+    try:
+        return bool(supported(including_emulation=False))
+    except TypeError:  # PyTorch before 2.3: no emulation counted
+        return bool(supported())
+
+
+def mixed_vae_loss(model, x, eps, beta=1.0):
+    """cuvae_torch.vae_loss under bf16 autocast: the convolutions and dense layers run in
+    bfloat16 (fp32 parameters cast on the fly, fp32 accumulation), the loss in fp32.
+    Batch means (loss, recon, kl), all float32."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        logits, mu, logvar = model(x, eps)
+        # autocast runs binary_cross_entropy_with_logits in fp32 on CUDA; the casts make the
+        # whole loss fp32 explicitly, on any device
+        logits, mu, logvar = logits.float(), mu.float(), logvar.float()
+        recon = F.binary_cross_entropy_with_logits(logits, x.float(),
+                                                   reduction="none").flatten(1).sum(1)
+        kl = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+        loss = (recon + float(beta) * kl).mean()
+    return loss, recon.mean(), kl.mean()
+
+
 def glorot_init(model, seed):
     torch.manual_seed(seed)
     for name, p in model.named_parameters():
@@ -182,6 +223,8 @@ class Run:
         self.step_fn = self._build_step()
 
     def _loss(self, x, eps):
+        if self.args.bf16:
+            return mixed_vae_loss(self.model, x, eps, self.args.beta)
         return vae_loss(self.model, x, eps, self.args.beta)
 
     def _build_step(self):
@@ -325,7 +368,11 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=3, help="timed epochs")
     p.add_argument("--warmup-epochs", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="first N training images (0 = all)")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 (default strict fp32)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--tf32", action="store_true", help="allow TF32 (default strict fp32)")
+    prec.add_argument("--bf16", action="store_true",
+                      help="mixed precision: bf16 autocast around forward + loss, fp32 "
+                      "parameters and Adam, TF32 off (default strict fp32)")
     p.add_argument("--algo", default="deterministic", choices=("deterministic", "fastest"),
                    help="cuDNN: deterministic algorithms, or cudnn.benchmark")
     p.add_argument("--seed", type=int, default=0)
@@ -356,13 +403,22 @@ def emit(obj, path):
         sys.stdout.write(text)
 
 
+def precision_of(args):
+    return "bf16" if args.bf16 else "tf32" if args.tf32 else "fp32"
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if IMPORT_ERROR is not None:
+        print("torch_vae: error: cannot import PyTorch or numpy with %s (%s); pass bench.py "
+              "--python an interpreter that has them" % (sys.executable, IMPORT_ERROR),
+              file=sys.stderr)
+        return EXIT_USAGE
     system = "pytorch-eager" if args.mode == "eager" else "pytorch-compile-" + args.mode
     base = dict(system=system, version=torch.__version__, torch_version=torch.__version__,
-                mode=args.mode, batch_size=args.batch_size,
-                precision="tf32" if args.tf32 else "fp32", algo=args.algo,
-                latent_dim=args.latent_dim, seed=args.seed, warmup_epochs=args.warmup_epochs)
+                mode=args.mode, batch_size=args.batch_size, precision=precision_of(args),
+                algo=args.algo, latent_dim=args.latent_dim, seed=args.seed,
+                warmup_epochs=args.warmup_epochs)
 
     def skip(reason):
         print("torch_vae: skipped: %s" % reason, file=sys.stderr)
@@ -378,12 +434,20 @@ def main(argv=None):
         base.update(device=props.name, device_kind="gpu", cuda_version=torch.version.cuda,
                     cudnn_version=torch.backends.cudnn.version())
         base["precision_settings"] = set_precision(args.tf32)
+        if args.bf16:
+            if not bf16_native():
+                return skip("%s has no native bf16 support in PyTorch %s"
+                            % (props.name, torch.__version__))
+            base["precision_settings"] += ("; torch.autocast(cuda, bfloat16) around forward "
+                                           "+ loss, loss terms in fp32")
     else:
         device = torch.device("cpu")
         # like cuvae's CPU path: one thread per usable core unless told otherwise
         torch.set_num_threads(args.threads or usable_cores())
         if args.tf32:
             return skip("TF32 is a GPU setting")
+        if args.bf16:
+            return skip("bf16 mixed precision is GPU-only (as cuvae --bf16)")
         base.update(device="cpu (%s, %d threads)" % (cpu_name(), torch.get_num_threads()),
                     device_kind="cpu")
     if args.mode != "eager":
