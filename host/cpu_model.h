@@ -54,4 +54,22 @@ void model_encode(const ModelDesc& desc, const T* params, Activations<T>& a);
 template <typename T>
 void model_decode(const ModelDesc& desc, const T* params, Activations<T>& a);
 
+// The GPU's bf16 mixed-precision step (GpuOptions::bf16) modelled on the CPU: the layers above,
+// with every value rounded to bf16 (round_bf16) where the mixed step stores one. The
+// convolutions and encoder.fc read bf16 copies of their weights and inputs; a convolution's
+// sum is rounded before its bias is added (a float add), and after the ReLU again (h1, h2, d1,
+// d2 and the logits before their bias hold bf16 values); decoder.fc runs in fp32 and its
+// output is rounded after the ReLU (d0); encoder.fc's output, the heads, z and the loss stay
+// fp32. Backward: dlogits is rounded, the convolutions' input and weight gradients are
+// rounded, encoder.fc's masked gradient is rounded before its two products (its bias gradient
+// sums the unrounded one), decoder.fc, the heads and the reparameterization run in fp32.
+// T is the accumulation type of the layers (float, or double to see how much the order and
+// precision of the sums alone move the result); the roundings are to bf16 either way.
+template <typename T>
+LossParts model_forward_mixed(const ModelDesc& desc, const T* params, Activations<T>& a,
+                              double beta);
+template <typename T>
+void model_backward_mixed(const ModelDesc& desc, const T* params, const Activations<T>& a,
+                          double beta, T* grads);
+
 }  // namespace cuvae::cpu
