@@ -280,10 +280,11 @@ struct ConvOp::Impl {
   int batch = 0;
   ConvMath math = ConvMath::Fp32Strict;
   ConvAlgoPolicy policy = ConvAlgoPolicy::Deterministic;
+  ConvLayout layout = ConvLayout::Nchw;
 
-  TensorDesc image;   // conv input  (B, C, image_h, image_w)
-  TensorDesc grid;    // conv output (B, K, grid_h, grid_w)
-  FilterDesc filter;  // [K, C, kernel, kernel]
+  TensorDesc image;   // conv input  (B, C, image_h, image_w), NCHW or NHWC
+  TensorDesc grid;    // conv output (B, K, grid_h, grid_w), the same layout
+  FilterDesc filter;  // [K, C, kernel, kernel] (NCHW) or [K, kernel, kernel, C] (NHWC)
   // One convolution descriptor per cuDNN routine: each carries the math type its chosen
   // algorithm reported, and the three choices need not agree.
   ConvDesc conv_fwd, conv_bwd_data, conv_bwd_filter;
@@ -396,16 +397,18 @@ void ConvOp::Impl::setup() {
 
   // Bf16: bf16 tensors and filter with fp32 compute (cuDNN's pseudo-bf16 configuration).
   const cudnnDataType_t data = math == ConvMath::Bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  // The dimensions are given as N, C, H, W in both layouts; the format says how they lie.
+  const cudnnTensorFormat_t format =
+      layout == ConvLayout::Nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
   CUDNN_CHECK(cudnnCreateTensorDescriptor(image.out()));
-  CUDNN_CHECK(
-      cudnnSetTensor4dDescriptor(image.get(), CUDNN_TENSOR_NCHW, data, batch, img_c, img_h, img_w));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(image.get(), format, data, batch, img_c, img_h, img_w));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(grid.out()));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(grid.get(), CUDNN_TENSOR_NCHW, data, batch, grid_c, grid_h,
-                                         grid_w));
-  // K = grid channels, C = image channels: Conv2d [out,in,k,k], ConvTranspose2d [in,out,k,k].
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(grid.get(), format, data, batch, grid_c, grid_h, grid_w));
+  // K = grid channels, C = image channels: Conv2d [out,in,k,k], ConvTranspose2d [in,out,k,k]
+  // (NCHW), or [out,k,k,in], [in,k,k,out] (NHWC: KRSC).
   CUDNN_CHECK(cudnnCreateFilterDescriptor(filter.out()));
-  CUDNN_CHECK(cudnnSetFilter4dDescriptor(filter.get(), data, CUDNN_TENSOR_NCHW, grid_c, img_c,
-                                         l.kernel, l.kernel));
+  CUDNN_CHECK(
+      cudnnSetFilter4dDescriptor(filter.get(), data, format, grid_c, img_c, l.kernel, l.kernel));
 
   // Cross-correlation (PyTorch's convention), fp32 compute, dilation 1. The starting math type
   // steers the algorithm queries; each descriptor then takes its chosen algorithm's.
@@ -522,7 +525,7 @@ void ConvOp::Impl::check_call(const char* fn, bool pointers_ok, const void* ws, 
 }
 
 ConvOp::ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math,
-               ConvAlgoPolicy policy)
+               ConvAlgoPolicy policy, ConvLayout layout)
     : impl_(std::make_unique<Impl>()) {
   check_layer(layer, batch);
   if (!handle.impl_) throw Error("ConvOp: the CudnnHandle was moved from");
@@ -531,6 +534,7 @@ ConvOp::ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math
   impl_->batch = batch;
   impl_->math = math;
   impl_->policy = policy;
+  impl_->layout = layout;
   impl_->setup();
 }
 ConvOp::~ConvOp() = default;
@@ -604,6 +608,10 @@ bool ConvOp::is_bf16() const {
   return impl_->math == ConvMath::Bf16;
 }
 
+ConvLayout ConvOp::layout() const {
+  return impl_->layout;
+}
+
 std::string ConvOp::describe() const {
   const Impl& p = *impl_;
   auto part = [](const char* routine, const char* algo, cudnnMathType_t m, size_t bytes) {
@@ -617,7 +625,8 @@ std::string ConvOp::describe() const {
                               p.bwd_filter.mathType, p.ws_bwd_filter);
   std::ostringstream os;
   os << layer_label(p.layer, p.batch) << " [" << policy_name(p.policy) << ", "
-     << conv_math_name(p.math) << "]: forward=" << (p.transposed() ? bd : f)
+     << conv_math_name(p.math) << ", " << (p.layout == ConvLayout::Nhwc ? "NHWC" : "NCHW")
+     << "]: forward=" << (p.transposed() ? bd : f)
      << "; backward_data=" << (p.transposed() ? f : bd) << "; backward_filter=" << bf
      << "; workspace " << p.workspace << " B";
   return os.str();

@@ -37,6 +37,13 @@ class CudnnError : public Error {
 //   CUDNN_TENSOR_OP_MATH: bf16 tensor cores (Ampere and newer); for the mixed-precision step.
 enum class ConvMath { Fp32Strict, Tf32, Bf16 };
 
+// The memory layout of the activations and filters an op reads and writes.
+// Nchw: tensors (batch, channels, height, width), filters PyTorch's [K, C, 3, 3] (see below).
+// Nhwc: channels last: tensors (batch, height, width, channels), filters [K, 3, 3, C] (cuDNN's
+//   KRSC; Conv2d [out,3,3,in], ConvTranspose2d [in,3,3,out]), the layout tensor-core kernels
+//   read natively (with NCHW tensors cuDNN may transpose around them).
+enum class ConvLayout { Nchw, Nhwc };
+
 // Deterministic: cuDNN's heuristic ranking (cudnnGet*Algorithm_v7), first algorithm that
 // reports CUDNN_DETERMINISTIC. The ranking does not depend on timing, so every run picks the
 // same algorithms and training is bit-reproducible on the same GPU and library versions.
@@ -69,7 +76,8 @@ class ConvOp {
  public:
   // Throws CudnnError for a geometry cuDNN rejects, Error for a layer whose sizes disagree
   // with its kernel/stride/pad/out_pad, or when no algorithm fits `math` (and `policy`).
-  ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math, ConvAlgoPolicy policy);
+  ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math, ConvAlgoPolicy policy,
+         ConvLayout layout = ConvLayout::Nchw);
   ~ConvOp();
   ConvOp(const ConvOp&) = delete;
   ConvOp& operator=(const ConvOp&) = delete;
@@ -80,8 +88,9 @@ class ConvOp {
   // call throws if handed fewer bytes than this (or a null workspace when this is > 0).
   size_t workspace_bytes() const;
 
-  // All tensors are device pointers, NCHW, batch-first, no bias; outputs are overwritten
-  // (beta = 0, never read). Enqueued on the handle's stream; nothing is allocated.
+  // All tensors are device pointers, batch-first, no bias; outputs are overwritten (beta = 0,
+  // never read). Enqueued on the handle's stream; nothing is allocated. Shapes for Nchw (Nhwc:
+  // channels last, see ConvLayout):
   //   x  (batch, in, in_h, in_w)     the layer input
   //   y  (batch, out, out_h, out_w)  the layer output
   //   w  Conv2d [out,in,3,3] / ConvTranspose2d [in,out,3,3]
@@ -104,6 +113,7 @@ class ConvOp {
   void backward_filter(bf16* dw, const bf16* x, const bf16* dy, void* workspace,
                        size_t workspace_bytes) const;
   bool is_bf16() const;  // built with ConvMath::Bf16
+  ConvLayout layout() const;
 
   // One line naming the layer, the batch and the three algorithms (math type, workspace).
   std::string describe() const;

@@ -79,6 +79,11 @@ GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r) {
   opts.cuda_graph = r.count("no-cuda-graph") == 0;
   opts.fused = r.count("no-fusion") == 0;  // a bench flag: 0 where undeclared
   opts.bf16 = r.count("bf16") > 0;
+  const std::string layout = r["layout"].as<std::string>();
+  if (layout != "nchw" && layout != "nhwc" && layout != "auto")
+    throw InputError("--layout: expected 'nchw', 'nhwc' or 'auto', got " + quote_arg(layout));
+  opts.nhwc = layout == "nhwc";
+  opts.layout_auto = layout == "auto";
   if (opts.bf16 && opts.tf32)
     throw InputError(
         "--bf16: cannot be combined with --tf32 (mixed precision runs the "
@@ -96,6 +101,10 @@ const char* precision_name(const GpuOptions& opts) {
 
 const char* precision_key(const GpuOptions& opts) {
   return opts.bf16 ? "bf16" : opts.tf32 ? "tf32" : "fp32";
+}
+
+const char* layout_key(const GpuOptions& opts) {
+  return opts.layout_auto ? "auto" : opts.nhwc ? "nhwc" : "nchw";
 }
 
 const char* algo_name(const GpuOptions& opts) {

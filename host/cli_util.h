@@ -26,6 +26,7 @@ std::string exact_text(double v);             // shortest text that reads back a
 void check_device_flag(const std::string& device);
 GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r);
 const char* algo_name(const GpuOptions& opts);       // "deterministic" or "fastest"
+const char* layout_key(const GpuOptions& opts);      // "nchw", "nhwc" or "auto" (as asked)
 const char* precision_name(const GpuOptions& opts);  // "strict fp32", "TF32", "bf16 mixed ..."
 const char* precision_key(const GpuOptions& opts);   // "fp32", "tf32" or "bf16"
 

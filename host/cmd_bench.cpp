@@ -61,6 +61,8 @@ int cmd_bench(int argc, char** argv) {
     ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")
     ("no-fusion", "the unfused kernels (separate bias, loss-sum and latent-head launches), to "
                   "measure what fusing them gains")
+    ("layout", "convolution layout on the GPU: nchw, nhwc (channels last) or auto (timed)",
+       cxxopts::value<std::string>()->default_value("nchw"), "L")
     ("algo", "cuDNN algorithm choice: deterministic or fastest",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
     ("epochs", "timed epochs (1-1000)", cxxopts::value<std::string>()->default_value("3"), "N")
@@ -140,6 +142,7 @@ int cmd_bench(int argc, char** argv) {
   size_t peak = 0;
   std::string peak_what;
   bool graph_used = false;
+  bool nhwc_used = false;
   const auto report = [&](const EpochMetrics& m) {
     const double ms = cfg.device == "gpu" ? m.device_ms : m.seconds * 1e3;
     std::cout << "epoch " << m.epoch << (m.epoch <= warmup ? " (warm-up)" : "") << "  "
@@ -159,6 +162,7 @@ int cmd_bench(int argc, char** argv) {
       peak = std::max(peak, device_memory_in_use());
     }
     graph_used = trainer.uses_cuda_graph();
+    nhwc_used = trainer.nhwc();
     peak = peak > before ? peak - before : 0;
     peak_what =
         "device memory in use after any epoch minus before the trainer was built "
@@ -191,6 +195,8 @@ int cmd_bench(int argc, char** argv) {
                               {"batch_size", cfg.batch_size},
                               {"precision", cfg.device == "gpu" ? precision_key(gpu_opts) : "fp32"},
                               {"algo", algo},
+                              {"layout", nhwc_used ? "nhwc" : "nchw"},
+                              {"layout_auto", cfg.device == "gpu" && gpu_opts.layout_auto},
                               {"cuda_graph", graph_used},
                               {"fused", cfg.device == "gpu" && gpu_opts.fused},
                               {"latent_dim", cfg.latent_dim},

@@ -341,6 +341,10 @@ int cmd_train(int argc, char** argv) {
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
     ("bf16", "mixed precision: bf16 activations and bf16 tensor-core convolutions, fp32 weights, "
              "Adam and loss (GPU only; not with --tf32)")
+    ("layout", "convolution layout on the GPU: nchw, nhwc (channels last, which tensor-core "
+               "convolutions read natively) or auto (the faster of the two, timed at start-up); "
+               "checkpoints are the same in all",
+       cxxopts::value<std::string>()->default_value("nchw"), "L")
     ("algo", "cuDNN algorithm choice: deterministic (bit-reproducible) or fastest (benchmarked)",
        cxxopts::value<std::string>()->default_value("deterministic"), "MODE")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying the step from a "
@@ -537,6 +541,9 @@ int cmd_train(int argc, char** argv) {
                     ? gpu.name + " (sm_" + std::to_string(gpu.compute_major) +
                           std::to_string(gpu.compute_minor) + ", " + precision_name(gpu_opts) +
                           ", " + algo + " cuDNN algorithms, " +
+                          (gpu_opts.layout_auto ? "layout timed at start-up, "
+                           : gpu_opts.nhwc      ? "NHWC convolutions, "
+                                                : "") +
                           (gpu_opts.cuda_graph ? "CUDA graph" : "eager") + " steps)"
                     : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)")
             << ", batch " << cfg.batch_size << ", lr " << cfg.adam.lr << ", beta " << cfg.beta
@@ -596,6 +603,7 @@ int cmd_train(int argc, char** argv) {
                            {"device", cfg.device},
                            {"tf32", gpu_opts.tf32},
                            {"bf16", gpu_opts.bf16},
+                           {"layout", layout_key(gpu_opts)},
                            {"cuda_graph", gpu_opts.cuda_graph},
                            {"cudnn_algorithms", algo},
                            {"data", cfg.data_dir},
@@ -679,6 +687,9 @@ int cmd_train(int argc, char** argv) {
         << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
   if (cfg.device == "cpu" && gpu_opts.bf16)
     std::cout << "cuvae: note: --bf16 applies to the GPU trainer only; the CPU trains in fp32\n";
+  if (cfg.device == "cpu" && (gpu_opts.nhwc || gpu_opts.layout_auto))
+    std::cout << "cuvae: note: --layout " << layout_key(gpu_opts)
+              << " applies to the GPU trainer only; the CPU computes in NCHW\n";
   const StopCheck stop = [&signals] { return signals.signal() != 0; };
   const int64_t good_epoch_at_start = state.epoch;
   bool finished = false;

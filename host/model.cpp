@@ -122,6 +122,58 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return os.str();
 }
 
+namespace {
+
+// Sets order[] over one (C, H, W) block starting at `first`: the device position of element
+// (h, w, c) takes the host position of element (c, h, w). Each position is `stride` floats
+// wide (a row of that many floats; 1 for single values), and order covers all of them.
+void chw_to_hwc(uint32_t* order, size_t first, int c_n, int h_n, int w_n, size_t stride) {
+  for (size_t r = 0; r < stride; ++r)
+    for (int h = 0; h < h_n; ++h)
+      for (int w = 0; w < w_n; ++w)
+        for (int c = 0; c < c_n; ++c) {
+          const size_t device = (size_t(h) * w_n + w) * c_n + c;
+          const size_t host = (size_t(c) * h_n + h) * w_n + w;
+          order[first + device * stride + r] = uint32_t(first + host * stride + r);
+        }
+}
+
+}  // namespace
+
+std::vector<uint32_t> channels_last_order(const ModelDesc& desc) {
+  if (desc.num_params > size_t(UINT32_MAX)) throw Error("channels_last_order: too many parameters");
+  std::vector<uint32_t> order(desc.num_params);
+  for (size_t i = 0; i < order.size(); ++i) order[i] = uint32_t(i);
+  for (const Layer& l : desc.layers) {
+    if (l.kind == LayerKind::Linear) continue;
+    const ParamTensor& w = desc.params[size_t(l.weight)];
+    if (w.shape.size() != 4) throw Error("channels_last_order: " + w.name + " is not 4-d");
+    // [A, B, kh, kw] -> [A, kh, kw, B]: each of the A slices is one (B, kh, kw) block.
+    const size_t block = size_t(w.shape[1] * w.shape[2] * w.shape[3]);
+    for (int64_t a = 0; a < w.shape[0]; ++a)
+      chw_to_hwc(order.data(), w.offset + size_t(a) * block, int(w.shape[1]), int(w.shape[2]),
+                 int(w.shape[3]), 1);
+  }
+  const Layer& enc_fc = desc.layer(kEncFc);
+  const Layer& conv2 = desc.layer(kEncConv2);
+  const Layer& dec_fc = desc.layer(kDecFc);
+  const Layer& deconv1 = desc.layer(kDecDeconv1);
+  if (enc_fc.in_channels != conv2.out_size() || dec_fc.out_channels != deconv1.in_size())
+    throw Error("channels_last_order: the dense layers do not meet the convolutions' shapes");
+  // encoder.fc weight [out, C*H*W]: row o's columns are one (C, H, W) block.
+  const ParamTensor& we = desc.weight(kEncFc);
+  for (int o = 0; o < enc_fc.out_channels; ++o)
+    chw_to_hwc(order.data(), we.offset + size_t(o) * size_t(enc_fc.in_channels), conv2.out_channels,
+               conv2.out_h, conv2.out_w, 1);
+  // decoder.fc weight [C*H*W, D]: the rows are the block, each D floats wide; its bias.
+  const ParamTensor& wd = desc.weight(kDecFc);
+  chw_to_hwc(order.data(), wd.offset, deconv1.in_channels, deconv1.in_h, deconv1.in_w,
+             size_t(dec_fc.in_channels));
+  chw_to_hwc(order.data(), desc.bias(kDecFc).offset, deconv1.in_channels, deconv1.in_h,
+             deconv1.in_w, 1);
+  return order;
+}
+
 std::string param_element_name(const ModelDesc& desc, size_t flat_index) {
   for (const ParamTensor& p : desc.params)
     if (flat_index >= p.offset && flat_index < p.offset + p.numel)

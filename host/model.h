@@ -86,6 +86,18 @@ void init_params(const ModelDesc& desc, uint64_t seed, float* params);
 
 std::string shape_string(const std::vector<int64_t>& shape);  // "[32, 1, 3, 3]"
 
+// The order in which a channels-last (NHWC) GPU trainer keeps the flat parameter vector on the
+// device: device element i is host (PyTorch-order) element order[i], a permutation of
+// [0, num_params). Each tensor stays in its own span; within it
+//   convolution weights   [A, B, kh, kw] -> [A, kh, kw, B]  (cuDNN's KRSC: Conv2d [out,kh,kw,in],
+//                                                           ConvTranspose2d [in,kh,kw,out])
+//   encoder.fc weight     columns (C, H, W) -> (H, W, C) of encoder.conv2's output
+//   decoder.fc weight     rows (C, H, W) -> (H, W, C) of decoder.deconv1's input, and its bias
+// so that the dense layers read and write channels-last activations with the same GEMMs; every
+// other tensor keeps its order. Adam is elementwise, so training in this order and permuting
+// back is training in PyTorch's.
+std::vector<uint32_t> channels_last_order(const ModelDesc& desc);
+
 // Names element `flat_index` of a flat buffer laid out like the parameters, as
 // "decoder.out.bias (element 0 of [1])"; "element N (outside the parameters)" past the end.
 std::string param_element_name(const ModelDesc& desc, size_t flat_index);

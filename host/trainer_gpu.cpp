@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -65,6 +66,13 @@ struct GpuTrainer::Impl {
   CublasHandle cublas;
   ConvSet full_convs, rem_convs;
   DeviceBuffer<unsigned char> workspace;
+  // opts.nhwc: the device order of the flat parameter vector (channels_last_order); device
+  // element i is host element order[i]. Empty: the same order on both sides.
+  std::vector<uint32_t> order;
+  // The bias gradients' sliced reductions (activations.cuh): per-slice sums and the ticket.
+  DeviceBuffer<double> bias_partial;
+  DeviceBuffer<unsigned> bias_ticket;
+  BiasGradScratch bias_scratch;
 
   DeviceBuffer<float> params, grads, adam_m, adam_v;  // (num_params) each
   // Mixed precision (opts.bf16) only: the step's bf16 copies of the weights of the layers
@@ -112,6 +120,9 @@ struct GpuTrainer::Impl {
   int64_t epoch_step = 0;
   double epoch_sums[2] = {0, 0};
   std::array<std::string, kNumLayers> forward_names, backward_names;  // NVTX range names
+  // --layout auto: what choose_layout measured (ms, NCHW then NHWC).
+  bool layout_measured = false;
+  std::array<double, 2> layout_ms{};
 
   Impl(const ModelDesc& d, const TrainConfig& c, const GpuOptions& o, int mb, int rem)
       : desc(d),
@@ -126,22 +137,16 @@ struct GpuTrainer::Impl {
     const ConvMath math = o.bf16 ? ConvMath::Bf16 : o.tf32 ? ConvMath::Tf32 : ConvMath::Fp32Strict;
     const ConvAlgoPolicy policy =
         o.deterministic ? ConvAlgoPolicy::Deterministic : ConvAlgoPolicy::Fastest;
+    if (o.nhwc || o.layout_auto)
+      for (const Layer& l : desc.layers)  // epilogue() counts rows in int
+        if (is_conv(l) && int64_t(max_batch) * l.out_h * l.out_w > int64_t(INT_MAX))
+          throw InputError(std::string("--layout ") + (o.layout_auto ? "auto" : "nhwc") +
+                           ": a batch of " + std::to_string(max_batch) +
+                           " images is too large for the channels-last bias kernels");
     for (int i = 0; i < kNumLayers; ++i) {
       forward_names[size_t(i)] = desc.layers[size_t(i)].name + " forward";
       backward_names[size_t(i)] = desc.layers[size_t(i)].name + " backward";
     }
-    size_t ws = 0;
-    for (int i = 0; i < kNumLayers; ++i) {
-      const Layer& l = desc.layers[size_t(i)];
-      if (!is_conv(l)) continue;
-      full_convs[size_t(i)] = std::make_unique<ConvOp>(cudnn, l, max_batch, math, policy);
-      ws = std::max(ws, full_convs[size_t(i)]->workspace_bytes());
-      if (remainder > 0) {
-        rem_convs[size_t(i)] = std::make_unique<ConvOp>(cudnn, l, remainder, math, policy);
-        ws = std::max(ws, rem_convs[size_t(i)]->workspace_bytes());
-      }
-    }
-    workspace = DeviceBuffer<unsigned char>(ws, "the cuDNN workspace");
 
     const size_t n = desc.num_params;
     params = DeviceBuffer<float>(n, "the parameters");
@@ -219,6 +224,8 @@ struct GpuTrainer::Impl {
       g_d1_lo = act_lo(kDecDeconv1, "activation gradients");
       g_d2_lo = act_lo(kDecDeconv2, "activation gradients");
     }
+    bias_ticket = DeviceBuffer<unsigned>(1, "the bias gradients' ticket");
+    CUDA_CHECK(cudaMemsetAsync(bias_ticket.data(), 0, sizeof(unsigned), s()));
     recon = DeviceBuffer<float>(b, "per-image losses");
     kl = DeviceBuffer<float>(b, "per-image losses");
     image_dsum = DeviceBuffer<double>(b, "per-image losses");
@@ -233,10 +240,180 @@ struct GpuTrainer::Impl {
     nonfinite.upload(&kNoNonfinite, 1, s());
     schedule = DeviceBuffer<StepScalars>(1, "the step table");
     cursor = DeviceBuffer<int32_t>(1, "the step cursor");
+
+    // The convolutions, in the layout asked for or, with layout_auto, the faster one here.
+    if (o.layout_auto)
+      choose_layout(math, policy);
+    else
+      full_convs = make_convs(max_batch, math, policy);
+    if (remainder > 0) rem_convs = make_convs(remainder, math, policy);
+    size_layout_buffers();
+    if (opts.nhwc) order = channels_last_order(desc);
     stream.synchronize();
   }
 
+  // One ConvOp per convolution layer at `batch`, in the layout opts.nhwc says.
+  ConvSet make_convs(int batch, ConvMath math, ConvAlgoPolicy policy) {
+    ConvSet set;
+    const ConvLayout layout = opts.nhwc ? ConvLayout::Nhwc : ConvLayout::Nchw;
+    for (int i = 0; i < kNumLayers; ++i)
+      if (is_conv(desc.layers[size_t(i)]))
+        set[size_t(i)] =
+            std::make_unique<ConvOp>(cudnn, desc.layers[size_t(i)], batch, math, policy, layout);
+    return set;
+  }
+
+  // Grows the cuDNN workspace to what the ConvOps built so far need and the bias gradients'
+  // scratch to the largest sliced reduction of a step in the layout opts.nhwc says (the full
+  // batch's). Neither shrinks: after --layout auto they fit both layouts' needs.
+  void size_layout_buffers() {
+    size_t ws = 0;
+    for (const ConvSet* set : {&full_convs, &rem_convs})
+      for (const std::unique_ptr<ConvOp>& op : *set)
+        if (op) ws = std::max(ws, op->workspace_bytes());
+    if (ws > workspace.size()) workspace = DeviceBuffer<unsigned char>(ws, "the cuDNN workspace");
+    size_t partial = 0;
+    for (int i = 0; i < kNumLayers; ++i) {
+      const Epilogue e = epilogue(LayerId(i), max_batch);
+      partial = std::max(partial, bias_grad_scratch_doubles(e.rows, e.channels, e.plane));
+    }
+    if (partial > bias_partial.size())
+      bias_partial = DeviceBuffer<double>(partial, "the bias gradients' partial sums");
+    bias_scratch = BiasGradScratch{bias_partial.data(), bias_ticket.data(), bias_partial.size()};
+  }
+
+  // --layout auto: builds the full batch's convolutions in NCHW and in NHWC and times, in each,
+  // what the layout changes in a step (every convolution's forward, bias/ReLU, their backward
+  // and both gradients; not the dense layers, whose GEMMs are the same) on this trainer's own
+  // buffers, zeroed: one warm-up pass, then the best of three. Keeps the faster layout's
+  // ConvOps; sets opts.nhwc and layout_ms. When cuDNN has no algorithm for NHWC here (a
+  // ConvOp refuses), keeps NCHW and says so.
+  void choose_layout(ConvMath math, ConvAlgoPolicy policy) {
+    const NvtxRange range("choose the convolution layout");
+    for (DeviceBuffer<float>* buf : {&params, &x, &h1, &h2, &d0, &d1, &d2, &logits, &dlogits, &g_h1,
+                                     &g_h2, &g_d0, &g_d1, &g_d2})
+      zero(*buf);
+    for (DeviceBuffer<bf16>* buf :
+         {&params_lo, &x_lo, &h1_lo, &h2_lo, &d0_lo, &d1_lo, &d2_lo, &logits_lo, &dlogits_lo,
+          &g_h1_lo, &g_h2_lo, &g_d0_lo, &g_d1_lo, &g_d2_lo})
+      zero(*buf);
+    ConvSet sets[2];
+    CudaEvent start, end;
+    for (int layout = 0; layout < 2; ++layout) {
+      opts.nhwc = layout == 1;
+      try {
+        sets[layout] = make_convs(max_batch, math, policy);
+      } catch (const Error& e) {
+        if (layout == 0) throw;  // NCHW is the fallback: its failure is the run's
+        opts.nhwc = false;
+        full_convs = std::move(sets[0]);
+        std::printf("cuvae: --layout auto: NHWC is not available here (%s); training in NCHW\n",
+                    e.what());
+        std::fflush(stdout);
+        return;
+      }
+      full_convs = std::move(sets[layout]);
+      size_layout_buffers();
+      double best = 0;
+      for (int rep = 0; rep < 4; ++rep) {
+        start.record(s());
+        conv_passes(full_convs, max_batch);
+        end.record(s());
+        stream.synchronize();
+        const double ms = end.ms_since(start);
+        if (rep == 1 || (rep > 1 && ms < best)) best = ms;  // rep 0 warms up
+      }
+      layout_ms[size_t(layout)] = best;
+      sets[layout] = std::move(full_convs);
+    }
+    opts.nhwc = layout_ms[1] < layout_ms[0];
+    full_convs = std::move(sets[opts.nhwc ? 1 : 0]);
+    layout_measured = true;
+    std::printf(
+        "cuvae: --layout auto: the convolution passes of a step take %.3f ms in NCHW and %.3f ms "
+        "in NHWC here; training in %s\n",
+        layout_ms[0], layout_ms[1], opts.nhwc ? "NHWC" : "NCHW");
+    std::fflush(stdout);
+  }
+
+  template <typename T>
+  void zero(DeviceBuffer<T>& buf) {
+    if (buf.size() > 0) CUDA_CHECK(cudaMemsetAsync(buf.data(), 0, buf.size() * sizeof(T), s()));
+  }
+
+  // The convolution layers' share of a step (choose_layout): their forward passes with the
+  // bias/ReLU epilogues, then their backward passes, in the step's precision.
+  void conv_passes(const ConvSet& c, int n) {
+    const bool epi = !opts.fused;  // decoder.out's bias: the fused loss's, or its own kernel
+    if (opts.bf16) {
+      conv_forward_lo(c, kEncConv1, h1_lo.data(), x_lo.data(), n);
+      conv_forward_lo(c, kEncConv2, h2_lo.data(), h1_lo.data(), n);
+      conv_forward_lo(c, kDecDeconv1, d1_lo.data(), d0_lo.data(), n);
+      conv_forward_lo(c, kDecDeconv2, d2_lo.data(), d1_lo.data(), n);
+      conv_forward_lo(c, kDecOut, logits_lo.data(), d2_lo.data(), n, false);
+      conv_backward_lo(c, kDecOut, g_d2_lo.data(), dlogits_lo.data(), nullptr, d2_lo.data(), n,
+                       false);
+      conv_backward_lo(c, kDecDeconv2, g_d1_lo.data(), g_d2_lo.data(), d2_lo.data(), d1_lo.data(),
+                       n);
+      conv_backward_lo(c, kDecDeconv1, g_d0_lo.data(), g_d1_lo.data(), d1_lo.data(), d0_lo.data(),
+                       n);
+      conv_backward_lo(c, kEncConv2, g_h1_lo.data(), g_h2_lo.data(), h2_lo.data(), h1_lo.data(), n);
+      conv_backward_lo(c, kEncConv1, nullptr, g_h1_lo.data(), h1_lo.data(), x_lo.data(), n);
+      return;
+    }
+    layer_forward(c, kEncConv1, h1.data(), x.data(), n);
+    layer_forward(c, kEncConv2, h2.data(), h1.data(), n);
+    layer_forward(c, kDecDeconv1, d1.data(), d0.data(), n);
+    layer_forward(c, kDecDeconv2, d2.data(), d1.data(), n);
+    layer_forward(c, kDecOut, logits.data(), d2.data(), n, epi);
+    layer_backward(c, kDecOut, g_d2.data(), dlogits.data(), logits.data(), d2.data(), n, epi);
+    layer_backward(c, kDecDeconv2, g_d1.data(), g_d2.data(), d2.data(), d1.data(), n);
+    layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), n);
+    layer_backward(c, kEncConv2, g_h1.data(), g_h2.data(), h2.data(), h1.data(), n);
+    layer_backward(c, kEncConv1, nullptr, g_h1.data(), h1.data(), x.data(), n);
+  }
+
   cudaStream_t s() const { return stream.get(); }
+
+  // The (rows, channels, plane) a layer's bias/ReLU kernels see: (batch, C, H*W) in NCHW, a
+  // dense layer's (batch, out, 1), and a channels-last convolution output (batch*H*W, C, 1)
+  // unless it has one channel (decoder.out), which lies the same in both layouts and keeps the
+  // channel kernel's many blocks.
+  struct Epilogue {
+    int rows, channels;
+    int64_t plane;
+  };
+  Epilogue epilogue(LayerId id, int batch) const {
+    const Layer& l = desc.layer(id);
+    const int64_t plane = int64_t(l.out_h) * l.out_w;
+    if (opts.nhwc && is_conv(l) && l.out_channels > 1)
+      return {int(batch * plane), l.out_channels, 1};
+    return {batch, l.out_channels, plane};
+  }
+
+  // The flat parameter-sized buffers between the host's (PyTorch) order and the device's.
+  void upload_ordered(DeviceBuffer<float>& dst, const float* host) {
+    const size_t n = desc.num_params;
+    if (order.empty()) {
+      dst.upload(host, n, s());
+      return;
+    }
+    std::vector<float> staged(n);
+    for (size_t i = 0; i < n; ++i) staged[i] = host[order[i]];
+    dst.upload(staged.data(), n, s());  // pageable: staged before the call returns
+  }
+  void download_ordered(const DeviceBuffer<float>& src, float* host) const {
+    const size_t n = desc.num_params;
+    if (order.empty()) {
+      src.download(host, n, s());
+      stream.synchronize();
+      return;
+    }
+    std::vector<float> staged(n);
+    src.download(staged.data(), n, s());
+    stream.synchronize();
+    for (size_t i = 0; i < n; ++i) host[order[i]] = staged[i];
+  }
   // Offsets, in floats, from mu to logvar (activations) and from encoder.mu's weight (and
   // bias) to encoder.logvar's (parameters): the strides of the heads' batched GEMMs.
   long long head_stride() const { return (long long)max_batch * desc.latent_dim; }
@@ -249,15 +426,17 @@ struct GpuTrainer::Impl {
   // y = act(layer(x) + bias); without the epilogue (the fused loss adds the output bias),
   // y = layer(x).
   void layer_forward(const ConvSet& convs, LayerId id, float* y, const float* in, int batch,
-                     bool epilogue = true) {
+                     bool with_epilogue = true) {
     const Layer& l = desc.layer(id);
     const NvtxRange range(forward_names[size_t(id)].c_str());
     if (is_conv(l))
       convs[size_t(id)]->forward(y, in, weight(id), workspace.data(), workspace.size());
     else
       dense_forward(cublas, y, in, weight(id), batch, l.in_channels, l.out_channels);
-    if (epilogue)
-      bias_act_forward(y, bias(id), batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
+    if (with_epilogue) {
+      const Epilogue e = epilogue(id, batch);
+      bias_act_forward(y, bias(id), e.rows, e.channels, e.plane, l.relu, s());
+    }
   }
 
   // dy: gradient w.r.t. the layer's (post-ReLU) output y, masked in place; writes the
@@ -265,13 +444,15 @@ struct GpuTrainer::Impl {
   // the epilogue, dy is used as it is and the bias gradient is left alone (the fused loss
   // wrote it).
   void layer_backward(const ConvSet& convs, LayerId id, float* dx, float* dy, const float* y,
-                      const float* in, int batch, bool epilogue = true) {
+                      const float* in, int batch, bool with_epilogue = true) {
     const Layer& l = desc.layer(id);
     const NvtxRange range(backward_names[size_t(id)].c_str());
     float* dw = grads.data() + desc.weight(id).offset;
     float* db = grads.data() + desc.bias(id).offset;
-    if (epilogue)
-      bias_act_backward(dy, db, y, batch, l.out_channels, int64_t(l.out_h) * l.out_w, l.relu, s());
+    if (with_epilogue) {
+      const Epilogue e = epilogue(id, batch);
+      bias_act_backward(dy, db, y, e.rows, e.channels, e.plane, l.relu, s(), &bias_scratch);
+    }
     if (is_conv(l)) {
       const ConvOp& op = *convs[size_t(id)];
       op.backward_filter(dw, in, dy, workspace.data(), workspace.size());
@@ -391,27 +572,29 @@ struct GpuTrainer::Impl {
 
   // ---- mixed precision (opts.bf16) ----
   const bf16* weight_lo(LayerId id) const { return params_lo.data() + lo_offset[size_t(id)]; }
-  int64_t plane(LayerId id) const { return int64_t(desc.layer(id).out_h) * desc.layer(id).out_w; }
 
   // A bf16 convolution with its bias (+ ReLU) epilogue, or without it (the fused loss adds the
   // output bias).
   void conv_forward_lo(const ConvSet& convs, LayerId id, bf16* y, const bf16* in, int batch,
-                       bool epilogue = true) {
-    const Layer& l = desc.layer(id);
+                       bool with_epilogue = true) {
     const NvtxRange range(forward_names[size_t(id)].c_str());
     convs[size_t(id)]->forward(y, in, weight_lo(id), workspace.data(), workspace.size());
-    if (epilogue) bias_act_forward(y, bias(id), batch, l.out_channels, plane(id), l.relu, s());
+    if (with_epilogue) {
+      const Epilogue e = epilogue(id, batch);
+      bias_act_forward(y, bias(id), e.rows, e.channels, e.plane, desc.layer(id).relu, s());
+    }
   }
 
   // Its backward: dy masked in place (unless !epilogue), the bias gradient (float), the
   // bf16 weight gradient into grads_lo (widened later) and, unless dx is null, dx.
   void conv_backward_lo(const ConvSet& convs, LayerId id, bf16* dx, bf16* dy, const bf16* y,
-                        const bf16* in, int batch, bool epilogue = true) {
-    const Layer& l = desc.layer(id);
+                        const bf16* in, int batch, bool with_epilogue = true) {
     const NvtxRange range(backward_names[size_t(id)].c_str());
-    if (epilogue)
-      bias_act_backward(dy, grads.data() + desc.bias(id).offset, y, batch, l.out_channels,
-                        plane(id), l.relu, s());
+    if (with_epilogue) {
+      const Epilogue e = epilogue(id, batch);
+      bias_act_backward(dy, grads.data() + desc.bias(id).offset, y, e.rows, e.channels, e.plane,
+                        desc.layer(id).relu, s(), &bias_scratch);
+    }
     const ConvOp& op = *convs[size_t(id)];
     op.backward_filter(grads_lo.data() + lo_offset[size_t(id)], in, dy, workspace.data(),
                        workspace.size());
@@ -462,7 +645,7 @@ struct GpuTrainer::Impl {
       bias_act_backward(g_d0.data(), grads.data() + desc.bias(kDecFc).offset,
                         static_cast<const bf16*>(g_d0_lo.data()),
                         static_cast<const bf16*>(d0_lo.data()), count, dec_fc.out_channels, 1,
-                        dec_fc.relu, s());
+                        dec_fc.relu, s(), &bias_scratch);
       dense_backward_filter(cublas, grads.data() + desc.weight(kDecFc).offset, z.data(),
                             g_d0.data(), count, dec_fc.in_channels, dec_fc.out_channels);
       dense_backward_data(cublas, g_z.data(), g_d0.data(), weight(kDecFc), count,
@@ -474,7 +657,7 @@ struct GpuTrainer::Impl {
       bias_act_backward(g_h3_lo.data(), grads.data() + desc.bias(kEncFc).offset,
                         static_cast<const float*>(g_h3.data()),
                         static_cast<const float*>(h3.data()), count, enc_fc.out_channels, 1,
-                        enc_fc.relu, s());
+                        enc_fc.relu, s(), &bias_scratch);
       dense_backward_filter(cublas, grads.data() + desc.weight(kEncFc).offset, h2_lo.data(),
                             g_h3_lo.data(), count, enc_fc.in_channels, enc_fc.out_channels);
       dense_backward_data(cublas, g_h2_lo.data(), g_h3_lo.data(), weight_lo(kEncFc), count,
@@ -582,6 +765,11 @@ struct GpuTrainer::Impl {
     cursor.upload(&at, 1, s());
   }
 
+  // The host (PyTorch-order) index of device parameter element i. (Adam flags the lowest
+  // device index of a non-finite gradient: in channels-last order that names a non-finite
+  // element, though not always the one an NCHW run would name first.)
+  size_t host_index(size_t i) const { return order.empty() || i >= order.size() ? i : order[i]; }
+
   // Reads the loss sums and Adam's non-finite word in one synchronisation; throws
   // TrainingDiverged, naming the step and the parameter, when a gradient was not finite.
   void read_sums(double out[2], int epoch) {
@@ -593,7 +781,7 @@ struct GpuTrainer::Impl {
     throw TrainingDiverged("training diverged at step " + std::to_string(bad >> 32) +
                            (epoch > 0 ? " (epoch " + std::to_string(epoch) + ")" : "") +
                            ": non-finite gradient of " +
-                           param_element_name(desc, size_t(bad & 0xffffffffull)));
+                           param_element_name(desc, host_index(size_t(bad & 0xffffffffull))));
   }
 };
 
@@ -611,9 +799,9 @@ void GpuTrainer::set_state(const TrainState& st) {
   const size_t n = m.desc.num_params;
   if (st.params.size() != n || st.adam_m.size() != n || st.adam_v.size() != n)
     throw Error("GpuTrainer::set_state: state sized for another model");
-  m.params.upload(st.params.data(), n, m.s());
-  m.adam_m.upload(st.adam_m.data(), n, m.s());
-  m.adam_v.upload(st.adam_v.data(), n, m.s());
+  m.upload_ordered(m.params, st.params.data());
+  m.upload_ordered(m.adam_m, st.adam_m.data());
+  m.upload_ordered(m.adam_v, st.adam_v.data());
   m.step = st.step;
   m.epoch_step = st.epoch_step;
   m.epoch_sums[0] = st.epoch_recon_sum;
@@ -627,14 +815,13 @@ void GpuTrainer::get_state(TrainState& st) const {
   st.params.resize(n);
   st.adam_m.resize(n);
   st.adam_v.resize(n);
-  m.params.download(st.params.data(), n, m.s());
-  m.adam_m.download(st.adam_m.data(), n, m.s());
-  m.adam_v.download(st.adam_v.data(), n, m.s());
+  m.download_ordered(m.params, st.params.data());
+  m.download_ordered(m.adam_m, st.adam_m.data());
+  m.download_ordered(m.adam_v, st.adam_v.data());
   st.step = m.step;
   st.epoch_step = m.epoch_step;
   st.epoch_recon_sum = m.epoch_sums[0];
   st.epoch_kl_sum = m.epoch_sums[1];
-  m.stream.synchronize();
 }
 
 void GpuTrainer::upload_images(const ImageSet& img) {
@@ -739,8 +926,7 @@ cpu::LossParts GpuTrainer::step_on_batch(const float* host_x, int count, bool ap
 }
 
 void GpuTrainer::download_grads(float* g) const {
-  impl_->grads.download(g, impl_->desc.num_params, impl_->s());
-  impl_->stream.synchronize();
+  impl_->download_ordered(impl_->grads, g);
 }
 
 void GpuTrainer::download_eps(float* e, int count) const {
@@ -760,6 +946,12 @@ std::string GpuTrainer::describe() const {
          : m.opts.tf32 ? "TF32"
                        : "strict fp32")
      << "\n";
+  os << "layout: "
+     << (m.opts.nhwc ? "NHWC (channels last; parameters kept in channels_last_order)" : "NCHW");
+  if (m.layout_measured)
+    os << ", chosen by --layout auto: convolution passes " << m.layout_ms[0] << " ms NCHW, "
+       << m.layout_ms[1] << " ms NHWC";
+  os << "\n";
   os << "training step: ";
   if (m.step_graph)
     os << "CUDA graph of " << m.graph_nodes << " nodes\n";
@@ -770,6 +962,10 @@ std::string GpuTrainer::describe() const {
   else
     os << "CUDA graph, captured at the second full batch\n";
   return os.str();
+}
+
+bool GpuTrainer::nhwc() const {
+  return impl_->opts.nhwc;
 }
 
 bool GpuTrainer::uses_cuda_graph() const {

@@ -42,6 +42,19 @@ struct GpuOptions {
   // Needs `fused` and excludes `tf32`. false: everything in fp32 (strict unless tf32).
   bool bf16 = false;
   bool deterministic = true;  // deterministic cuDNN algorithms (bit-reproducible runs)
+  // Channels-last (NHWC) convolutions: the activations between the convolutions are
+  // (batch, height, width, channels) and their filters [K, 3, 3, C] (cuDNN's NHWC/KRSC, the
+  // layout tensor-core kernels read natively). The trainer keeps the parameters, gradients and
+  // Adam moments in channels_last_order (host/model.h), the dense layers' weights permuted to
+  // match, and converts at set_state/get_state/download_grads, so checkpoints and every
+  // interface stay in PyTorch's order. false: NCHW.
+  bool nhwc = false;
+  // Choose the layout by measurement instead (nhwc is then ignored): the trainer builds the
+  // full batch's convolutions in both layouts, times what the layout changes in a step (the
+  // convolutions with their bias/ReLU kernels, forward and backward) on its own buffers and
+  // keeps the faster; it says so on stdout, and nhwc() and describe() tell. Two runs may choose
+  // differently, so a bit-reproducible run names its layout.
+  bool layout_auto = false;
   // Replay full-batch steps from a captured CUDA graph; false: launch each kernel every step
   // (per-layer NVTX ranges then appear in an Nsight Systems timeline).
   bool cuda_graph = true;
@@ -89,9 +102,10 @@ class GpuTrainer {
   // Test hooks: one step on a host batch x (count, 784) with eps drawn for the current step.
   // Returns the batch-mean loss parts; Adam runs only if apply_adam.
   cpu::LossParts step_on_batch(const float* x, int count, bool apply_adam);
-  void download_grads(float* grads) const;         // (num_params)
+  void download_grads(float* grads) const;         // (num_params), PyTorch's order
   void download_eps(float* eps, int count) const;  // (count, D) of the last step
   std::string describe() const;                    // algorithms, how steps are launched
+  bool nhwc() const;  // the layout the convolutions run in (the one chosen, with layout_auto)
   // Whether full-batch steps replay a CUDA graph: false before the second full batch, with
   // cuda_graph off, or when capture failed (a note on stderr says why; steps then run eagerly).
   bool uses_cuda_graph() const;

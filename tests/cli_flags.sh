@@ -56,11 +56,14 @@ expect_error --seed "${run[@]}" --seed 18446744073709551616
 expect_error --algo "${run[@]}" --algo quick
 expect_error "no-such-flag" "${run[@]}" --no-such-flag
 expect_error "--bf16: cannot be combined with --tf32" "${run[@]}" --bf16 --tf32
+expect_error "--layout: expected 'nchw', 'nhwc' or 'auto', got 'NHWC'" "${run[@]}" --layout NHWC
+expect_error "--layout: missing its value" "${run[@]}" --layout
 # The other subcommands' numbers, before any file is read.
 bench=(bench --device cpu --data "$TMP/nodata")
 expect_error --epochs "${bench[@]}" --epochs 0
 expect_error "--bf16: cannot be combined with --tf32" "${bench[@]}" --tf32 --bf16
 expect_error "--bf16: cannot be combined with --no-fusion" "${bench[@]}" --bf16 --no-fusion
+expect_error "--layout: expected 'nchw', 'nhwc' or 'auto', got 'chw'" "${bench[@]}" --layout chw
 expect_error --warmup-epochs "${bench[@]}" --warmup-epochs -1
 expect_error --batch-size "${bench[@]}" --batch-size 0
 expect_error --latent-dim "${bench[@]}" --latent-dim 0

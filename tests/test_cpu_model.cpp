@@ -309,3 +309,166 @@ TEST_CASE("batches are gathered and normalised to [0, 1]; eps is standard normal
   fill_eps(other.data(), seed, 8, 50000, 2);
   CHECK(other != eps);  // another step, other noise
 }
+
+namespace {
+
+// (B, C, H, W) -> (B, H, W, C).
+std::vector<double> to_hwc(const std::vector<double>& v, int batch, int c_n, int h_n, int w_n) {
+  std::vector<double> out(v.size());
+  for (int b = 0; b < batch; ++b)
+    for (int c = 0; c < c_n; ++c)
+      for (int h = 0; h < h_n; ++h)
+        for (int w = 0; w < w_n; ++w)
+          out[((size_t(b) * h_n + h) * w_n + w) * c_n + c] =
+              v[((size_t(b) * c_n + c) * h_n + h) * w_n + w];
+  return out;
+}
+
+// A layer's forward in channels-last terms, read from the device-order parameters `dev`:
+// a direct convolution (or its transpose) over (B, H, W, C) tensors with a [A, kh, kw, B]
+// filter, or a dense layer; bias and ReLU as the layer says. Written from the layer
+// definitions, independent of the CPU reference's NCHW loops.
+std::vector<double> channels_last_layer(const ModelDesc& d, LayerId id, const double* dev,
+                                        const std::vector<double>& in, int batch) {
+  const Layer& l = d.layer(id);
+  const double* w = dev + d.weight(id).offset;
+  const double* bias = dev + d.bias(id).offset;
+  std::vector<double> out(size_t(batch) * size_t(l.out_size()), 0.0);
+  if (l.kind == LayerKind::Linear) {
+    for (int b = 0; b < batch; ++b)
+      for (int o = 0; o < l.out_channels; ++o) {
+        double s = bias[o];
+        for (int i = 0; i < l.in_channels; ++i)
+          s += w[size_t(o) * l.in_channels + i] * in[size_t(b) * l.in_channels + i];
+        out[size_t(b) * l.out_channels + o] = s;
+      }
+  } else {
+    const int k = l.kernel, ci = l.in_channels, co = l.out_channels;
+    for (int b = 0; b < batch; ++b)
+      for (int iy = 0; iy < l.in_h; ++iy)
+        for (int ix = 0; ix < l.in_w; ++ix)
+          for (int ky = 0; ky < k; ++ky)
+            for (int kx = 0; kx < k; ++kx)
+              for (int c = 0; c < ci; ++c)
+                for (int o = 0; o < co; ++o) {
+                  int oy, ox;
+                  double wv;
+                  if (l.kind == LayerKind::Conv2d) {
+                    // y[oy, ox] += W[o, ky, kx, c] x[oy*s - p + ky, ox*s - p + kx]: visit the
+                    // input position and solve for the output one.
+                    const int ty = iy + l.pad - ky, tx = ix + l.pad - kx;
+                    if (ty < 0 || tx < 0 || ty % l.stride || tx % l.stride) continue;
+                    oy = ty / l.stride;
+                    ox = tx / l.stride;
+                    wv = w[((size_t(o) * k + ky) * k + kx) * ci + c];
+                  } else {  // y[iy*s - p + ky, ix*s - p + kx] += W[c, ky, kx, o] x[iy, ix]
+                    oy = iy * l.stride - l.pad + ky;
+                    ox = ix * l.stride - l.pad + kx;
+                    wv = w[((size_t(c) * k + ky) * k + kx) * co + o];
+                  }
+                  if (oy < 0 || ox < 0 || oy >= l.out_h || ox >= l.out_w) continue;
+                  out[((size_t(b) * l.out_h + oy) * l.out_w + ox) * co + o] +=
+                      wv * in[((size_t(b) * l.in_h + iy) * l.in_w + ix) * ci + c];
+                }
+    for (size_t i = 0; i < out.size(); ++i) out[i] += bias[i % size_t(co)];
+  }
+  if (l.relu)
+    for (double& v : out) v = v > 0 ? v : 0;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("channels_last_order permutes each tensor within its span into the NHWC layout",
+          "[cpu_model]") {
+  const int dim = GENERATE(1, 2, 5);
+  const ModelDesc d = make_vae(dim);
+  const std::vector<uint32_t> order = channels_last_order(d);
+  REQUIRE(order.size() == d.num_params);
+  std::vector<int> seen(d.num_params, 0);
+  size_t moved = 0;
+  for (const ParamTensor& p : d.params)
+    for (size_t i = p.offset; i < p.offset + p.numel; ++i) {
+      INFO(p.name << " element " << i - p.offset);
+      REQUIRE(order[i] >= p.offset);
+      REQUIRE(order[i] < p.offset + p.numel);
+      ++seen[order[i]];
+      if (order[i] != i) ++moved;
+    }
+  for (int s : seen) REQUIRE(s == 1);
+  // Kept in place: every bias but decoder.fc's, the latent heads, the 1-channel filters' own
+  // positions aside, the rest moves.
+  for (const char* name : {"encoder.conv1.bias", "encoder.mu.weight", "encoder.logvar.bias",
+                           "decoder.deconv2.bias", "decoder.out.bias"}) {
+    const ParamTensor& p = d.param(name);
+    for (size_t i = p.offset; i < p.offset + p.numel; ++i) REQUIRE(order[i] == i);
+  }
+  // A few elements spelled out: encoder.conv2.weight [64, 32, 3, 3] stored [64, 3, 3, 32],
+  // so device element (o=1, ky=2, kx=0, c=5) is host element (1, 5, 2, 0); encoder.fc's
+  // column (h=1, w=2, c=3) of row 4 is the host column c*49 + h*7 + w; decoder.fc's row
+  // (h=6, w=6, c=63) is host row 63*49 + 48, each row D wide.
+  const ParamTensor& c2 = d.param("encoder.conv2.weight");
+  CHECK(order[c2.offset + ((1 * 3 + 2) * 3 + 0) * 32 + 5] ==
+        c2.offset + ((1 * 32 + 5) * 3 + 2) * 3);
+  const ParamTensor& fc = d.param("encoder.fc.weight");
+  CHECK(order[fc.offset + 4 * 3136 + (1 * 7 + 2) * 64 + 3] ==
+        fc.offset + 4 * 3136 + 3 * 49 + 1 * 7 + 2);
+  const ParamTensor& dfc = d.param("decoder.fc.weight");
+  const size_t last_row = (6 * 7 + 6) * 64 + 63;
+  for (int j = 0; j < dim; ++j)
+    CHECK(order[dfc.offset + last_row * size_t(dim) + size_t(j)] ==
+          dfc.offset + (63 * 49 + 48) * size_t(dim) + size_t(j));
+  CHECK(moved > d.num_params / 2);
+}
+
+TEST_CASE("the model's layers read in channels-last order give the model's activations",
+          "[cpu_model]") {
+  const uint64_t seed = test::fresh_seed();
+  const int dim = GENERATE(1, 3);
+  const int batch = 2;
+  INFO("seed " << seed << " D " << dim);
+  const ModelDesc d = make_vae(dim);
+  std::vector<double> params;
+  cpu::Activations<double> a;
+  setup(d, seed, batch, params, a);
+  cpu::model_forward(d, params.data(), a, 1.0);
+  const std::vector<uint32_t> order = channels_last_order(d);
+  std::vector<double> dev(d.num_params);
+  for (size_t i = 0; i < dev.size(); ++i) dev[i] = params[order[i]];
+
+  // Each layer from the model's own (NCHW) input, in channels-last terms, against the model's
+  // output in channels-last terms. Doubles: only the summation order differs. A shape {C, H, W}
+  // says the tensor is a (C, H, W) image per batch entry to lay out channels last; {} that it
+  // is flat (the latent side of the dense layers).
+  using Shape = std::vector<int>;
+  auto hwc = [&](const std::vector<double>& v, const Shape& s) {
+    return s.empty() ? v : to_hwc(v, batch, s[0], s[1], s[2]);
+  };
+  auto shape_in = [&](LayerId id) {
+    const Layer& l = d.layer(id);
+    return Shape{l.in_channels, l.in_h, l.in_w};
+  };
+  auto shape_out = [&](LayerId id) {
+    const Layer& l = d.layer(id);
+    return Shape{l.out_channels, l.out_h, l.out_w};
+  };
+  auto check = [&](LayerId id, const std::vector<double>& in, const Shape& in_shape,
+                   const std::vector<double>& out, const Shape& out_shape) {
+    INFO(d.layer(id).name);
+    const std::vector<double> want = hwc(out, out_shape);
+    const std::vector<double> got =
+        channels_last_layer(d, id, dev.data(), hwc(in, in_shape), batch);
+    REQUIRE(got.size() == want.size());
+    double scale = 0;
+    for (double v : want) scale = std::max(scale, std::fabs(v));
+    for (size_t i = 0; i < got.size(); ++i)
+      REQUIRE(std::fabs(got[i] - want[i]) <= 1e-12 * (1 + scale));
+  };
+  check(kEncConv1, a.x, shape_in(kEncConv1), a.h1, shape_out(kEncConv1));
+  check(kEncConv2, a.h1, shape_in(kEncConv2), a.h2, shape_out(kEncConv2));
+  check(kEncFc, a.h2, shape_out(kEncConv2), a.h3, {});  // its input: conv2's (64, 7, 7)
+  check(kDecFc, a.z, {}, a.d0, shape_in(kDecDeconv1));  // its output: deconv1's (64, 7, 7)
+  check(kDecDeconv1, a.d0, shape_in(kDecDeconv1), a.d1, shape_out(kDecDeconv1));
+  check(kDecDeconv2, a.d1, shape_in(kDecDeconv2), a.d2, shape_out(kDecDeconv2));
+  check(kDecOut, a.d2, shape_in(kDecOut), a.logits, shape_out(kDecOut));  // no ReLU: the logits
+}

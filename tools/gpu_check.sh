@@ -5,7 +5,8 @@
 # 2. runs every CTest test; the GPU tests must run here (skipped counts as a failure),
 # 3. runs every GPU test under compute-sanitizer memcheck, racecheck, initcheck and
 #    synccheck (tools/gpu_sanitize.sh),
-# 4. trains one epoch on DIR's training split (default data/mnist, batch 128),
+# 4. trains one epoch on DIR's training split (default data/mnist, batch 128), and one with
+#    --layout auto (TF32, batch 1024: both convolution layouts timed, the faster kept),
 # and prints a summary table. Exit 0 only if every step passed.
 # Needs the build dependencies (tools/setup.sh) and, for the data tests, MNIST in
 # $CUVAE_MNIST_DIR or data/mnist.
@@ -81,6 +82,14 @@ if ls "$data"/train-images-idx3-ubyte* >/dev/null 2>&1; then
     row "train 1 epoch, batch 128" PASS "$(grep -E '^epoch' "$build/train.log" | tail -1)"
   else
     row "train 1 epoch, batch 128" FAIL "$(tail -1 "$build/train.log")"
+  fi
+  # The layout chosen by measurement (both layouts built and timed), in TF32 at batch 1024.
+  if "$build/cuvae" train --device gpu --data "$data" --epochs 1 --batch-size 1024 --tf32 \
+       --layout auto --out "$tmp/auto" >"$build/train-auto.log" 2>&1; then
+    row "train 1 epoch, --layout auto" PASS \
+      "$(grep -o 'NCHW and .* ms in NHWC here; training in [A-Z]*' "$build/train-auto.log")"
+  else
+    row "train 1 epoch, --layout auto" FAIL "$(tail -1 "$build/train-auto.log")"
   fi
   rm -rf "$tmp"
 else

@@ -35,12 +35,23 @@
 #include "host/cpu_ref.h"
 #include "host/error.h"
 #include "host/model.h"
+#include "tests/gpu/bias_grad.h"
 #include "tests/gpu/device_io.h"
+#include "tests/gpu/layouts.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
+using cuvae::test::channel_sums;
+using cuvae::test::channels_last;
 using cuvae::test::compare;
+using cuvae::test::DeviceScratch;
+using cuvae::test::in_reference_layout;
+using cuvae::test::layout_name;
 using cuvae::test::poison_device;
+using cuvae::test::RefSum;
+using cuvae::test::require_sums;
+using cuvae::test::Rows;
+using cuvae::test::scratch_capacity;
 using cuvae::test::to_device;
 using cuvae::test::to_host;
 using cuvae::test::upload;
@@ -245,45 +256,6 @@ void require_same_run(const std::vector<T>& second, const std::vector<T>& first,
   REQUIRE(at == first.size());
 }
 
-// A sum in double, as the reference forms it (in order), with what its tolerance needs.
-struct RefSum {
-  double sum = 0, abs_sum = 0;
-  int64_t terms = 0;
-  void add(double t) { sum += t, abs_sum += std::abs(t), ++terms; }
-};
-
-// Tolerance of a device float that is `r`'s terms summed in double in another order and
-// rounded once to float. Any order of n double additions is within (n - 1) 2^-53 sum|t| of the
-// exact sum, so the two double sums differ by at most twice that, and rounding to float adds
-// 2^-24 relative: 2^-23 |sum| + 3 n 2^-53 sum|t| (spare factors for second-order terms), plus
-// the smallest float for a sum that is exactly 0. A missing or doubled term, or a term rounded
-// to bf16 before it is summed (2^-8 relative), is far outside it.
-double sum_bound(const RefSum& r) {
-  return 0x1p-23 * std::abs(r.sum) + 3.0 * double(r.terms) * 0x1p-53 * r.abs_sum +
-         double(std::numeric_limits<float>::denorm_min());
-}
-
-void require_sums(const std::vector<float>& got, const std::vector<RefSum>& want,
-                  const std::string& name) {
-  REQUIRE(got.size() == want.size());
-  size_t worst = 0;
-  double worst_ratio = -1;
-  bool finite = true;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) {
-      finite = false, worst = i;
-      break;
-    }
-    const double ratio = std::abs(double(got[i]) - want[i].sum) / sum_bound(want[i]);
-    if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
-  }
-  INFO(name << ": worst [" << worst << "] got " << show(got[worst]) << ", want "
-            << std::setprecision(17) << want[worst].sum << " (" << want[worst].terms
-            << " terms, sum |t| " << want[worst].abs_sum << "), error / bound " << worst_ratio);
-  REQUIRE(finite);
-  REQUIRE(worst_ratio <= 1.0);
-}
-
 // ---- tolerances of the GEMM-shaped results (dense, conv) ----------------------------------------
 //
 // The operands are bf16, so each product a*b is exact in fp32 (8 + 8 significand bits), and the
@@ -401,13 +373,6 @@ float act_forward(float v, float bias, bool relu) {
 // The gradient mask: a select, so NaN or Inf behind a dead unit becomes +0.
 float act_mask(float dy, float y, bool relu) {
   return relu ? (y > 0.0f ? dy : 0.0f) : dy;
-}
-
-// The per-channel sums of `masked` (batch, channels, plane).
-std::vector<RefSum> channel_sums(const ActShape& sh, const std::vector<float>& masked) {
-  std::vector<RefSum> sums(size_t(sh.channels));
-  for (size_t i = 0; i < masked.size(); ++i) sums[channel_of(sh, i)].add(double(masked[i]));
-  return sums;
 }
 
 // Ties of bf16 (exactly half-way between two neighbours) near 1: 1 + 2^-8 lies between 1
@@ -830,7 +795,7 @@ TEST_CASE("bf16 bias_act_backward in place masks dy and sums db in double", "[gp
       masked[i] = act_mask(widen(dy[i]), widen(y[i]), relu);
       dy_want[i] = round_bf16(masked[i]);  // exact: a bf16 value or +0
     }
-    const std::vector<RefSum> db_want = channel_sums(sh, masked);
+    const std::vector<RefSum> db_want = channel_sums(masked, sh.channels, sh.plane);
 
     Guarded<bf16> d_dy(n, shift);
     const Guarded<bf16> d_y = guarded_input(y, shift, s);
@@ -873,7 +838,7 @@ TEST_CASE("bias_act_backward from bf16 dy, y to a float g: masked, exact, db in 
 
     std::vector<float> g_want(n);
     for (size_t i = 0; i < n; ++i) g_want[i] = act_mask(widen(dy[i]), widen(y[i]), relu);
-    const std::vector<RefSum> db_want = channel_sums(sh, g_want);
+    const std::vector<RefSum> db_want = channel_sums(g_want, sh.channels, sh.plane);
 
     const Guarded<bf16> d_dy = guarded_input(dy, shift, s), d_y = guarded_input(y, shift, s);
     Guarded<float> d_g(n, shift), d_db(size_t(sh.channels));
@@ -926,7 +891,7 @@ TEST_CASE("bias_act_backward from float dy, y to a bf16 g: rounded once, db of t
       masked[i] = act_mask(dy[i], y[i], relu);
       g_want[i] = round_bf16(masked[i]);
     }
-    const std::vector<RefSum> db_want = channel_sums(sh, masked);
+    const std::vector<RefSum> db_want = channel_sums(masked, sh.channels, sh.plane);
 
     const Guarded<float> d_dy = guarded_input(dy, shift, s), d_y = guarded_input(y, shift, s);
     Guarded<bf16> d_g(n, shift);
@@ -947,6 +912,150 @@ TEST_CASE("bias_act_backward from float dy, y to a bf16 g: rounded once, db of t
     const std::vector<float> dy_after = d_dy.get(s, "dy");
     REQUIRE(same_bits(dy_after, dy));
   }
+}
+
+TEST_CASE("the bf16 bias_act_backward forms with scratch reduce long columns in slices",
+          "[gpu][bf16]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const bool relu = GENERATE(true, false);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  // (rows, channels) at plane 1: one slice (1023 rows), two (1024), an odd count, the model's
+  // channels-last conv output at batch 128 (128*28*28 = 100352 rows of 32 channels) and a Linear
+  // output at a large batch (decoder.fc's 3136 features).
+  const std::vector<Rows> shapes = {{1023, 32}, {1024, 1}, {5000, 33}, {100352, 32}, {4097, 3136}};
+  const size_t capacity = scratch_capacity(shapes);
+  // One scratch for every shape and form: each call must leave its ticket at 0 for the next.
+  DeviceScratch device_scratch(capacity, s);
+  const BiasGradScratch scratch = device_scratch.view();
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+
+  for (const Rows& rows : shapes) {
+    const ActShape sh{rows.rows, rows.channels, 1};
+    const int slices = bias_grad_slices(sh.batch);
+    INFO(label(sh) << " (" << slices << " slices) relu " << relu);
+    const size_t n = numel(sh);
+    std::vector<bf16> hdy = uniform_bf16(rng, n, -1, 1), hy = uniform_bf16(rng, n, -1, 1);
+    for (bf16& v : hy) v = widen(v) > 0.0f ? v : kBf16Zero;  // post-ReLU: about half exact zeros
+    std::vector<float> fdy = uniform(rng, n, -1, 1), fy = uniform(rng, n, -1, 1);
+    cpu::relu_forward(fy.data(), fy.data(), n);
+    if (relu) {
+      specials_behind_dead_units(
+          hdy, hy, {bf16_from_bits(0x7fc0), bf16_from_bits(0x7f80), bf16_from_bits(0xff80)});
+      specials_behind_dead_units(fdy, fy, {nan, inf, -inf});
+    }
+    // The masked float values (bf16 inputs widened exactly) and their roundings.
+    std::vector<float> masked_h(n), masked_f(n);
+    std::vector<bf16> hdy_want(n), hg_want(n);
+    for (size_t i = 0; i < n; ++i) {
+      masked_h[i] = act_mask(widen(hdy[i]), widen(hy[i]), relu);
+      hdy_want[i] = round_bf16(masked_h[i]);  // exact: a bf16 value or +0
+      masked_f[i] = act_mask(fdy[i], fy[i], relu);
+      hg_want[i] = round_bf16(masked_f[i]);
+    }
+    const std::vector<RefSum> sums_h = channel_sums(masked_h, sh.channels, sh.plane),
+                              sums_f = channel_sums(masked_f, sh.channels, sh.plane);
+
+    Guarded<bf16> d_hdy(n);
+    const Guarded<bf16> d_hdy_in = guarded_input(hdy, 0, s), d_hy = guarded_input(hy, 0, s);
+    const Guarded<float> d_fdy = guarded_input(fdy, 0, s), d_fy = guarded_input(fy, 0, s);
+    Guarded<float> d_fg(n), d_db(size_t(sh.channels));
+    Guarded<bf16> d_hg(n);
+
+    // One form, with and without scratch: g exact, db within the bound of two double sums,
+    // the scratch run twice with the same bits, the ticket 0 after every call. run(sc)
+    // poisons the outputs and the partial sums, launches and returns (g, db).
+    auto check = [&](const std::string& form, auto run, const auto& g_want,
+                     const std::vector<RefSum>& sums) {
+      INFO(form);
+      const auto sliced = run(&scratch);
+      CHECK(device_scratch.ticket_value(s) == 0u);
+      require_same_bits(sliced.first, g_want, "g");
+      require_sums(sliced.second, sums, "db (with scratch)");
+      const auto again = run(&scratch);
+      CHECK(device_scratch.ticket_value(s) == 0u);
+      require_same_run(again.first, sliced.first, "g (with scratch)");
+      require_same_run(again.second, sliced.second, "db (with scratch)");
+      const auto plain = run(nullptr);
+      require_same_bits(plain.first, g_want, "g (no scratch)");
+      require_sums(plain.second, sums, "db (no scratch)");
+      if (slices == 1) require_same_bits(plain.second, sliced.second, "db, with vs without");
+    };
+    check(
+        "bf16 in place",
+        [&](const BiasGradScratch* sc) {
+          d_hdy.set(hdy, s);
+          d_db.poison(s);
+          poison_device(device_scratch.partial, s);
+          bias_act_backward(d_hdy.data(), d_db.data(), d_hy.data(), sh.batch, sh.channels, 1, relu,
+                            s, sc);
+          return std::make_pair(d_hdy.get(s, "dy"), d_db.get(s, "db"));
+        },
+        hdy_want, sums_h);
+    check(
+        "bf16 dy, y to a float g",
+        [&](const BiasGradScratch* sc) {
+          d_fg.poison(s);
+          d_db.poison(s);
+          poison_device(device_scratch.partial, s);
+          bias_act_backward(d_fg.data(), d_db.data(), d_hdy_in.data(), d_hy.data(), sh.batch,
+                            sh.channels, 1, relu, s, sc);
+          return std::make_pair(d_fg.get(s, "g"), d_db.get(s, "db"));
+        },
+        masked_h, sums_h);
+    check(
+        "float dy, y to a bf16 g",
+        [&](const BiasGradScratch* sc) {
+          d_hg.poison(s);
+          d_db.poison(s);
+          poison_device(device_scratch.partial, s);
+          bias_act_backward(d_hg.data(), d_db.data(), d_fdy.data(), d_fy.data(), sh.batch,
+                            sh.channels, 1, relu, s, sc);
+          return std::make_pair(d_hg.get(s, "g"), d_db.get(s, "db"));
+        },
+        hg_want, sums_f);
+    // The out-of-place forms leave their inputs alone.
+    CHECK(same_bits(d_hdy_in.get(s, "dy (bf16 input)"), hdy));
+    CHECK(same_bits(d_fdy.get(s, "dy (float input)"), fdy));
+  }
+
+  // A scratch too small for the shape, or without its pointers, is refused by every form before
+  // it launches (db keeps its poison).
+  const ActShape big{5000, 33, 1};
+  const size_t need = bias_grad_scratch_doubles(big.batch, big.channels, 1);
+  REQUIRE(need == 9 * 33);
+  REQUIRE(capacity >= need);
+  const size_t n = numel(big);
+  DeviceBuffer<bf16> hbuf(3 * n);
+  DeviceBuffer<float> fbuf(3 * n);
+  poison_device(hbuf, s), poison_device(fbuf, s);
+  Guarded<float> d_db(size_t(big.channels));
+  d_db.poison(s);
+  bf16* h = hbuf.data();
+  float* f = fbuf.data();
+  const BiasGradScratch small{device_scratch.partial.data(), device_scratch.ticket.data(),
+                              need - 1},
+      no_partial{nullptr, device_scratch.ticket.data(), need},
+      no_ticket{device_scratch.partial.data(), nullptr, need};
+  for (const BiasGradScratch* sc : {&small, &no_partial, &no_ticket}) {
+    CHECK_THROWS_AS(
+        bias_act_backward(h, d_db.data(), h + n, big.batch, big.channels, 1, false, s, sc), Error);
+    CHECK_THROWS_AS(
+        bias_act_backward(f, d_db.data(), h, h + n, big.batch, big.channels, 1, false, s, sc),
+        Error);
+    CHECK_THROWS_AS(
+        bias_act_backward(h, d_db.data(), f, f + n, big.batch, big.channels, 1, false, s, sc),
+        Error);
+  }
+  CHECK_THROWS_WITH(
+      bias_act_backward(h, d_db.data(), h + n, big.batch, big.channels, 1, false, s, &small),
+      Catch::Contains(std::to_string(need)));
+  const std::vector<float> db = d_db.get(s, "db");
+  CHECK(std::all_of(db.begin(), db.end(), [](float v) { return is_poison(v); }));
+  CHECK(device_scratch.ticket_value(s) == 0u);
 }
 
 // ---- dense --------------------------------------------------------------------------------------
@@ -1130,24 +1239,31 @@ TEST_CASE("ConvOp with ConvMath::Bf16 matches a double reference on the bf16 inp
   CudaStream stream;
   const cudaStream_t s = stream.get();
   CudnnHandle cudnn(s);
+  // NHWC: the same inputs permuted into channels-last order, the outputs permuted back.
+  const ConvLayout layout = GENERATE(ConvLayout::Nchw, ConvLayout::Nhwc);
+  const bool nhwc = layout == ConvLayout::Nhwc;
   for (const Layer& l : model_conv_layers())
     for (int batch : {1, 3, 129}) {
-      INFO(conv_label(l, batch));
+      INFO(conv_label(l, batch) << ", " << layout_name(layout));
       const Bf16ConvCase c = make_conv_case(l, batch, rng);
-      Bf16ConvBuffers b(c, s);
+      Bf16ConvBuffers b(nhwc ? channels_last(c, l, batch) : c, s);
+      auto run = [&](const ConvOp& op, DeviceBuffer<unsigned char>& ws) {
+        return in_reference_layout(b.run(op, ws, s), l, batch, layout);
+      };
       for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
         INFO("policy " << (policy == ConvAlgoPolicy::Deterministic ? "Deterministic" : "Fastest"));
-        const ConvOp op(cudnn, l, batch, ConvMath::Bf16, policy);
+        const ConvOp op(cudnn, l, batch, ConvMath::Bf16, policy, layout);
         INFO(op.describe());
         REQUIRE(op.is_bf16());
+        REQUIRE(op.layout() == layout);
         DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
-        const Bf16ConvOutputs got = b.run(op, ws, s);
+        const Bf16ConvOutputs got = run(op, ws);
         // Every output bf16, each rounded once from its fp32 accumulation (dw too).
         check_gemm(got.y, c.y, "forward y");
         check_gemm(got.dx, c.dx, "backward_data dx");
         check_gemm(got.dw, c.dw, "backward_filter dw");
         if (policy == ConvAlgoPolicy::Deterministic) {  // and the same bits again
-          const Bf16ConvOutputs again = b.run(op, ws, s);
+          const Bf16ConvOutputs again = run(op, ws);
           require_same_run(again.y, got.y, "y");
           require_same_run(again.dx, got.dx, "dx");
           require_same_run(again.dw, got.dw, "dw");

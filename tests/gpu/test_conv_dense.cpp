@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,11 +18,19 @@
 #include "cuda/device_buffer.cuh"
 #include "host/cpu_ref.h"
 #include "host/model.h"
+#include "tests/gpu/layouts.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
+using cuvae::test::channels_last;
 using cuvae::test::compare;
 using cuvae::test::Diff;
+using cuvae::test::in_reference_layout;
+using cuvae::test::kcrs_to_krsc;
+using cuvae::test::krsc_to_kcrs;
+using cuvae::test::layout_name;
+using cuvae::test::nchw_to_nhwc;
+using cuvae::test::nhwc_to_nchw;
 
 namespace {
 
@@ -221,33 +230,71 @@ const char* policy_name(ConvAlgoPolicy p) {
   return p == ConvAlgoPolicy::Deterministic ? "Deterministic" : "Fastest";
 }
 
+// ---- layouts ---------------------------------------------------------------------------------
+//
+// Each ConvOp test that runs an op in both layouts (GENERATE over ConvLayout) keeps the CPU
+// reference in NCHW: for an NHWC op the inputs are permuted into channels-last order before the
+// upload and the outputs back after the download (tests/gpu/layouts.h).
+
+struct LayerAtBatch {
+  Layer layer;
+  int batch;
+};
+
+// The strict fp32 comparison's cases. NCHW: every geometry at every batch of kBatches. NHWC: the
+// model's layers at batches 1, 3 and 64, and the odd geometries at batch 3.
+std::vector<LayerAtBatch> strict_cases(ConvLayout layout) {
+  std::vector<LayerAtBatch> v;
+  if (layout == ConvLayout::Nchw) {
+    for (const Layer& l : all_conv_geometries())
+      for (int batch : kBatches) v.push_back({l, batch});
+    return v;
+  }
+  for (const Layer& l : model_conv_layers())
+    for (int batch : {1, 3, 64}) v.push_back({l, batch});
+  for (const Layer& l : all_conv_geometries())
+    if (l.name.rfind("odd.", 0) == 0) v.push_back({l, 3});
+  return v;
+}
+
 }  // namespace
 
 // ---- convolutions ------------------------------------------------------------------------
 
-TEST_CASE("ConvOp matches the CPU reference in strict fp32 with both algorithm policies",
+TEST_CASE("ConvOp matches the CPU reference in strict fp32, both policies, NCHW and NHWC",
           "[gpu][conv]") {
+  const ConvLayout layout = GENERATE(ConvLayout::Nchw, ConvLayout::Nhwc);
+  const bool nhwc = layout == ConvLayout::Nhwc;
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   CudaStream stream;
   CudnnHandle cudnn(stream.get());
-  for (const Layer& l : all_conv_geometries())
-    for (int batch : kBatches) {
-      INFO(label(l, batch));
-      const ConvCase c = make_case(l, batch, rng, true);
-      ConvBuffers b(c, stream);
-      for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
-        INFO("policy " << policy_name(policy));
-        const ConvOp op(cudnn, l, batch, ConvMath::Fp32Strict, policy);
-        INFO(op.describe());
-        DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
-        compare_conv(run_conv(op, b, ws, stream), c, 0.0);
-      }
+  for (const LayerAtBatch& lb : strict_cases(layout)) {
+    const Layer& l = lb.layer;
+    INFO(label(l, lb.batch) << ", " << layout_name(layout));
+    const ConvCase c = make_case(l, lb.batch, rng, true);
+    // Named, not a temporary: upload() does not wait for its copies to finish.
+    const ConvCase c_nhwc = nhwc ? channels_last(c, l, lb.batch) : ConvCase{};
+    ConvBuffers b(nhwc ? c_nhwc : c, stream);
+    for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
+      INFO("policy " << policy_name(policy));
+      const ConvOp op(cudnn, l, lb.batch, ConvMath::Fp32Strict, policy, layout);
+      INFO(op.describe());
+      CHECK(op.layout() == layout);
+      CHECK_THAT(op.describe(), Catch::Contains(layout_name(layout)));
+      DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
+      // The same tolerances in both layouts: the layout changes where values lie, not the
+      // arithmetic.
+      compare_conv(in_reference_layout(run_conv(op, b, ws, stream), l, lb.batch, layout), c, 0.0);
     }
+  }
 }
 
-TEST_CASE("ConvOp with the deterministic policy is bit-reproducible", "[gpu][conv]") {
+TEST_CASE("ConvOp with the deterministic policy is bit-reproducible, NCHW and NHWC",
+          "[gpu][conv]") {
+  const ConvLayout layout = GENERATE(ConvLayout::Nchw, ConvLayout::Nhwc);
+  const bool nhwc = layout == ConvLayout::Nhwc;
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
@@ -256,15 +303,22 @@ TEST_CASE("ConvOp with the deterministic policy is bit-reproducible", "[gpu][con
   std::vector<Layer> layers = model_conv_layers();
   layers.push_back(conv_layer("odd.conv_3to5_7x7_s2", 3, 5, 7, 7, 2));
   layers.push_back(deconv_layer("odd.deconv_3to5_5x5_s2_op1", 3, 5, 5, 5, 2, 1));
+  // NHWC at batch 64 where NCHW takes 129.
+  const std::vector<int> batches = nhwc ? std::vector<int>{3, 64} : std::vector<int>{3, 129};
   for (const Layer& l : layers)
-    for (int batch : {3, 129}) {
-      INFO(label(l, batch));
+    for (int batch : batches) {
+      INFO(label(l, batch) << ", " << layout_name(layout));
       const ConvCase c = make_case(l, batch, rng, false);
-      ConvBuffers b(c, stream);
+      // Named, not a temporary: upload() does not wait for its copies to finish.
+      const ConvCase c_nhwc = nhwc ? channels_last(c, l, batch) : ConvCase{};
+      ConvBuffers b(nhwc ? c_nhwc : c, stream);
       // Two ops built independently must choose the same algorithms, and two runs of either
-      // must give the same bits (including backward_filter, where atomics would show).
-      const ConvOp first(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
-      const ConvOp second(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
+      // must give the same bits (including backward_filter, where atomics would show). The bits
+      // are compared in the op's own layout.
+      const ConvOp first(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic,
+                         layout);
+      const ConvOp second(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic,
+                          layout);
       INFO(first.describe());
       REQUIRE(first.describe() == second.describe());
       DeviceBuffer<unsigned char> ws(first.workspace_bytes(), "the conv workspace");
@@ -342,24 +396,73 @@ TEST_CASE("ConvOp rejects inconsistent layers", "[gpu][conv]") {
   CHECK_NOTHROW(build(conv_layer("ok.conv", 3, 5, 7, 7, 2), 1));
 }
 
-TEST_CASE("ConvOp with TF32 runs and stays within a LOOSE bound", "[gpu][conv]") {
+TEST_CASE("ConvOp with TF32 runs and stays within a LOOSE bound, NCHW and NHWC", "[gpu][conv]") {
+  const ConvLayout layout = GENERATE(ConvLayout::Nchw, ConvLayout::Nhwc);
+  const bool nhwc = layout == ConvLayout::Nhwc;
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   CudaStream stream;
   CudnnHandle cudnn(stream.get());
   for (const Layer& l : model_conv_layers()) {
-    const int batch = 127;
-    INFO(label(l, batch));
+    const int batch = nhwc ? 64 : 127;
+    INFO(label(l, batch) << ", " << layout_name(layout));
     const ConvCase c = make_case(l, batch, rng, true);
-    ConvBuffers b(c, stream);
+    // Named, not a temporary: upload() does not wait for its copies to finish.
+    const ConvCase c_nhwc = nhwc ? channels_last(c, l, batch) : ConvCase{};
+    ConvBuffers b(nhwc ? c_nhwc : c, stream);
     for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
       INFO("policy " << policy_name(policy));
-      const ConvOp op(cudnn, l, batch, ConvMath::Tf32, policy);
+      const ConvOp op(cudnn, l, batch, ConvMath::Tf32, policy, layout);
       INFO(op.describe());
+      CHECK(op.layout() == layout);
       DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
-      compare_conv(run_conv(op, b, ws, stream), c, kTf32RelL2Tol);  // LOOSE: TF32, see top
+      compare_conv(in_reference_layout(run_conv(op, b, ws, stream), l, batch, layout), c,
+                   kTf32RelL2Tol);  // LOOSE: TF32, see top
     }
+  }
+}
+
+// ---- channels-last (NHWC) convolutions ---------------------------------------------------------
+
+TEST_CASE("the tests' NHWC permutations put channels last and invert each other", "[gpu][conv]") {
+  // (n, c, h, w) = (2, 3, 2, 4), each element's value its NCHW index.
+  std::vector<float> v(2 * 3 * 2 * 4);
+  std::iota(v.begin(), v.end(), 0.0f);
+  const std::vector<float> t = nchw_to_nhwc(v, 2, 3, 2, 4);
+  // (b, c, y, x) moves from ((b*3 + c)*2 + y)*4 + x to ((b*2 + y)*4 + x)*3 + c.
+  CHECK(t[0] == 0.0f);    // (0, 0, 0, 0)
+  CHECK(t[1] == 8.0f);    // (0, 1, 0, 0)
+  CHECK(t[2] == 16.0f);   // (0, 2, 0, 0)
+  CHECK(t[3] == 1.0f);    // (0, 0, 0, 1)
+  CHECK(t[12] == 4.0f);   // (0, 0, 1, 0)
+  CHECK(t[24] == 24.0f);  // (1, 0, 0, 0)
+  CHECK(t[47] == 47.0f);  // (1, 2, 1, 3)
+  CHECK(nhwc_to_nchw(t, 2, 3, 2, 4) == v);
+  // A filter [K, C, R, S] = [2, 3, 3, 3]: (k, c, r, s) moves to ((k*3 + r)*3 + s)*3 + c.
+  std::vector<float> f(2 * 3 * 3 * 3);
+  std::iota(f.begin(), f.end(), 0.0f);
+  const std::vector<float> g = kcrs_to_krsc(f, 2, 3, 3, 3);
+  CHECK(g[1] == 9.0f);    // (0, 1, 0, 0)
+  CHECK(g[3] == 1.0f);    // (0, 0, 0, 1)
+  CHECK(g[9] == 3.0f);    // (0, 0, 1, 0)
+  CHECK(g[27] == 27.0f);  // (1, 0, 0, 0)
+  CHECK(krsc_to_kcrs(g, 2, 3, 3, 3) == f);
+}
+
+TEST_CASE("ConvOp reports its layout: NCHW unless built with ConvLayout::Nhwc", "[gpu][conv]") {
+  CudaStream stream;
+  CudnnHandle cudnn(stream.get());
+  for (const Layer& l : model_conv_layers()) {
+    INFO(label(l, 3));
+    const ConvOp plain(cudnn, l, 3, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
+    const ConvOp nhwc(cudnn, l, 3, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic,
+                      ConvLayout::Nhwc);
+    INFO(plain.describe() << "\n" << nhwc.describe());
+    CHECK(plain.layout() == ConvLayout::Nchw);
+    CHECK_THAT(plain.describe(), Catch::Contains("NCHW") && !Catch::Contains("NHWC"));
+    CHECK(nhwc.layout() == ConvLayout::Nhwc);
+    CHECK_THAT(nhwc.describe(), Catch::Contains("NHWC") && !Catch::Contains("NCHW"));
   }
 }
 

@@ -24,12 +24,19 @@
 #include "host/batch.h"
 #include "host/cpu_ref.h"
 #include "host/step_scalars.h"
+#include "tests/gpu/bias_grad.h"
 #include "tests/gpu/device_io.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
+using cuvae::test::channel_sums;
 using cuvae::test::compare;
+using cuvae::test::DeviceScratch;
 using cuvae::test::poison_device;
+using cuvae::test::RefSum;
+using cuvae::test::require_sums;
+using cuvae::test::Rows;
+using cuvae::test::scratch_capacity;
 using cuvae::test::to_device;
 using cuvae::test::to_host;
 using cuvae::test::upload;
@@ -94,6 +101,18 @@ std::vector<Shape> activation_shapes() {
   shapes.push_back({3, 4097, 1});    // partial last tile of 32 channels
   shapes.push_back({1, 1, 1});
   return shapes;
+}
+
+// NaN, +Inf and -Inf in turn in dy at dead units (y == 0; every 7th position looked at, up to 30
+// of them). Behind a dead unit the gradient is dropped by a select, not a multiply by 0: they must
+// come out as 0 (as in cpu::relu_backward) and never poison db.
+void specials_behind_dead_units(std::vector<float>& dy, const std::vector<float>& y) {
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity()};
+  int k = 0;
+  for (size_t i = 0; i < dy.size() && k < 30; i += 7)
+    if (y[i] == 0.0f) dy[i] = specials[k++ % 3];
 }
 
 }  // namespace
@@ -216,16 +235,7 @@ TEST_CASE("bias_act_backward masks dy and reduces db deterministically", "[gpu][
     std::vector<float> dy = uniform(rng, n, -1, 1);
     std::vector<float> y = uniform(rng, n, -1, 1);
     cpu::relu_forward(y.data(), y.data(), n);  // a post-ReLU output: about half exact zeros
-    if (relu) {
-      // Behind a dead unit the gradient is dropped by a select, not a multiply by 0: NaN and Inf
-      // there must come out as 0 (as in cpu::relu_backward), never poison db.
-      const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
-                                std::numeric_limits<float>::infinity(),
-                                -std::numeric_limits<float>::infinity()};
-      int k = 0;
-      for (size_t i = 0; i < n && k < 30; i += 7)
-        if (y[i] == 0.0f) dy[i] = specials[k++ % 3];
-    }
+    if (relu) specials_behind_dead_units(dy, y);
 
     std::vector<float> dy_want = dy;
     if (relu) cpu::relu_backward(dy_want.data(), dy_want.data(), y.data(), n);
@@ -277,6 +287,273 @@ TEST_CASE("bias_act_backward masks dy and reduces db deterministically", "[gpu][
     require_same_run(again.first, got.first, "dy");
     require_same_run(again.second, got.second, "db");
   }
+}
+
+// ---- bias_act_backward with scratch: the sliced column reduction (plane == 1) -------------------
+
+namespace {
+
+// (rows, channels) of a plane == 1 bias gradient: one slice short of the threshold (1023 rows),
+// the first sliced size (1024: two slices of 512), an odd count, a Linear layer at large
+// batches (decoder.fc's 3136 features), the model's channels-last conv outputs at batch 128
+// (128*28*28 = 100352 rows of 32 channels, 128*14*14 = 25088 rows of 64), 33 channels (a
+// partial last tile of 32), and single long columns: 512001 rows (1000 slices of 512 and a
+// last one of 1), 524289 rows (1022 slices of 513, the last of 3) and 1000003 rows (977-row
+// slices: the cap of 1024 slices).
+std::vector<Rows> sliced_shapes() {
+  return {{1023, 32},  {1023, 3136}, {1024, 1},   {1024, 64},   {5000, 33},
+          {5000, 1},   {4097, 3136}, {25088, 64}, {100352, 32}, {100352, 1},
+          {512001, 1}, {524289, 2},  {1000003, 3}};
+}
+
+// Multiples of 2^-10 in [-1, 1]: any sum of up to 2^43 of them is exact in double, so a column
+// sum cannot depend on the order of its additions and db must equal float(the exact sum) bit
+// for bit, sliced or not. A missing, doubled or misplaced term, however small, shows.
+std::vector<float> dyadic(std::mt19937_64& rng, size_t n) {
+  std::uniform_int_distribution<int> k(-1024, 1024);
+  std::vector<float> v(n);
+  for (float& x : v) x = float(k(rng)) * 0x1p-10f;
+  return v;
+}
+
+// db against the reference column sums: with dyadic inputs (exact) float(the sum) bit for bit,
+// else within sum_bound (tests/gpu/bias_grad.h) of the sum.
+void require_column_sums(const std::vector<float>& db, const std::vector<RefSum>& want, bool exact,
+                         const std::string& name) {
+  REQUIRE(db.size() == want.size());
+  if (!exact) {
+    require_sums(db, want, name);
+    return;
+  }
+  std::vector<float> rounded(want.size());
+  for (size_t c = 0; c < want.size(); ++c) rounded[c] = float(want[c].sum);
+  require_bitwise_equal(db, rounded, name + " (exact sums)");
+}
+
+// bias_act_backward in place on one (batch, channels, plane) case with ReLU or not: each run(sc)
+// restarts from the same dy, poisons db, launches with the scratch sc and returns (dy, db).
+class InPlaceBackward {
+ public:
+  InPlaceBackward(const std::vector<float>& dy, const std::vector<float>& y, Shape sh, bool relu,
+                  cudaStream_t s)
+      : dy_(dy),
+        d_dy_(to_device(dy, s)),
+        d_y_(to_device(y, s)),
+        d_db_(size_t(sh.channels)),
+        sh_(sh),
+        relu_(relu),
+        s_(s) {}
+  std::pair<std::vector<float>, std::vector<float>> run(const BiasGradScratch* sc) {
+    upload(d_dy_, dy_, s_);
+    poison_device(d_db_, s_);
+    bias_act_backward(d_dy_.data(), d_db_.data(), d_y_.data(), sh_.batch, sh_.channels, sh_.plane,
+                      relu_, s_, sc);
+    return {to_host(d_dy_, s_), to_host(d_db_, s_)};
+  }
+
+ private:
+  const std::vector<float>& dy_;
+  DeviceBuffer<float> d_dy_;
+  const DeviceBuffer<float> d_y_;
+  DeviceBuffer<float> d_db_;
+  Shape sh_;
+  bool relu_;
+  cudaStream_t s_;
+};
+
+}  // namespace
+
+TEST_CASE("bias_grad_slices and bias_grad_scratch_doubles follow the shape alone",
+          "[gpu][kernels]") {
+  // 1 slice below 1024 rows; from there slices of 512 rows (ceil(rows / 1024) past 524,288
+  // rows, so that there are at most 1024), the last one shorter but never empty.
+  for (int rows = 0; rows <= (1 << 20) + 3; ++rows) {
+    const int slices = bias_grad_slices(rows), slice_rows = bias_grad_slice_rows(rows);
+    const int want_rows = rows < 1024 ? rows : std::max(512, (rows + 1023) / 1024);
+    const int want = rows < 1024 ? 1 : (rows + want_rows - 1) / want_rows;
+    const bool covers = rows < 1024 || (int64_t(slices - 1) * slice_rows < rows &&
+                                        int64_t(slices) * slice_rows >= rows && slices <= 1024);
+    if (slices != want || slice_rows != want_rows || !covers) {
+      INFO("rows " << rows << ": " << slices << " slices of " << slice_rows);
+      REQUIRE(slices == want);
+      REQUIRE(slice_rows == want_rows);
+      REQUIRE(covers);
+    }
+  }
+  CHECK(bias_grad_slices(1023) == 1);
+  CHECK(bias_grad_slices(1024) == 2);
+  CHECK(bias_grad_slices(1535) == 3);  // 512 + 512 + 511
+  CHECK(bias_grad_slices(1536) == 3);
+  CHECK(bias_grad_slices(100352) == 196);
+  CHECK(bias_grad_slices(524288) == 1024);
+  CHECK(bias_grad_slice_rows(524289) == 513);
+  CHECK(bias_grad_slices(524289) == 1023);
+  CHECK(bias_grad_slices(std::numeric_limits<int>::max()) == 1024);
+  CHECK(bias_grad_slice_rows(std::numeric_limits<int>::max()) == 2097152);
+
+  // slices * channels when sliced, else 0; 0 for plane != 1 (the channel kernel takes no scratch)
+  // and for an empty shape.
+  CHECK(bias_grad_scratch_doubles(1023, 3136, 1) == 0);
+  CHECK(bias_grad_scratch_doubles(1024, 64, 1) == 2 * 64);
+  CHECK(bias_grad_scratch_doubles(5000, 33, 1) == 10 * 33);
+  CHECK(bias_grad_scratch_doubles(100352, 32, 1) == 196 * 32);
+  CHECK(bias_grad_scratch_doubles(4097, 3136, 1) == 9 * 3136);
+  CHECK(bias_grad_scratch_doubles(2000000, 3136, 1) == size_t(1024) * 3136);
+  CHECK(bias_grad_scratch_doubles(100352, 32, 784) == 0);
+  CHECK(bias_grad_scratch_doubles(100352, 32, 2) == 0);
+  CHECK(bias_grad_scratch_doubles(0, 32, 1) == 0);
+  CHECK(bias_grad_scratch_doubles(100352, 0, 1) == 0);
+  for (const Rows& sh : sliced_shapes()) {
+    INFO("rows " << sh.rows << " channels " << sh.channels);
+    const int slices = bias_grad_slices(sh.rows);
+    CHECK(bias_grad_scratch_doubles(sh.rows, sh.channels, 1) ==
+          (slices > 1 ? size_t(slices) * size_t(sh.channels) : 0));
+  }
+}
+
+TEST_CASE("bias_act_backward with scratch reduces long columns in slices, deterministically",
+          "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const bool relu = GENERATE(true, false);
+  const bool exact = GENERATE(false, true);  // dyadic dy: every double sum exact (see dyadic())
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const std::vector<Rows> shapes = sliced_shapes();
+  const size_t capacity = scratch_capacity(shapes);
+  // One scratch for every shape (its ticket is rearmed by each call, whatever the grid), and a
+  // second one elsewhere in memory: the bits depend on the shape only, not on the scratch.
+  DeviceScratch scratch(capacity, s), other(capacity + 7, s);
+  const BiasGradScratch view = scratch.view(), other_view = other.view();
+  for (const Rows& sh : shapes) {
+    const int slices = bias_grad_slices(sh.rows);
+    INFO("rows " << sh.rows << " channels " << sh.channels << " (" << slices << " slices) relu "
+                 << relu << (exact ? " dyadic" : " uniform"));
+    const size_t n = size_t(sh.rows) * size_t(sh.channels);
+    std::vector<float> dy = exact ? dyadic(rng, n) : uniform(rng, n, -1, 1);
+    std::vector<float> y = uniform(rng, n, -1, 1);
+    cpu::relu_forward(y.data(), y.data(), n);  // a post-ReLU output: about half exact zeros
+    if (relu) specials_behind_dead_units(dy, y);
+    std::vector<float> dy_want = dy;
+    if (relu) cpu::relu_backward(dy_want.data(), dy_want.data(), y.data(), n);
+    const std::vector<RefSum> want = channel_sums(dy_want, sh.channels, 1);
+
+    InPlaceBackward backward(dy, y, {sh.rows, sh.channels, 1}, relu, s);
+    // Every run restarts from the same dy (in place), poisons db and the partial sums (a slice
+    // sum read before it is written would be a NaN in db), and leaves the ticket at 0.
+    auto run = [&](const BiasGradScratch* sc) {
+      poison_device(scratch.partial, s);
+      poison_device(other.partial, s);
+      auto out = backward.run(sc);
+      INFO("the ticket after the call");
+      REQUIRE(scratch.ticket_value(s) == 0u);
+      REQUIRE(other.ticket_value(s) == 0u);
+      return out;
+    };
+
+    const auto got = run(&view);
+    // dy: a select per element, exact (without relu, in place, it is left as it was).
+    require_bitwise_equal(got.first, dy_want, "dy");
+    require_column_sums(got.second, want, exact, "db (with scratch)");
+    // The same scratch again (its ticket rearmed), then another scratch: the same bits.
+    const auto again = run(&view);
+    require_same_run(again.first, got.first, "dy");
+    require_same_run(again.second, got.second, "db (with scratch)");
+    require_same_run(run(&other_view).second, got.second, "db (another scratch)");
+
+    // Without scratch: the single-slice reduction as before, within the same bound of the
+    // reference (so within twice it of the sliced result), reproducible; the same bits as the
+    // sliced one when the shape needs one slice anyway, or when every sum is exact.
+    const auto plain = run(nullptr);
+    require_bitwise_equal(plain.first, dy_want, "dy (no scratch)");
+    require_column_sums(plain.second, want, exact, "db (no scratch)");
+    require_same_run(run(nullptr).second, plain.second, "db (no scratch)");
+    if (slices == 1 || exact)
+      require_bitwise_equal(got.second, plain.second, "db, with vs without");
+  }
+}
+
+TEST_CASE("bias_act_backward ignores scratch where one slice or the channel kernel serves",
+          "[gpu][kernels]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  // A scratch that would be refused if used (no partial sums, no ticket, no capacity), and a
+  // real one whose ticket must stay untouched.
+  const BiasGradScratch empty{};
+  DeviceScratch real(size_t(1024) * 64, s);
+  const BiasGradScratch real_view = real.view();
+  // (batch, channels, plane): one slice (plane 1, fewer than 1024 rows) and the channel kernel
+  // (plane > 1, with many more than 1024 rows in total), scalar and float4 paths.
+  const Shape shapes[] = {{1023, 64, 1}, {1, 3136, 1}, {2048, 3, 49}, {4096, 2, 196}};
+  for (const Shape& sh : shapes) {
+    INFO("shape (" << sh.batch << ", " << sh.channels << ", " << sh.plane << ")");
+    const size_t n = size_t(sh.batch) * sh.channels * size_t(sh.plane);
+    const std::vector<float> dy = uniform(rng, n, -1, 1);
+    std::vector<float> y = uniform(rng, n, -1, 1);
+    cpu::relu_forward(y.data(), y.data(), n);
+    InPlaceBackward backward(dy, y, sh, true, s);
+    std::vector<float> dy_want = dy;
+    cpu::relu_backward(dy_want.data(), dy_want.data(), y.data(), n);
+    const auto plain = backward.run(nullptr);
+    require_bitwise_equal(plain.first, dy_want, "dy (no scratch)");
+    REQUIRE(std::all_of(plain.second.begin(), plain.second.end(),
+                        [](float v) { return std::isfinite(v); }));  // db (no scratch)
+    std::pair<std::vector<float>, std::vector<float>> with_empty, with_real;
+    REQUIRE_NOTHROW(with_empty = backward.run(&empty));
+    REQUIRE_NOTHROW(with_real = backward.run(&real_view));
+    require_bitwise_equal(with_empty.first, plain.first, "dy, empty scratch vs none");
+    require_bitwise_equal(with_empty.second, plain.second, "db, empty scratch vs none");
+    require_bitwise_equal(with_real.first, plain.first, "dy, scratch vs none");
+    require_bitwise_equal(with_real.second, plain.second, "db, scratch vs none");
+    REQUIRE(real.ticket_value(s) == 0u);
+  }
+}
+
+TEST_CASE("bias_act_backward checks its scratch before launching", "[gpu][kernels]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const int rows = 5000, channels = 64;  // 9 slices: 576 partial sums
+  const size_t need = bias_grad_scratch_doubles(rows, channels, 1);
+  REQUIRE(need == 9 * 64);
+  const size_t n = size_t(rows) * channels;
+  const std::vector<float> dy(n, 0.25f), y(n, 1.0f);
+  auto d_dy = to_device(dy, s);
+  const auto d_y = to_device(y, s);
+  DeviceBuffer<float> d_db(static_cast<size_t>(channels));
+  DeviceScratch scratch(need, s);
+  poison_device(d_db, s);
+
+  // The message, or "" when nothing is thrown.
+  auto message = [&](const BiasGradScratch& sc) -> std::string {
+    try {
+      bias_act_backward(d_dy.data(), d_db.data(), d_y.data(), rows, channels, 1, true, s, &sc);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::string too_small = message({scratch.partial.data(), scratch.ticket.data(), need - 1});
+  INFO("too small: \"" << too_small << "\"");
+  REQUIRE_FALSE(too_small.empty());
+  CHECK_THAT(too_small, Catch::Contains(std::to_string(need)));      // what the shape needs
+  CHECK_THAT(too_small, Catch::Contains(std::to_string(need - 1)));  // what it was given
+  CHECK_FALSE(message({nullptr, scratch.ticket.data(), need}).empty());
+  CHECK_FALSE(message({scratch.partial.data(), nullptr, need}).empty());
+  CHECK_FALSE(message({nullptr, nullptr, 0}).empty());
+  // Nothing was launched: db still holds the poison, dy its values, the ticket 0.
+  const std::vector<float> db = to_host(d_db, s);
+  CHECK(std::all_of(db.begin(), db.end(), [](float v) { return std::isnan(v); }));
+  require_bitwise_equal(to_host(d_dy, s), dy, "dy (untouched)");
+  CHECK(scratch.ticket_value(s) == 0u);
+
+  // Exactly the size needed is enough: db = 5000 * 0.25 per channel, exact.
+  CHECK(message(scratch.view()).empty());
+  require_bitwise_equal(to_host(d_db, s), std::vector<float>(size_t(channels), 1250.0f), "db");
+  CHECK(scratch.ticket_value(s) == 0u);
 }
 
 TEST_CASE("add_inplace adds elementwise", "[gpu][kernels]") {

@@ -2,7 +2,9 @@
 // parameters after Adam), a short run with a remainder batch, bit-reproducibility, CUDA-graph
 // replay against eager launches, and stopping between any two steps and resuming; and the same
 // for the bf16 mixed-precision step (GpuOptions::bf16), against the fp32 reference within
-// bf16's accuracy. Runs only with a usable GPU (gpu_main.cpp skips otherwise).
+// bf16's accuracy; each in both convolution layouts (GpuOptions::nhwc), whose parameters live
+// on the device in another order and must reach every interface in PyTorch's. Runs only with
+// a usable GPU (gpu_main.cpp skips otherwise).
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -78,8 +80,9 @@ TEST_CASE("one GPU training step equals the CPU reference", "[gpu][trainer]") {
   const double beta = dim == 17 ? 0.5 : 1.0;
   GpuOptions opts;
   opts.fused = GENERATE(true, false);  // the fused kernels and the separate ones they replace
+  opts.nhwc = GENERATE(false, true);   // NCHW and channels-last convolutions
   INFO("seed " << seed << " batch " << batch << " D " << dim << " beta " << beta << " fused "
-               << opts.fused);
+               << opts.fused << " nhwc " << opts.nhwc);
   const StepAgainstCpu r = step_against_cpu(opts, seed, batch, dim, beta);
   const auto& [d, cfg, st, a, lg, lc, g_gpu, g_cpu] = r;
   INFO("loss gpu " << lg.loss << " cpu " << lc.loss);
@@ -111,14 +114,16 @@ TEST_CASE("one GPU training step equals the CPU reference", "[gpu][trainer]") {
 
 TEST_CASE("a GPU epoch with a remainder batch follows the CPU trainer", "[gpu][trainer]") {
   const uint64_t seed = test::fresh_seed();
-  INFO("seed " << seed);
+  GpuOptions opts;
+  opts.nhwc = GENERATE(false, true);
+  INFO("seed " << seed << " nhwc " << opts.nhwc);
   const ModelDesc d = make_vae(2);
   TrainConfig cfg = small_config(seed, 128, 1.0);
   const ImageSet img = synthetic_images(seed, 300);  // batches of 128, 128, 44
   TrainState cpu_state = fresh_state(d, seed), gpu_state = cpu_state;
   EpochMetrics cpu_m, gpu_m;
   train_cpu(cfg, d, img, cpu_state, [&](const EpochMetrics& m) { cpu_m = m; });
-  train_gpu(cfg, GpuOptions{}, d, img, gpu_state, [&](const EpochMetrics& m) { gpu_m = m; });
+  train_gpu(cfg, opts, d, img, gpu_state, [&](const EpochMetrics& m) { gpu_m = m; });
   REQUIRE(gpu_m.images == 300);
   REQUIRE(gpu_m.steps == 3);
   REQUIRE(gpu_state.step == 3);
@@ -135,7 +140,8 @@ TEST_CASE("GPU training is bit-reproducible with deterministic algorithms", "[gp
   const uint64_t seed = test::fresh_seed();
   GpuOptions opts;
   opts.bf16 = GENERATE(false, true);  // fp32 and the mixed-precision step
-  INFO("seed " << seed << " bf16 " << opts.bf16);
+  opts.nhwc = GENERATE(false, true);  // NCHW and channels-last convolutions
+  INFO("seed " << seed << " bf16 " << opts.bf16 << " nhwc " << opts.nhwc);
   const ModelDesc d = make_vae(2);
   TrainConfig cfg = small_config(seed, 64, 1.0);
   cfg.epochs = 3;
@@ -163,7 +169,8 @@ TEST_CASE("replaying the step from a CUDA graph equals launching it eagerly, bit
           "[gpu][trainer]") {
   const uint64_t seed = test::fresh_seed();
   const bool bf16 = GENERATE(false, true);  // fp32 and the mixed-precision step
-  INFO("seed " << seed << " bf16 " << bf16);
+  const bool nhwc = GENERATE(false, true);  // NCHW and channels-last convolutions
+  INFO("seed " << seed << " bf16 " << bf16 << " nhwc " << nhwc);
   const ModelDesc d = make_vae(2);
   TrainConfig cfg = small_config(seed, 64, 1.0);
   const ImageSet img = synthetic_images(seed, 1000);  // 15 full batches and one of 40
@@ -173,6 +180,7 @@ TEST_CASE("replaying the step from a CUDA graph equals launching it eagerly, bit
     INFO("CUDA graph " << graph);
     GpuOptions opts;
     opts.bf16 = bf16;
+    opts.nhwc = nhwc;
     opts.cuda_graph = graph == 1;
     GpuTrainer trainer(d, cfg, opts, 64, 40);
     trainer.set_state(fresh_state(d, seed));
@@ -201,7 +209,8 @@ TEST_CASE("a GPU run stopped between any two steps and resumed equals the straig
   const uint64_t seed = test::fresh_seed();
   GpuOptions opts;
   opts.bf16 = GENERATE(false, true);  // fp32 and the mixed-precision step
-  INFO("seed " << seed << " bf16 " << opts.bf16);
+  opts.nhwc = GENERATE(false, true);  // NCHW and channels-last convolutions
+  INFO("seed " << seed << " bf16 " << opts.bf16 << " nhwc " << opts.nhwc);
   const ModelDesc d = make_vae(2);
   TrainConfig cfg = small_config(seed, 64, 0.5);
   cfg.epochs = 2;
@@ -270,7 +279,9 @@ TEST_CASE("one bf16 mixed-precision step follows the fp32 CPU reference within b
   const double beta = dim == 17 ? 0.5 : 1.0;
   GpuOptions opts;
   opts.bf16 = true;  // with fused (required) and without TF32 (excluded), the defaults
-  INFO("seed " << seed << " batch " << batch << " D " << dim << " beta " << beta);
+  opts.nhwc = GENERATE(false, true);
+  INFO("seed " << seed << " batch " << batch << " D " << dim << " beta " << beta << " nhwc "
+               << opts.nhwc);
   const StepAgainstCpu r = step_against_cpu(opts, seed, batch, dim, beta);
   const auto& [d, cfg, st, a, lg, lc, g_gpu, g_cpu] = r;
   INFO("loss gpu " << lg.loss << " cpu " << lc.loss << "; kl gpu " << lg.kl << " cpu " << lc.kl);
@@ -402,4 +413,110 @@ TEST_CASE("bf16 needs the fused kernels and excludes TF32", "[gpu][trainer][bf16
   CHECK_THROWS_AS(GpuTrainer(d, cfg, opts, 64, 0), Error);
   opts.tf32 = false;
   CHECK_NOTHROW(GpuTrainer(d, cfg, opts, 64, 0));
+}
+
+// ---- channels-last convolutions (GpuOptions::nhwc) ---------------------------------------------
+
+namespace {
+
+// A batch of `count` synthetic images as the trainer's input (count, 784) in [0, 1].
+std::vector<float> synthetic_batch(uint64_t seed, int count) {
+  const ImageSet img = synthetic_images(seed, count);
+  std::vector<int32_t> order(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) order[size_t(i)] = i;
+  std::vector<float> x(size_t(count) * size_t(kImagePixels));
+  gather_batch(x.data(), img.pixels.data(), order.data(), count, kImagePixels);
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("channels-last training keeps PyTorch's parameter order at every interface",
+          "[gpu][trainer][nhwc]") {
+  const uint64_t seed = test::fresh_seed();
+  const int dim = GENERATE(1, 2, 5);
+  INFO("seed " << seed << " D " << dim);
+  const ModelDesc d = make_vae(dim);
+  TrainConfig cfg = small_config(seed, 64, 1.0);
+  GpuOptions nhwc;
+  nhwc.nhwc = true;
+
+  // A state with every element distinct (moments too) comes back bit for bit: the upload's
+  // permutation and the download's are inverse.
+  TrainState st = fresh_state(d, seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (std::vector<float>* v : {&st.params, &st.adam_m, &st.adam_v})
+    for (float& x : *v) x = u(rng);
+  for (float& x : st.adam_v) x = std::abs(x);
+  {
+    GpuTrainer gpu(d, cfg, nhwc, 64, 0);
+    gpu.set_state(st);
+    TrainState back;
+    gpu.get_state(back);
+    REQUIRE(std::memcmp(back.params.data(), st.params.data(), d.num_params * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(back.adam_m.data(), st.adam_m.data(), d.num_params * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(back.adam_v.data(), st.adam_v.data(), d.num_params * sizeof(float)) == 0);
+    REQUIRE_THAT(gpu.describe(), Catch::Contains("layout: NHWC"));
+    REQUIRE_THAT(gpu.describe(), Catch::Contains("NHWC]: forward="));
+  }
+
+  // One step from the same state on the same batch in both layouts: the same loss and, tensor
+  // by tensor in PyTorch's order, the same gradients up to fp32 summation order (a gradient
+  // downloaded in the device's order would be a permutation: far off in every moved tensor).
+  const TrainState fresh = fresh_state(d, seed);
+  const std::vector<float> x = synthetic_batch(seed, 64);
+  std::vector<float> grads[2];
+  cpu::LossParts loss[2];
+  for (int layout = 0; layout < 2; ++layout) {
+    GpuOptions opts;
+    opts.nhwc = layout == 1;
+    GpuTrainer gpu(d, cfg, opts, 64, 0);
+    gpu.set_state(fresh);
+    loss[layout] = gpu.step_on_batch(x.data(), 64, false);
+    grads[layout].resize(d.num_params);
+    test::poison(grads[layout]);
+    gpu.download_grads(grads[layout].data());
+  }
+  INFO("loss NCHW " << loss[0].loss << " NHWC " << loss[1].loss);
+  REQUIRE(std::abs(loss[1].loss - loss[0].loss) <= 1e-5 * std::abs(loss[0].loss));
+  for (const ParamTensor& p : d.params)
+    REQUIRE_REL_L2(compare(grads[1].data() + p.offset, grads[0].data() + p.offset, p.numel), p.name,
+                   1e-4);
+}
+
+TEST_CASE("--layout auto times both layouts and trains exactly as the one it chose",
+          "[gpu][trainer][nhwc]") {
+  const uint64_t seed = test::fresh_seed();
+  const bool bf16 = GENERATE(false, true);
+  INFO("seed " << seed << " bf16 " << bf16);
+  const ModelDesc d = make_vae(2);
+  const TrainConfig cfg = small_config(seed, 64, 1.0);
+  const TrainState st = fresh_state(d, seed);
+  const std::vector<float> x = synthetic_batch(seed, 64);
+
+  GpuOptions opts;
+  opts.bf16 = bf16;
+  opts.layout_auto = true;
+  GpuTrainer chosen(d, cfg, opts, 64, 17);  // with a remainder plan, built after the choice
+  const std::string about = chosen.describe();
+  INFO(about);
+  REQUIRE_THAT(about, Catch::Contains("chosen by --layout auto: convolution passes"));
+  REQUIRE_THAT(about, Catch::Contains(chosen.nhwc() ? "layout: NHWC" : "layout: NCHW"));
+  chosen.set_state(st);
+  const cpu::LossParts l_auto = chosen.step_on_batch(x.data(), 64, false);
+  std::vector<float> g_auto(d.num_params);
+  chosen.download_grads(g_auto.data());
+
+  // The same step with that layout named: deterministic algorithms, so the same bits.
+  GpuOptions named;
+  named.bf16 = bf16;
+  named.nhwc = chosen.nhwc();
+  GpuTrainer direct(d, cfg, named, 64, 17);
+  direct.set_state(st);
+  const cpu::LossParts l_named = direct.step_on_batch(x.data(), 64, false);
+  std::vector<float> g_named(d.num_params);
+  direct.download_grads(g_named.data());
+  REQUIRE(l_auto.loss == l_named.loss);
+  REQUIRE(std::memcmp(g_auto.data(), g_named.data(), d.num_params * sizeof(float)) == 0);
 }

@@ -6,11 +6,13 @@ Usage (from anywhere; paths are relative to the current directory):
   tools/bench/bench.py [--data DIR] [--cuvae build/cuvae] [--device gpu|cpu]
                        [--batches 128,1024,4096] [--precisions fp32,tf32,bf16] [--epochs N]
                        [--warmup N] [--limit N] [--modes eager,default,reduce-overhead,max-autotune]
-                       [--algo fastest|deterministic] [--out BENCHMARKS.md] [--no-write]
+                       [--algo fastest|deterministic] [--ablations graph,fusion,layout|none]
+                       [--out BENCHMARKS.md] [--no-write]
 
 For each configuration (batch size x precision) it runs, each as its own process so that peak
 memory is per process:
-  * `cuvae bench` (the lead's subcommand; JSON schema in benchlib.REQUIRED_KEYS),
+  * `cuvae bench` (the lead's subcommand; JSON schema in benchlib.REQUIRED_KEYS and
+    benchlib.validate_result),
   * tools/bench/torch_vae.py once per PyTorch mode (eager, and each torch.compile mode),
 and, once per run, tools/bench/gemm_rate.py for the device's fp32 / TF32 / bf16 GEMM rate
 (the FLOP-floor denominator). It checks every final loss against cuvae's of the same
@@ -24,6 +26,13 @@ Under the table, for each batch size with both an fp32 and a bf16 cuvae row, the
 cost of --bf16 (its final loss against fp32's, same seed) and its speed-up. The issue's
 targets are stated for fp32 / TF32: bf16 rows are reported, not counted towards them.
 
+Ablations (GPU only, --ablations, default all): cuvae again, in a run of its own beside each
+row's, either with an optimisation switched off (graph: --no-cuda-graph, fusion: --no-fusion;
+the line under the table gives ms/epoch without it over ms/epoch with it), or with the
+alternative convolution layout (layout: --layout nhwc, channels-last activations and filters,
+against the row's run in cuvae's default NCHW; the line says which layout is faster and by how
+much: the slower run's ms/epoch over the faster's).
+
 Defaults per device: gpu: batches 128,1024,4096, precisions fp32,tf32,bf16, all four modes,
 2 warm-up + 5 timed epochs over all 60,000 images; cpu: batch 128, fp32 (tf32 and bf16 are
 GPU settings, dropped there), eager only, 1 warm-up + 2 timed epochs over the first 2,048
@@ -36,6 +45,7 @@ or BENCHMARKS.md's markers are broken.
 """
 
 import argparse
+import collections
 import datetime
 import json
 import math
@@ -63,16 +73,54 @@ DEFAULTS = {
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 77
 
 
-# cuvae optimisations that tools/bench can switch off to measure: name -> (flag, what).
+# cuvae settings that tools/bench times in a cuvae run of its own beside each row's run:
+# name -> Ablation(flags, what, setting).
+#   flags:   the arguments added to the row's `cuvae bench` command;
+#   what:    the words for it under the table;
+#   setting: None for an optimisation switched off (its gain: ms/epoch without it over
+#            ms/epoch with it), or (JSON key, value) for an alternative setting, which the run
+#            must report under that key and which is compared with the value the row's own
+#            run reports (stated as "<value> is N x faster/slower").
+Ablation = collections.namedtuple("Ablation", "flags what setting")
 ABLATIONS = {
-    "graph": ("--no-cuda-graph", "CUDA graph replay of the step"),
-    "fusion": ("--no-fusion", "fused kernels (output bias + loss; latent heads + "
-               "reparameterization)"),
+    "graph": Ablation(("--no-cuda-graph",), "CUDA graph replay of the step", None),
+    "fusion": Ablation(("--no-fusion",), "fused kernels (output bias + loss; latent heads + "
+                       "reparameterization)", None),
+    "layout": Ablation(("--layout", "nhwc"), "channels-last activations and filters",
+                       ("layout", "nhwc")),
 }
 # ablations that a precision cannot run: name -> {precision: why}
 ABLATION_CONFLICTS = {
     "fusion": {"bf16": "--bf16 needs the fused kernels"},
 }
+
+
+def flag_text(name):
+    """The ablation's cuvae arguments as one string: '--no-fusion', '--layout nhwc'."""
+    return " ".join(ABLATIONS[name].flags)
+
+
+def run_name(name):
+    """The ablation's part of its runs' file names: 'no-fusion', 'layout-nhwc'."""
+    if ABLATIONS[name].setting is None:
+        return "no-" + name
+    return "-".join(f.lstrip("-") for f in ABLATIONS[name].flags)
+
+
+def alternative_line(cfg, name, alt_ms, base_ms, base_value):
+    """The line under the table for an alternative setting (ABLATIONS[name].setting): its
+    ms/epoch against the row's run, and which is faster by the slower's ms/epoch over the
+    faster's, so that the ratio is never below 1 and always says whom it favours."""
+    ab = ABLATIONS[name]
+    alt, base = ab.setting[1].upper(), str(base_value).upper()
+    ratio = max(alt_ms, base_ms) / min(alt_ms, base_ms)
+    if bl.fmt_ratio(ratio) == bl.fmt_ratio(1.0):
+        verdict = "%s and %s take the same time (%s)" % (alt, base, bl.fmt_ratio(ratio))
+    else:
+        verdict = "%s is %s %s" % (alt, bl.fmt_ratio(ratio),
+                                   "faster" if alt_ms < base_ms else "slower")
+    return "- %s, %s (%s): %s ms/epoch against %s with %s: %s" % (
+        cfg, ab.what, flag_text(name), bl.fmt_ms(alt_ms), bl.fmt_ms(base_ms), base, verdict)
 
 
 def log(msg):
@@ -130,9 +178,12 @@ def parse_args(argv):
     p.add_argument("--algo", default="fastest", choices=("fastest", "deterministic"),
                    help="cuDNN algorithms for both systems: benchmarked fastest (cuvae "
                    "--algo fastest, PyTorch cudnn.benchmark) or deterministic")
-    p.add_argument("--ablations", help="GPU: also time cuvae with each of these "
-                   "optimisations off, to measure its gain in the same run: %s, or none "
-                   "(gpu default: all; cpu: none)" % ",".join(ABLATIONS))
+    p.add_argument("--ablations", help="GPU: also time cuvae in a run of its own beside "
+                   "each row's, in the same run: graph (--no-cuda-graph) and fusion "
+                   "(--no-fusion) switch an optimisation off to measure its gain; layout "
+                   "(--layout nhwc) runs the convolutions channels-last, against the default "
+                   "NCHW. A list of %s, or none (gpu default: all; cpu: none)"
+                   % ",".join(ABLATIONS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--threads", type=int, default=0,
@@ -168,7 +219,8 @@ def parse_args(argv):
     else:
         args.ablations = parse_list(args.ablations, str, "ablation", tuple(ABLATIONS))
     if args.device == "cpu" and args.ablations:
-        log("the ablations are GPU optimisations: none on the CPU")
+        log("the ablations (--no-cuda-graph, --no-fusion, --layout) are GPU settings: "
+            "none on the CPU")
         args.ablations = []
     if args.epochs < 1 or args.warmup < 0 or args.limit < 0:
         p.error("--epochs must be >= 1, --warmup and --limit >= 0")
@@ -258,8 +310,9 @@ def common_flags(args, batch, precision):
     return flags
 
 
-def check_matches(obj, batch, precision, expected_images=None):
-    """Mismatches between what was asked and what a system reports it ran."""
+def check_matches(obj, batch, precision, expected_images=None, settings=()):
+    """Mismatches between what was asked and what a system reports it ran. settings: (JSON
+    key, value) pairs the result must also report, e.g. ("layout", "nhwc")."""
     bad = []
     if obj["batch_size"] != batch:
         bad.append("ran batch %s, asked %d" % (obj["batch_size"], batch))
@@ -267,6 +320,9 @@ def check_matches(obj, batch, precision, expected_images=None):
         bad.append("ran %s, asked %s" % (obj["precision"], precision))
     if expected_images is not None and obj["images"] != expected_images:
         bad.append("trained on %s images, cuvae on %s" % (obj["images"], expected_images))
+    for key, value in settings:
+        if obj.get(key) != value:
+            bad.append("ran %s %s, asked %s" % (key, obj.get(key), value))
     return bad
 
 
@@ -330,7 +386,7 @@ def build_report(args, configs, gemm, header_lines):
     total_epochs = args.warmup + args.epochs
     failed = False
     main_rows, detail_rows, notes_mem, problems, target_lines = [], [], {}, [], []
-    ablation_lines = []
+    ablation_lines, alternative_lines = [], []
     dev_label = args.device
     for c in configs:
         cfg = "%s b%d %s" % (dev_label, c["batch"], c["precision"])
@@ -385,12 +441,44 @@ def build_report(args, configs, gemm, header_lines):
         if cu and args.device == "gpu" and cu.get("cuda_graph") is False:
             problems.append("%s cuvae: the step was not replayed from a CUDA graph (capture "
                             "failed: see its log)" % cfg)
+        ablation_checks = {}  # "cuvae <flags>" -> its loss against the row's cuvae run
         for name, (off, off_err, _) in c.get("ablations", {}).items():
-            flag, what = ABLATIONS[name]
+            flag, what, setting = flag_text(name), ABLATIONS[name].what, ABLATIONS[name].setting
             if off_err:
                 failed = True
                 problems.append("%s cuvae %s: %s" % (cfg, flag, off_err))
-            if cu and off:
+            bad = check_matches(off, c["batch"], c["precision"], cu["images"] if cu else None,
+                                [setting] if setting else []) if off else []
+            for b in bad:
+                failed = True
+                problems.append("%s cuvae %s: %s" % (cfg, flag, b))
+            if not (cu and off) or bad:
+                continue
+            # the same seed as the row's run: a loss that disagrees means the run trained
+            # something else, and its time says nothing about the setting
+            drops = [x for x in (bl.last_drop(cu["epochs"]), bl.last_drop(off["epochs"]))
+                     if x is not None]
+            status, diff, tol = bl.loss_check(cu["final_loss"], off["final_loss"],
+                                              total_epochs, max(drops) if drops else None)
+            ablation_checks["cuvae " + flag] = (status, diff, tol)
+            if status in ("DISAGREE", "non-finite"):
+                failed = True
+                problems.append("%s cuvae %s final loss %.3f vs cuvae %.3f: %s (|diff| %s, "
+                                "tolerance %s)" % (cfg, flag, off["final_loss"],
+                                                   cu["final_loss"], status,
+                                                   "-" if diff is None else "%.3f" % diff,
+                                                   "-" if tol is None else "%.3f" % tol))
+                continue
+            if setting:
+                base_value = cu.get(setting[0])
+                if base_value == setting[1]:
+                    problems.append("%s cuvae %s: the row's own run already used %s %s: "
+                                    "nothing to compare" % (cfg, flag, setting[0], base_value))
+                else:
+                    alternative_lines.append(alternative_line(
+                        cfg, name, off["ms_per_epoch_median"], cu["ms_per_epoch_median"],
+                        base_value))
+            else:
                 ablation_lines.append(
                     "- %s, %s: %s ms/epoch without it (%s), %s with it: %s" % (
                         cfg, what, bl.fmt_ms(off["ms_per_epoch_median"]), flag,
@@ -455,7 +543,7 @@ def build_report(args, configs, gemm, header_lines):
                 target_lines.append("- %s: %s" % (cfg, "; ".join(parts)))
 
         systems = [("cuvae", c["cuvae"])]
-        systems += [("cuvae " + ABLATIONS[n][0], r) for n, r in c.get("ablations", {}).items()]
+        systems += [("cuvae " + flag_text(n), r) for n, r in c.get("ablations", {}).items()]
         systems += [("PyTorch " + m, r) for m, r in c["torch"].items()]
         for name, (obj, err, skip) in systems:
             if not obj:
@@ -465,8 +553,8 @@ def build_report(args, configs, gemm, header_lines):
             notes_mem.setdefault(obj["peak_memory_what"], []).append(
                 "cuvae" if name.startswith("cuvae") else "PyTorch")
             ach = bl.train_flop_per_image(args.latent_dim) * obj["images_per_s"]
-            mode = name[len("PyTorch "):] if name.startswith("PyTorch") else None
-            chk = checks.get(mode)
+            chk = (checks.get(name[len("PyTorch "):]) if name.startswith("PyTorch")
+                   else ablation_checks.get(name))
             detail_rows.append([
                 cfg, name, bl.fmt_ms(obj["ms_per_epoch_median"]),
                 bl.fmt_rate(obj["images_per_s"]),
@@ -527,7 +615,7 @@ def build_report(args, configs, gemm, header_lines):
     if target_lines:
         out.append("- Targets:")
         out.extend("  " + t for t in target_lines)
-    not_run = sorted(set("%s with --%s (%s)" % (ABLATIONS[n][0], prec, why)
+    not_run = sorted(set("%s with --%s (%s)" % (flag_text(n), prec, why)
                          for n in args.ablations
                          for prec, why in ABLATION_CONFLICTS.get(n, {}).items()
                          if any(c["precision"] == prec for c in configs)))
@@ -537,6 +625,13 @@ def build_report(args, configs, gemm, header_lines):
         out.extend("  " + t for t in ablation_lines)
         if not_run:
             out.append("  - not run: %s" % "; ".join(not_run))
+    if alternative_lines:
+        out.append("- Alternative settings, each in a cuvae run of its own beside the row's "
+                   "(other settings as in the row; the ratio is the slower run's ms/epoch over "
+                   "the faster's, and the line says which is faster). --layout nhwc: the "
+                   "convolutions' activations and filters channels-last (cuDNN NHWC/KRSC, the "
+                   "layout its tensor-core kernels read), against cuvae's default NCHW:")
+        out.extend("  " + t for t in alternative_lines)
     if any(c["precision"] == "bf16" for c in configs):
         out.append("- Mixed precision (bf16 rows): cuvae --bf16 runs bf16 activations and bf16 "
                    "tensor-core convolutions and encoder GEMM with fp32 accumulation, and "
@@ -673,17 +768,18 @@ def main(argv=None):
             report_one("cuvae", tag, c["cuvae"])
             c["ablations"] = {}
             for name in args.ablations:
-                flag = ABLATIONS[name][0]
+                flag = flag_text(name)
                 why = ABLATION_CONFLICTS.get(name, {}).get(precision)
                 if why:
                     log("[%s] cuvae %s not run: %s" % (tag, flag, why))
                     continue
-                path = os.path.join(work, "cuvae-no-%s-%s.json" % (name, tag))
+                path = os.path.join(work, "cuvae-%s-%s.json" % (run_name(name), tag))
                 log("[%s] cuvae %s ..." % (tag, flag))
                 c["ablations"][name] = run_json(
-                    [args.cuvae, "bench"] + flags + [flag, "--json", path], path,
-                    os.path.join(work, "cuvae-no-%s-%s.log" % (name, tag)), args.timeout,
-                    env=env)
+                    [args.cuvae, "bench"] + flags + list(ABLATIONS[name].flags)
+                    + ["--json", path], path,
+                    os.path.join(work, "cuvae-%s-%s.log" % (run_name(name), tag)),
+                    args.timeout, env=env)
                 report_one("cuvae " + flag, tag, c["ablations"][name])
             for mode in args.modes:
                 path = os.path.join(work, "pytorch-%s-%s.json" % (mode, tag))

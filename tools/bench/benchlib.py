@@ -177,6 +177,10 @@ _NUM = (int, float)
 # (cuvae --bf16: bf16 activations and tensor-core GEMMs with fp32 accumulation, fp32 master
 # weights, Adam and loss; PyTorch: torch.autocast to bfloat16 around forward + loss).
 PRECISIONS = ("fp32", "tf32", "bf16")
+# The memory layout of cuvae's convolution activations and filters (cuvae --layout, GPU only):
+# nchw (the default) or nhwc (channels-last: cuDNN NHWC activations, KRSC filters). A GPU cuvae
+# result must say which it ran ("layout"); any other result that states one is checked too.
+LAYOUTS = ("nchw", "nhwc")
 REQUIRED_KEYS = {
     "system": str,
     "device": str,
@@ -227,6 +231,13 @@ def validate_result(obj):
     if obj["precision"] not in PRECISIONS:
         problems.append("precision %r is not one of %s"
                         % (obj["precision"], ", ".join(repr(p) for p in PRECISIONS)))
+    if "layout" in obj:
+        if obj["layout"] not in LAYOUTS:
+            problems.append("layout %r is not one of %s"
+                            % (obj["layout"], ", ".join(repr(x) for x in LAYOUTS)))
+    elif obj["system"] == "cuvae" and obj["device_kind"] == "gpu":
+        problems.append("missing key 'layout' (cuvae on the GPU states its convolution "
+                        "layout)")
     for i, ep in enumerate(obj["epochs"]):
         if not isinstance(ep, dict):
             problems.append("epochs[%d] is not an object" % i)

@@ -210,7 +210,8 @@ class Sections(unittest.TestCase):
 def sample_result(**over):
     obj = {
         "system": "cuvae", "version": "0.1.0", "device": "NVIDIA H200", "device_kind": "gpu",
-        "batch_size": 128, "precision": "fp32", "algo": "deterministic", "latent_dim": 2,
+        "batch_size": 128, "precision": "fp32", "algo": "deterministic", "layout": "nchw",
+        "latent_dim": 2,
         "images": 60000, "seed": 0, "warmup_epochs": 1,
         "epochs": [
             {"epoch": 1, "warmup": True, "ms": 900.0, "loss": 200.0, "recon": 197.0, "kl": 3.0},
@@ -438,6 +439,80 @@ class MixedPrecision(unittest.TestCase):
         self.assertEqual(bench.validate_gemm(obj), [])
 
 
+class Layout(unittest.TestCase):
+    """The layout ablation: cuvae --layout nhwc (channels-last convolutions) against the row's
+    own run in the default NCHW."""
+
+    def test_parsing_and_defaults(self):
+        self.assertEqual(bench.parse_args([]).ablations, ["graph", "fusion", "layout"])
+        self.assertEqual(bench.parse_args(["--ablations", "layout"]).ablations, ["layout"])
+        self.assertEqual(bench.parse_args(["--ablations", "graph,layout"]).ablations,
+                         ["graph", "layout"])
+        self.assertEqual(bench.parse_args(["--ablations", "none"]).ablations, [])
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(bench.parse_args(["--device", "cpu"]).ablations, [])
+            self.assertEqual(bench.parse_args(["--device", "cpu", "--ablations", "layout"])
+                             .ablations, [])
+            for bad in ("nhwc", "layout=nhwc"):
+                with self.assertRaises(SystemExit) as cm:
+                    bench.parse_args(["--ablations", bad])
+                self.assertEqual(cm.exception.code, 2, bad)
+        self.assertIn("unknown ablation 'nhwc'", err.getvalue())
+        # the layout runs every precision: it has no conflict
+        self.assertNotIn("layout", bench.ABLATION_CONFLICTS)
+
+    def test_flags_and_file_names(self):
+        self.assertEqual(bench.ABLATIONS["layout"].flags, ("--layout", "nhwc"))
+        self.assertEqual(bench.flag_text("layout"), "--layout nhwc")
+        self.assertEqual(bench.run_name("layout"), "layout-nhwc")
+        self.assertEqual(bench.flag_text("graph"), "--no-cuda-graph")
+        self.assertEqual(bench.run_name("graph"), "no-graph")  # the names of before
+
+    def test_line_states_which_layout_is_faster(self):
+        def line(nhwc_ms, nchw_ms):
+            return bench.alternative_line("gpu b4096 tf32", "layout", nhwc_ms, nchw_ms, "nchw")
+        head = "- gpu b4096 tf32, channels-last activations and filters (--layout nhwc): "
+        # 10 / 8 = 1.25: NHWC faster
+        self.assertEqual(line(8.0, 10.0), head + "8.00 ms/epoch against 10.0 with NCHW: NHWC "
+                         "is 1.25x faster")
+        # 12.5 / 10 = 1.25: NHWC slower, stated as a ratio above 1, never 0.80x
+        self.assertEqual(line(12.5, 10.0), head + "12.5 ms/epoch against 10.0 with NCHW: NHWC "
+                         "is 1.25x slower")
+        # 30 / 12 = 2.50
+        self.assertEqual(line(30.0, 12.0), head + "30.0 ms/epoch against 12.0 with NCHW: NHWC "
+                         "is 2.50x slower")
+        self.assertEqual(line(4.0, 14.0), head + "4.00 ms/epoch against 14.0 with NCHW: NHWC "
+                         "is 3.50x faster")
+        # 10.02 / 10 = 1.002: neither is faster to the two decimals shown
+        self.assertEqual(line(10.02, 10.0), head + "10.0 ms/epoch against 10.0 with NCHW: NHWC "
+                         "and NCHW take the same time (1.00x)")
+
+    def test_schema(self):
+        self.assertEqual(bl.LAYOUTS, ("nchw", "nhwc"))
+        self.assertEqual(bl.validate_result(sample_result(layout="nhwc")), [])
+        for bad in ("NHWC", "nhcw", "", None, 1):
+            self.assertEqual(bl.validate_result(sample_result(layout=bad)),
+                             ["layout %r is not one of 'nchw', 'nhwc'" % (bad,)], repr(bad))
+        # cuvae on the GPU must state its layout ...
+        obj = sample_result()
+        del obj["layout"]
+        self.assertEqual(bl.validate_result(obj), [
+            "missing key 'layout' (cuvae on the GPU states its convolution layout)"])
+        # ... cuvae on the CPU (no --layout there) and PyTorch need not
+        self.assertEqual(bl.validate_result(dict(obj, device_kind="cpu")), [])
+        self.assertEqual(bl.validate_result(dict(obj, system="pytorch-eager")), [])
+        self.assertTrue(bl.validate_result(dict(obj, system="pytorch-eager", layout="NCHW")))
+
+    def test_run_must_report_the_asked_layout(self):
+        obj = sample_result()  # reports nchw
+        self.assertEqual(bench.check_matches(obj, 128, "fp32", 60000, [("layout", "nhwc")]),
+                         ["ran layout nchw, asked nhwc"])
+        self.assertEqual(bench.check_matches(dict(obj, layout="nhwc"), 128, "fp32", 60000,
+                                             [("layout", "nhwc")]), [])
+        self.assertEqual(bench.check_matches(obj, 128, "fp32"), [])  # nothing asked
+
+
 # ------------------------------------------------------------------------------------------
 # bench.py end to end, with stand-ins
 # ------------------------------------------------------------------------------------------
@@ -470,6 +545,12 @@ if system == "cuvae" and "--no-cuda-graph" in args:
     ms = 15.0
 if system == "cuvae" and "--no-fusion" in args:
     ms = 10.5
+if system == "cuvae" and "--layout" in args:
+    if flag("--device") == "cpu":
+        print("error: --layout is a GPU setting"); sys.exit(2)
+    if flag("--layout") == "nhwc":
+        ms = float(os.environ.get("FAKE_NHWC_MS", "8.0"))
+        loss = float(os.environ.get("FAKE_NHWC_LOSS", loss))
 if precision == "bf16":
     ms *= 0.8  # cuvae 8 ms, eager 64, compile 16
 warm, timed = int(flag("--warmup-epochs")), int(flag("--epochs"))
@@ -487,6 +568,10 @@ if system != "cuvae":
     obj.update(torch_version="9.9", cuda_version="12.9", cudnn_version=91000)
 else:
     obj.update(cuda_graph=graph)
+    # the layout it ran; FAKE_LAYOUT: a cuvae that runs (and reports) another one, "" none
+    layout = os.environ.get("FAKE_LAYOUT", flag("--layout", "nchw"))
+    if layout:
+        obj.update(layout=layout)
 json.dump(obj, open(flag("--json"), "w"))
 '''
 
@@ -589,6 +674,88 @@ class EndToEnd(unittest.TestCase):
         self.assertNotIn("cuvae --no-cuda-graph", text)
         p, _ = self.bench("--ablations", "fast-math")
         self.assertEqual(p.returncode, 2)
+
+    def test_layout_ablation(self):
+        # every GPU precision gets a --layout nhwc run by default; the stand-in cuvae takes
+        # 8 ms with --layout nhwc against 10 in NCHW (x0.8 in bf16: 6.4 against 8)
+        p, text = self.bench("--batches", "128", "--modes", "eager")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        work = os.path.join(self.tmp.name, "work")
+        for precision in ("fp32", "tf32", "bf16"):
+            tag = "gpu-b128-%s" % precision
+            with open(os.path.join(work, "cuvae-layout-nhwc-%s.log" % tag),
+                      encoding="utf-8") as f:
+                self.assertIn(" --layout nhwc ", f.readline(), precision)
+            with open(os.path.join(work, "cuvae-layout-nhwc-%s.json" % tag),
+                      encoding="utf-8") as f:
+                self.assertEqual(json.load(f)["layout"], "nhwc")
+            with open(os.path.join(work, "cuvae-%s.log" % tag), encoding="utf-8") as f:
+                self.assertNotIn("--layout", f.readline())  # the row's run: the default
+            self.assertIn("| gpu b128 %s | cuvae --layout nhwc |" % precision, text)
+        self.assertIn("- Alternative settings, each in a cuvae run of its own", text)
+        # 10 / 8 = 8 / 6.4 = 1.25
+        for cfg, nhwc, nchw in (("fp32", "8.00", "10.0"), ("tf32", "8.00", "10.0"),
+                                ("bf16", "6.40", "8.00")):
+            self.assertIn("\n  - gpu b128 %s, channels-last activations and filters (--layout "
+                          "nhwc): %s ms/epoch against %s with NCHW: NHWC is 1.25x faster\n"
+                          % (cfg, nhwc, nchw), text)
+        # not an optimisation switched off: never worded as one
+        self.assertNotIn("without it (--layout nhwc)", text)
+        # its loss checked against the row's run (the same seed)
+        self.assertIn("| gpu b128 fp32 | cuvae --layout nhwc | 8.00 | 7.50M | 300 | 599.5% | "
+                      "100 MiB | 160.00 | agree (0.00, tol 3.20) |", text)
+        # NHWC slower: 12.5 against 10 (fp32), 10 against 8 (bf16): 1.25x slower
+        p, text = self.bench("--batches", "128", "--precisions", "fp32,bf16", "--modes",
+                             "eager", "--ablations", "layout", env={"FAKE_NHWC_MS": "12.5"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("(--layout nhwc): 12.5 ms/epoch against 10.0 with NCHW: NHWC is 1.25x "
+                      "slower", text)
+        self.assertIn("(--layout nhwc): 10.0 ms/epoch against 8.00 with NCHW: NHWC is 1.25x "
+                      "slower", text)
+        self.assertNotIn("cuvae --no-cuda-graph", text)
+        self.assertNotIn("Optimisations, each switched off", text)
+
+    def test_layout_reported_must_match(self):
+        # a cuvae that ignores --layout nhwc (reports nchw) is caught, and no ratio is given
+        p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
+                             "--ablations", "layout", env={"FAKE_LAYOUT": "nchw"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("- Problem: gpu b128 fp32 cuvae --layout nhwc: ran layout nchw, asked "
+                      "nhwc", text)
+        self.assertNotIn("NHWC is", text)
+        # a cuvae whose default is already NHWC: nothing to compare, said so
+        p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
+                             "--ablations", "layout", env={"FAKE_LAYOUT": "nhwc"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("gpu b128 fp32 cuvae --layout nhwc: the row's own run already used "
+                      "layout nhwc: nothing to compare", text)
+        self.assertNotIn("NHWC is", text)
+        # an NHWC run that trains something else (its loss 40 nats off the NCHW run's, same
+        # seed) gives no ratio: its time would say nothing about the layout
+        p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
+                             "--ablations", "layout", env={"FAKE_NHWC_LOSS": "200.0"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(self.row(text, "gpu b128 fp32")[10], "agree")  # PyTorch's column
+        self.assertIn("- Problem: gpu b128 fp32 cuvae --layout nhwc final loss 200.000 vs "
+                      "cuvae 160.000: DISAGREE (|diff| 40.000, tolerance 4.000)", text)
+        self.assertIn("| gpu b128 fp32 | cuvae --layout nhwc | 8.00 | 7.50M | 300 | 599.5% | "
+                      "100 MiB | 200.00 | DISAGREE (40.00, tol 4.00) |", text)
+        self.assertNotIn("NHWC is", text)
+        # a GPU cuvae result without "layout" breaks the schema
+        p, text = self.bench("--batches", "128", "--precisions", "fp32", "--modes", "eager",
+                             "--ablations", "none", env={"FAKE_LAYOUT": ""})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("missing key 'layout'", text)
+
+    def test_cpu_has_no_layout_run(self):
+        p, text = self.bench("--device", "cpu", "--ablations", "layout")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("are GPU settings: none on the CPU", p.stderr)
+        work = os.path.join(self.tmp.name, "work")
+        self.assertFalse(any("layout" in n for n in os.listdir(work)), os.listdir(work))
+        with open(os.path.join(work, "cuvae-cpu-b128-fp32.log"), encoding="utf-8") as f:
+            self.assertNotIn("--layout", f.read())
+        self.assertNotIn("NHWC", text)
 
     def test_disagreement_and_failure(self):
         p, text = self.bench("--batches", "128", "--precisions", "fp32",
