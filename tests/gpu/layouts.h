@@ -1,5 +1,6 @@
-// Host permutations between the convolution layouts, for the GPU tests of ConvOp in
-// channels-last order (ConvLayout::Nhwc; test_conv_dense.cpp in fp32, test_bf16.cpp in bf16).
+// Host helpers for the GPU tests of ConvOp (test_conv_dense.cpp in fp32, test_bf16.cpp in bf16):
+// the model's convolution layers and a label for a case, and the permutations between the
+// convolution layouts for the tests in channels-last order (ConvLayout::Nhwc).
 // An NHWC op reads and writes tensors (batch, H, W, C) and filters [K, 3, 3, C] (cuDNN's KRSC).
 // The tests keep the CPU reference in PyTorch's layouts (tensors (batch, C, H, W), filters
 // [K, C, 3, 3]) and permute on the host: a case's inputs into channels-last order before the
@@ -9,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstddef>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -16,6 +18,29 @@
 #include "host/model.h"
 
 namespace cuvae::test {
+
+// ---- the layers ---------------------------------------------------------------------------------
+
+// The model's five convolution layers.
+inline std::vector<Layer> model_conv_layers() {
+  const ModelDesc m = make_vae(2);
+  std::vector<Layer> v;
+  for (LayerId id : {kEncConv1, kEncConv2, kDecDeconv1, kDecDeconv2, kDecOut})
+    v.push_back(m.layer(id));
+  return v;
+}
+
+// A case for INFO: the layer's name, kind and geometry, and the batch.
+inline std::string conv_label(const Layer& l, int batch) {
+  return l.name + (l.kind == LayerKind::Conv2d ? " Conv2d " : " ConvTranspose2d ") +
+         std::to_string(l.in_channels) + "x" + std::to_string(l.in_h) + "x" +
+         std::to_string(l.in_w) + " -> " + std::to_string(l.out_channels) + "x" +
+         std::to_string(l.out_h) + "x" + std::to_string(l.out_w) + " stride " +
+         std::to_string(l.stride) + " out_pad " + std::to_string(l.out_pad) + ", batch " +
+         std::to_string(batch);
+}
+
+// ---- the layouts --------------------------------------------------------------------------------
 
 inline const char* layout_name(ConvLayout layout) {
   return layout == ConvLayout::Nhwc ? "NHWC" : "NCHW";

@@ -23,6 +23,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,20 +42,7 @@
 #include "tests/test_support.h"
 
 using namespace cuvae;
-using cuvae::test::channel_sums;
-using cuvae::test::channels_last;
-using cuvae::test::compare;
-using cuvae::test::DeviceScratch;
-using cuvae::test::in_reference_layout;
-using cuvae::test::layout_name;
-using cuvae::test::poison_device;
-using cuvae::test::RefSum;
-using cuvae::test::require_sums;
-using cuvae::test::Rows;
-using cuvae::test::scratch_capacity;
-using cuvae::test::to_device;
-using cuvae::test::to_host;
-using cuvae::test::upload;
+using namespace cuvae::test;
 
 namespace {
 
@@ -90,6 +78,10 @@ bf16 round_bf16(float f) {
 // Exact.
 float widen(bf16 v) {
   return __bfloat162float(v);
+}
+// A float input as it is (for the helpers that take either).
+float widen(float v) {
+  return v;
 }
 
 double value_of(float v) {
@@ -389,6 +381,141 @@ void specials_behind_dead_units(std::vector<D>& dy, const std::vector<Y>& y,
   int k = 0;
   for (size_t i = 0; i < dy.size() && k < 30; i += 7)
     if (value_of(y[i]) == 0.0) dy[i] = specials[size_t(k++) % specials.size()];
+}
+// NaN, +Inf and -Inf: the usual specials behind dead units.
+std::vector<float> float_specials() {
+  return {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+          -std::numeric_limits<float>::infinity()};
+}
+std::vector<bf16> bf16_specials() {
+  return {bf16_from_bits(0x7fc0), bf16_from_bits(0x7f80), bf16_from_bits(0xff80)};
+}
+
+// A post-ReLU output drawn from [-1, 1]: about half exact zeros (+0).
+std::vector<float> post_relu(std::mt19937_64& rng, size_t n) {
+  std::vector<float> y = uniform(rng, n, -1, 1);
+  cpu::relu_forward(y.data(), y.data(), n);
+  return y;
+}
+std::vector<bf16> post_relu_bf16(std::mt19937_64& rng, size_t n) {
+  std::vector<bf16> y = uniform_bf16(rng, n, -1, 1);
+  for (bf16& v : y) v = widen(v) > 0.0f ? v : kBf16Zero;
+  return y;
+}
+
+// What the bf16 forward forms give: the float add and select on the input (a bf16 y widened
+// exactly, or a float x), rounded once.
+template <typename X>
+std::vector<bf16> forward_reference(const std::vector<X>& x, const std::vector<float>& bias,
+                                    const ActShape& sh, bool relu) {
+  std::vector<bf16> want(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    want[i] = round_bf16(act_forward(widen(x[i]), bias[channel_of(sh, i)], relu));
+  return want;
+}
+
+// What every backward form computes before it stores g and sums db: the mask on the inputs,
+// bf16 ones widened exactly.
+template <typename D, typename Y>
+std::vector<float> masked_values(const std::vector<D>& dy, const std::vector<Y>& y, bool relu) {
+  REQUIRE(y.size() == dy.size());
+  std::vector<float> m(dy.size());
+  for (size_t i = 0; i < dy.size(); ++i) m[i] = act_mask(widen(dy[i]), widen(y[i]), relu);
+  return m;
+}
+
+// ---- one bias_act_backward form on host vectors -------------------------------------------------
+
+// What one bias_act_backward call gives: g (for an in-place form, dy itself) and db.
+template <typename G>
+struct Backward {
+  std::vector<G> g;
+  std::vector<float> db;
+};
+
+// One bias_act_backward form (g G, dy D, y Y) on one case, in guarded device memory: dy, y and
+// g at `shift`, db at 0. The forms that keep dy's type mask it in place (g is dy); the others
+// write g in the other type and leave dy alone. run(scratch) restarts from the same state (in
+// place: dy uploaded again; else g poisoned), poisons db and, given a scratch, its partial sums
+// (a slice sum read before it is written would be a NaN in db), launches, and returns g and db,
+// each after checking that nothing around it was written. dy must outlive the form.
+template <typename G, typename D, typename Y>
+class BackwardForm {
+ public:
+  static constexpr bool kInPlace = std::is_same_v<G, D>;
+  static constexpr const char* kGName = kInPlace ? "dy" : "g";
+
+  BackwardForm(const std::vector<D>& dy, const std::vector<Y>& y, const ActShape& sh, bool relu,
+               size_t shift, cudaStream_t s)
+      : dy_(dy),
+        sh_(sh),
+        relu_(relu),
+        s_(s),
+        d_dy_(guarded_input(dy, shift, s)),
+        d_y_(guarded_input(y, shift, s)),
+        d_g_(kInPlace ? 0 : dy.size(), shift),
+        d_db_(size_t(sh.channels)) {
+    REQUIRE(dy.size() == numel(sh));
+    REQUIRE(y.size() == numel(sh));
+  }
+
+  cudaStream_t stream() const { return s_; }
+
+  Backward<G> run(DeviceScratch* scratch = nullptr) {
+    if constexpr (kInPlace)
+      d_dy_.set(dy_, s_);
+    else
+      d_g_.poison(s_);
+    d_db_.poison(s_);
+    BiasGradScratch view{};
+    if (scratch) {
+      poison_device(scratch->partial, s_);
+      view = scratch->view();
+    }
+    const BiasGradScratch* sc = scratch ? &view : nullptr;
+    if constexpr (kInPlace) {
+      bias_act_backward(d_dy_.data(), d_db_.data(), d_y_.data(), sh_.batch, sh_.channels, sh_.plane,
+                        relu_, s_, sc);
+      return {d_dy_.get(s_, kGName), d_db_.get(s_, "db")};
+    } else {
+      bias_act_backward(d_g_.data(), d_db_.data(), d_dy_.data(), d_y_.data(), sh_.batch,
+                        sh_.channels, sh_.plane, relu_, s_, sc);
+      return {d_g_.get(s_, kGName), d_db_.get(s_, "db")};
+    }
+  }
+
+  // dy as it is on the device now: an out-of-place form must have left it alone.
+  std::vector<D> dy_now(const std::string& name) const { return d_dy_.get(s_, name); }
+
+ private:
+  const std::vector<D>& dy_;
+  ActShape sh_;
+  bool relu_;
+  cudaStream_t s_;
+  Guarded<D> d_dy_;
+  const Guarded<Y> d_y_;
+  Guarded<G> d_g_;  // out of place only
+  Guarded<float> d_db_;
+};
+
+// Runs a form twice: the first run's g bit for bit g_want (a select per element, a widening or
+// one rounding: exact), its db within the bound of a double sum in another order of db_want
+// (require_sums), the second run the same bits; with a scratch, its ticket back at 0 after each
+// run. `how` is appended to the names. Returns the first run.
+template <typename G, typename D, typename Y>
+Backward<G> require_form(BackwardForm<G, D, Y>& form, const std::vector<G>& g_want,
+                         const std::vector<RefSum>& db_want, const std::string& how = "",
+                         DeviceScratch* scratch = nullptr) {
+  const std::string g_name = BackwardForm<G, D, Y>::kGName + how, db_name = "db" + how;
+  const Backward<G> got = form.run(scratch);
+  if (scratch) CHECK(scratch->ticket_value(form.stream()) == 0u);
+  require_same_bits(got.g, g_want, g_name);
+  require_sums(got.db, db_want, db_name);
+  const Backward<G> again = form.run(scratch);
+  if (scratch) CHECK(scratch->ticket_value(form.stream()) == 0u);
+  require_same_run(again.g, got.g, g_name);
+  require_same_run(again.db, got.db, db_name);
+  return got;
 }
 
 }  // namespace
@@ -712,9 +839,7 @@ TEST_CASE("bf16 bias_act_forward in place: the float add and select, rounded onc
       if (c == 1 && i % 3 != 2) y[i] = round_bf16(i % 3 == 0 ? 1.0f : 1.0f + 0x1p-7f);
       if (c == 2 && i % 3 == 0) y[i] = round_bf16(-bias[2]);
     }
-    std::vector<bf16> want(n);
-    for (size_t i = 0; i < n; ++i)
-      want[i] = round_bf16(act_forward(widen(y[i]), bias[channel_of(sh, i)], relu));
+    const std::vector<bf16> want = forward_reference(y, bias, sh, relu);
 
     Guarded<bf16> d_y(n, shift);
     const DeviceBuffer<float> d_bias = to_device(bias, s);
@@ -750,9 +875,7 @@ TEST_CASE("bf16 bias_act_forward from a float x: the float add and select, round
     for (size_t i = 0; i < n; ++i)
       if (channel_of(sh, i) == 0 && i % 3 != 2) x[i] = channel0[(i / 3) % 5];
     x[0] = 3.4e38f;
-    std::vector<bf16> want(n);
-    for (size_t i = 0; i < n; ++i)
-      want[i] = round_bf16(act_forward(x[i], bias[channel_of(sh, i)], relu));
+    const std::vector<bf16> want = forward_reference(x, bias, sh, relu);
 
     const Guarded<float> d_x = guarded_input(x, shift, s);
     const DeviceBuffer<float> d_bias = to_device(bias, s);
@@ -783,36 +906,12 @@ TEST_CASE("bf16 bias_act_backward in place masks dy and sums db in double", "[gp
     INFO(label(sh) << " relu " << relu << " shift " << shift);
     const size_t n = numel(sh);
     std::vector<bf16> dy = uniform_bf16(rng, n, -1, 1);
-    std::vector<bf16> y = uniform_bf16(rng, n, -1, 1);
-    for (bf16& v : y) v = widen(v) > 0.0f ? v : kBf16Zero;  // post-ReLU: about half exact zeros
-    if (relu)
-      specials_behind_dead_units(
-          dy, y, {bf16_from_bits(0x7fc0), bf16_from_bits(0x7f80), bf16_from_bits(0xff80)});
-
-    std::vector<bf16> dy_want(n);
-    std::vector<float> masked(n);
-    for (size_t i = 0; i < n; ++i) {
-      masked[i] = act_mask(widen(dy[i]), widen(y[i]), relu);
-      dy_want[i] = round_bf16(masked[i]);  // exact: a bf16 value or +0
-    }
-    const std::vector<RefSum> db_want = channel_sums(masked, sh.channels, sh.plane);
-
-    Guarded<bf16> d_dy(n, shift);
-    const Guarded<bf16> d_y = guarded_input(y, shift, s);
-    Guarded<float> d_db(size_t(sh.channels));
-    auto run = [&] {
-      d_dy.set(dy, s);  // in place: restart from the same input
-      d_db.poison(s);
-      bias_act_backward(d_dy.data(), d_db.data(), d_y.data(), sh.batch, sh.channels, sh.plane, relu,
-                        s);
-      return std::make_pair(d_dy.get(s, "dy"), d_db.get(s, "db"));
-    };
-    const auto got = run();
-    require_same_bits(got.first, dy_want, "dy");  // a select per element: exact
-    require_sums(got.second, db_want, "db");
-    const auto again = run();
-    require_same_run(again.first, got.first, "dy");
-    require_same_run(again.second, got.second, "db");
+    const std::vector<bf16> y = post_relu_bf16(rng, n);
+    if (relu) specials_behind_dead_units(dy, y, bf16_specials());
+    // dy: a select per element, so its rounding is exact (a bf16 value or +0).
+    const std::vector<float> masked = masked_values(dy, y, relu);
+    BackwardForm<bf16, bf16, bf16> form(dy, y, sh, relu, shift, s);
+    require_form(form, round_all(masked), channel_sums(masked, sh.channels, sh.plane));
   }
 }
 
@@ -829,35 +928,17 @@ TEST_CASE("bias_act_backward from bf16 dy, y to a float g: masked, exact, db in 
     INFO(label(sh) << " relu " << relu << " shift " << shift);
     const size_t n = numel(sh);
     std::vector<bf16> dy = uniform_bf16(rng, n, -1, 1);
-    std::vector<bf16> y = uniform_bf16(rng, n, -1, 1);
-    for (bf16& v : y) v = widen(v) > 0.0f ? v : kBf16Zero;
+    const std::vector<bf16> y = post_relu_bf16(rng, n);
     for (size_t i = 5; i < n; i += 11) dy[i] = kBf16NegZero;  // -0 passes a live unit as -0
     if (relu)
       specials_behind_dead_units(
           dy, y, {bf16_from_bits(0xffc0), bf16_from_bits(0x7f80), bf16_from_bits(0xff80)});
-
-    std::vector<float> g_want(n);
-    for (size_t i = 0; i < n; ++i) g_want[i] = act_mask(widen(dy[i]), widen(y[i]), relu);
-    const std::vector<RefSum> db_want = channel_sums(g_want, sh.channels, sh.plane);
-
-    const Guarded<bf16> d_dy = guarded_input(dy, shift, s), d_y = guarded_input(y, shift, s);
-    Guarded<float> d_g(n, shift), d_db(size_t(sh.channels));
-    auto run = [&] {
-      d_g.poison(s);
-      d_db.poison(s);
-      bias_act_backward(d_g.data(), d_db.data(), d_dy.data(), d_y.data(), sh.batch, sh.channels,
-                        sh.plane, relu, s);
-      return std::make_pair(d_g.get(s, "g"), d_db.get(s, "db"));
-    };
-    const auto got = run();
-    require_same_bits(got.first, g_want, "g");  // widening and a select: exact
-    require_sums(got.second, db_want, "db");
-    const auto again = run();
-    require_same_run(again.first, got.first, "g");
-    require_same_run(again.second, got.second, "db");
+    // g: widening and a select, exact.
+    const std::vector<float> g_want = masked_values(dy, y, relu);
+    BackwardForm<float, bf16, bf16> form(dy, y, sh, relu, shift, s);
+    require_form(form, g_want, channel_sums(g_want, sh.channels, sh.plane));
     // Out of place: the inputs are left alone (their NaN specials included, so compare bits).
-    const std::vector<bf16> dy_after = d_dy.get(s, "dy");
-    REQUIRE(same_bits(dy_after, dy));
+    REQUIRE(same_bits(form.dy_now("dy"), dy));
   }
 }
 
@@ -870,47 +951,21 @@ TEST_CASE("bias_act_backward from float dy, y to a bf16 g: rounded once, db of t
   const size_t shift = GENERATE(size_t(0), size_t(1));
   CudaStream stream;
   const cudaStream_t s = stream.get();
-  const float nan = std::numeric_limits<float>::quiet_NaN(),
-              inf = std::numeric_limits<float>::infinity();
   for (const ActShape& sh : act_shapes()) {
     INFO(label(sh) << " relu " << relu << " shift " << shift);
     const size_t n = numel(sh);
     std::vector<float> dy = uniform(rng, n, -1, 1);
-    std::vector<float> y = uniform(rng, n, -1, 1);
-    cpu::relu_forward(y.data(), y.data(), n);
+    const std::vector<float> y = post_relu(rng, n);
     // Ties at live units (they round to even) and values not exact in bf16 elsewhere; db must
     // sum the float values, not their bf16 roundings (2^-8 apart: far outside its bound).
     const float ties[] = {kTieDown, kTieUp, -kTieDown, -kTieUp};
     for (size_t i = 0, k = 0; i < n; i += 5)
       if (y[i] > 0.0f) dy[i] = ties[k++ % 4];
-    if (relu) specials_behind_dead_units(dy, y, {nan, inf, -inf});
-
-    std::vector<float> masked(n);
-    std::vector<bf16> g_want(n);
-    for (size_t i = 0; i < n; ++i) {
-      masked[i] = act_mask(dy[i], y[i], relu);
-      g_want[i] = round_bf16(masked[i]);
-    }
-    const std::vector<RefSum> db_want = channel_sums(masked, sh.channels, sh.plane);
-
-    const Guarded<float> d_dy = guarded_input(dy, shift, s), d_y = guarded_input(y, shift, s);
-    Guarded<bf16> d_g(n, shift);
-    Guarded<float> d_db(size_t(sh.channels));
-    auto run = [&] {
-      d_g.poison(s);
-      d_db.poison(s);
-      bias_act_backward(d_g.data(), d_db.data(), d_dy.data(), d_y.data(), sh.batch, sh.channels,
-                        sh.plane, relu, s);
-      return std::make_pair(d_g.get(s, "g"), d_db.get(s, "db"));
-    };
-    const auto got = run();
-    require_same_bits(got.first, g_want, "g");
-    require_sums(got.second, db_want, "db");
-    const auto again = run();
-    require_same_run(again.first, got.first, "g");
-    require_same_run(again.second, got.second, "db");
-    const std::vector<float> dy_after = d_dy.get(s, "dy");
-    REQUIRE(same_bits(dy_after, dy));
+    if (relu) specials_behind_dead_units(dy, y, float_specials());
+    const std::vector<float> masked = masked_values(dy, y, relu);
+    BackwardForm<bf16, float, float> form(dy, y, sh, relu, shift, s);
+    require_form(form, round_all(masked), channel_sums(masked, sh.channels, sh.plane));
+    REQUIRE(same_bits(form.dy_now("dy"), dy));
   }
 }
 
@@ -929,97 +984,46 @@ TEST_CASE("the bf16 bias_act_backward forms with scratch reduce long columns in 
   const size_t capacity = scratch_capacity(shapes);
   // One scratch for every shape and form: each call must leave its ticket at 0 for the next.
   DeviceScratch device_scratch(capacity, s);
-  const BiasGradScratch scratch = device_scratch.view();
-  const float nan = std::numeric_limits<float>::quiet_NaN(),
-              inf = std::numeric_limits<float>::infinity();
 
   for (const Rows& rows : shapes) {
     const ActShape sh{rows.rows, rows.channels, 1};
     const int slices = bias_grad_slices(sh.batch);
     INFO(label(sh) << " (" << slices << " slices) relu " << relu);
     const size_t n = numel(sh);
-    std::vector<bf16> hdy = uniform_bf16(rng, n, -1, 1), hy = uniform_bf16(rng, n, -1, 1);
-    for (bf16& v : hy) v = widen(v) > 0.0f ? v : kBf16Zero;  // post-ReLU: about half exact zeros
-    std::vector<float> fdy = uniform(rng, n, -1, 1), fy = uniform(rng, n, -1, 1);
-    cpu::relu_forward(fy.data(), fy.data(), n);
+    std::vector<bf16> hdy = uniform_bf16(rng, n, -1, 1);
+    const std::vector<bf16> hy = post_relu_bf16(rng, n);
+    std::vector<float> fdy = uniform(rng, n, -1, 1);
+    const std::vector<float> fy = post_relu(rng, n);
     if (relu) {
-      specials_behind_dead_units(
-          hdy, hy, {bf16_from_bits(0x7fc0), bf16_from_bits(0x7f80), bf16_from_bits(0xff80)});
-      specials_behind_dead_units(fdy, fy, {nan, inf, -inf});
+      specials_behind_dead_units(hdy, hy, bf16_specials());
+      specials_behind_dead_units(fdy, fy, float_specials());
     }
-    // The masked float values (bf16 inputs widened exactly) and their roundings.
-    std::vector<float> masked_h(n), masked_f(n);
-    std::vector<bf16> hdy_want(n), hg_want(n);
-    for (size_t i = 0; i < n; ++i) {
-      masked_h[i] = act_mask(widen(hdy[i]), widen(hy[i]), relu);
-      hdy_want[i] = round_bf16(masked_h[i]);  // exact: a bf16 value or +0
-      masked_f[i] = act_mask(fdy[i], fy[i], relu);
-      hg_want[i] = round_bf16(masked_f[i]);
-    }
+    // The masked float values (bf16 inputs widened exactly); a bf16 g is their rounding (exact
+    // for the bf16 inputs: a bf16 value or +0).
+    const std::vector<float> masked_h = masked_values(hdy, hy, relu),
+                             masked_f = masked_values(fdy, fy, relu);
     const std::vector<RefSum> sums_h = channel_sums(masked_h, sh.channels, sh.plane),
                               sums_f = channel_sums(masked_f, sh.channels, sh.plane);
+    BackwardForm<bf16, bf16, bf16> in_place(hdy, hy, sh, relu, 0, s);
+    BackwardForm<float, bf16, bf16> float_g(hdy, hy, sh, relu, 0, s);
+    BackwardForm<bf16, float, float> bf16_g(fdy, fy, sh, relu, 0, s);
 
-    Guarded<bf16> d_hdy(n);
-    const Guarded<bf16> d_hdy_in = guarded_input(hdy, 0, s), d_hy = guarded_input(hy, 0, s);
-    const Guarded<float> d_fdy = guarded_input(fdy, 0, s), d_fy = guarded_input(fy, 0, s);
-    Guarded<float> d_fg(n), d_db(size_t(sh.channels));
-    Guarded<bf16> d_hg(n);
-
-    // One form, with and without scratch: g exact, db within the bound of two double sums,
-    // the scratch run twice with the same bits, the ticket 0 after every call. run(sc)
-    // poisons the outputs and the partial sums, launches and returns (g, db).
-    auto check = [&](const std::string& form, auto run, const auto& g_want,
+    // One form with and without scratch (require_form: g exact, db within the bound of two
+    // double sums, a second run with the same bits, with scratch the ticket 0 after every
+    // call); where one slice serves, the same db bits either way.
+    auto check = [&](const std::string& name, auto& form, const auto& g_want,
                      const std::vector<RefSum>& sums) {
-      INFO(form);
-      const auto sliced = run(&scratch);
-      CHECK(device_scratch.ticket_value(s) == 0u);
-      require_same_bits(sliced.first, g_want, "g");
-      require_sums(sliced.second, sums, "db (with scratch)");
-      const auto again = run(&scratch);
-      CHECK(device_scratch.ticket_value(s) == 0u);
-      require_same_run(again.first, sliced.first, "g (with scratch)");
-      require_same_run(again.second, sliced.second, "db (with scratch)");
-      const auto plain = run(nullptr);
-      require_same_bits(plain.first, g_want, "g (no scratch)");
-      require_sums(plain.second, sums, "db (no scratch)");
-      if (slices == 1) require_same_bits(plain.second, sliced.second, "db, with vs without");
+      INFO(name);
+      const auto sliced = require_form(form, g_want, sums, " (with scratch)", &device_scratch);
+      const auto plain = require_form(form, g_want, sums, " (no scratch)");
+      if (slices == 1) require_same_bits(plain.db, sliced.db, "db, with vs without");
     };
-    check(
-        "bf16 in place",
-        [&](const BiasGradScratch* sc) {
-          d_hdy.set(hdy, s);
-          d_db.poison(s);
-          poison_device(device_scratch.partial, s);
-          bias_act_backward(d_hdy.data(), d_db.data(), d_hy.data(), sh.batch, sh.channels, 1, relu,
-                            s, sc);
-          return std::make_pair(d_hdy.get(s, "dy"), d_db.get(s, "db"));
-        },
-        hdy_want, sums_h);
-    check(
-        "bf16 dy, y to a float g",
-        [&](const BiasGradScratch* sc) {
-          d_fg.poison(s);
-          d_db.poison(s);
-          poison_device(device_scratch.partial, s);
-          bias_act_backward(d_fg.data(), d_db.data(), d_hdy_in.data(), d_hy.data(), sh.batch,
-                            sh.channels, 1, relu, s, sc);
-          return std::make_pair(d_fg.get(s, "g"), d_db.get(s, "db"));
-        },
-        masked_h, sums_h);
-    check(
-        "float dy, y to a bf16 g",
-        [&](const BiasGradScratch* sc) {
-          d_hg.poison(s);
-          d_db.poison(s);
-          poison_device(device_scratch.partial, s);
-          bias_act_backward(d_hg.data(), d_db.data(), d_fdy.data(), d_fy.data(), sh.batch,
-                            sh.channels, 1, relu, s, sc);
-          return std::make_pair(d_hg.get(s, "g"), d_db.get(s, "db"));
-        },
-        hg_want, sums_f);
+    check("bf16 in place", in_place, round_all(masked_h), sums_h);
+    check("bf16 dy, y to a float g", float_g, masked_h, sums_h);
+    check("float dy, y to a bf16 g", bf16_g, round_all(masked_f), sums_f);
     // The out-of-place forms leave their inputs alone.
-    CHECK(same_bits(d_hdy_in.get(s, "dy (bf16 input)"), hdy));
-    CHECK(same_bits(d_fdy.get(s, "dy (float input)"), fdy));
+    CHECK(same_bits(float_g.dy_now("dy (bf16 input)"), hdy));
+    CHECK(same_bits(bf16_g.dy_now("dy (float input)"), fdy));
   }
 
   // A scratch too small for the shape, or without its pointers, is refused by every form before
@@ -1146,23 +1150,6 @@ TEST_CASE("bf16 dense layers match a double reference within fp32 accumulation a
 // ---- convolutions -------------------------------------------------------------------------------
 
 namespace {
-
-// The model's five convolution layers.
-std::vector<Layer> model_conv_layers() {
-  const ModelDesc m = make_vae(2);
-  std::vector<Layer> v;
-  for (LayerId id : {kEncConv1, kEncConv2, kDecDeconv1, kDecDeconv2, kDecOut})
-    v.push_back(m.layer(id));
-  return v;
-}
-
-std::string conv_label(const Layer& l, int batch) {
-  return l.name + (l.kind == LayerKind::Conv2d ? " Conv2d " : " ConvTranspose2d ") +
-         std::to_string(l.in_channels) + "x" + std::to_string(l.in_h) + "x" +
-         std::to_string(l.in_w) + " -> " + std::to_string(l.out_channels) + "x" +
-         std::to_string(l.out_h) + "x" + std::to_string(l.out_w) + ", batch " +
-         std::to_string(batch);
-}
 
 struct Bf16ConvCase {
   std::vector<bf16> x, w, dy;  // (B,in,H,W), weight, (B,out,Ho,Wo)

@@ -22,15 +22,7 @@
 #include "tests/test_support.h"
 
 using namespace cuvae;
-using cuvae::test::channels_last;
-using cuvae::test::compare;
-using cuvae::test::Diff;
-using cuvae::test::in_reference_layout;
-using cuvae::test::kcrs_to_krsc;
-using cuvae::test::krsc_to_kcrs;
-using cuvae::test::layout_name;
-using cuvae::test::nchw_to_nhwc;
-using cuvae::test::nhwc_to_nchw;
+using namespace cuvae::test;
 
 namespace {
 
@@ -77,15 +69,6 @@ Layer deconv_layer(const std::string& name, int cin, int cout, int h, int w, int
   return l;
 }
 
-// The model's five convolution layers.
-std::vector<Layer> model_conv_layers() {
-  const ModelDesc m = make_vae(2);
-  std::vector<Layer> v;
-  for (LayerId id : {kEncConv1, kEncConv2, kDecDeconv1, kDecDeconv2, kDecOut})
-    v.push_back(m.layer(id));
-  return v;
-}
-
 // The model's layers plus odd geometries: channel counts that are not multiples of anything,
 // odd and non-square images, stride 2 with and without output padding, stride 1.
 std::vector<Layer> all_conv_geometries() {
@@ -101,15 +84,6 @@ std::vector<Layer> all_conv_geometries() {
 }
 
 constexpr int kBatches[] = {1, 3, 127, 129};
-
-std::string label(const Layer& l, int batch) {
-  return l.name + (l.kind == LayerKind::Conv2d ? " Conv2d " : " ConvTranspose2d ") +
-         std::to_string(l.in_channels) + "x" + std::to_string(l.in_h) + "x" +
-         std::to_string(l.in_w) + " -> " + std::to_string(l.out_channels) + "x" +
-         std::to_string(l.out_h) + "x" + std::to_string(l.out_w) + " stride " +
-         std::to_string(l.stride) + " out_pad " + std::to_string(l.out_pad) + ", batch " +
-         std::to_string(batch);
-}
 
 size_t weight_count(const Layer& l) {
   return size_t(l.in_channels) * l.out_channels * l.kernel * l.kernel;
@@ -272,7 +246,7 @@ TEST_CASE("ConvOp matches the CPU reference in strict fp32, both policies, NCHW 
   CudnnHandle cudnn(stream.get());
   for (const LayerAtBatch& lb : strict_cases(layout)) {
     const Layer& l = lb.layer;
-    INFO(label(l, lb.batch) << ", " << layout_name(layout));
+    INFO(conv_label(l, lb.batch) << ", " << layout_name(layout));
     const ConvCase c = make_case(l, lb.batch, rng, true);
     // Named, not a temporary: upload() does not wait for its copies to finish.
     const ConvCase c_nhwc = nhwc ? channels_last(c, l, lb.batch) : ConvCase{};
@@ -307,7 +281,7 @@ TEST_CASE("ConvOp with the deterministic policy is bit-reproducible, NCHW and NH
   const std::vector<int> batches = nhwc ? std::vector<int>{3, 64} : std::vector<int>{3, 129};
   for (const Layer& l : layers)
     for (int batch : batches) {
-      INFO(label(l, batch) << ", " << layout_name(layout));
+      INFO(conv_label(l, batch) << ", " << layout_name(layout));
       const ConvCase c = make_case(l, batch, rng, false);
       // Named, not a temporary: upload() does not wait for its copies to finish.
       const ConvCase c_nhwc = nhwc ? channels_last(c, l, batch) : ConvCase{};
@@ -348,7 +322,7 @@ TEST_CASE("ConvOp throws on a too-small workspace and null pointers, before laun
   for (const Layer& l : model_conv_layers())
     for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
       const int batch = 129;
-      INFO(label(l, batch) << ", policy " << policy_name(policy));
+      INFO(conv_label(l, batch) << ", policy " << policy_name(policy));
       const ConvCase c = make_case(l, batch, rng, false);
       ConvBuffers b(c, stream);
       const ConvOp op(cudnn, l, batch, ConvMath::Fp32Strict, policy);
@@ -406,7 +380,7 @@ TEST_CASE("ConvOp with TF32 runs and stays within a LOOSE bound, NCHW and NHWC",
   CudnnHandle cudnn(stream.get());
   for (const Layer& l : model_conv_layers()) {
     const int batch = nhwc ? 64 : 127;
-    INFO(label(l, batch) << ", " << layout_name(layout));
+    INFO(conv_label(l, batch) << ", " << layout_name(layout));
     const ConvCase c = make_case(l, batch, rng, true);
     // Named, not a temporary: upload() does not wait for its copies to finish.
     const ConvCase c_nhwc = nhwc ? channels_last(c, l, batch) : ConvCase{};
@@ -454,7 +428,7 @@ TEST_CASE("ConvOp reports its layout: NCHW unless built with ConvLayout::Nhwc", 
   CudaStream stream;
   CudnnHandle cudnn(stream.get());
   for (const Layer& l : model_conv_layers()) {
-    INFO(label(l, 3));
+    INFO(conv_label(l, 3));
     const ConvOp plain(cudnn, l, 3, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
     const ConvOp nhwc(cudnn, l, 3, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic,
                       ConvLayout::Nhwc);

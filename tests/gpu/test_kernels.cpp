@@ -29,17 +29,7 @@
 #include "tests/test_support.h"
 
 using namespace cuvae;
-using cuvae::test::channel_sums;
-using cuvae::test::compare;
-using cuvae::test::DeviceScratch;
-using cuvae::test::poison_device;
-using cuvae::test::RefSum;
-using cuvae::test::require_sums;
-using cuvae::test::Rows;
-using cuvae::test::scratch_capacity;
-using cuvae::test::to_device;
-using cuvae::test::to_host;
-using cuvae::test::upload;
+using namespace cuvae::test;
 
 namespace {
 

@@ -71,6 +71,34 @@ StepAgainstCpu step_against_cpu(const GpuOptions& opts, uint64_t seed, int batch
   return r;
 }
 
+// One step with Adam on the GPU from r's state on r's batch, with opts: the state after it and
+// the gradients it applied.
+struct GpuAdamStep {
+  TrainState after;
+  std::vector<float> g;
+};
+
+GpuAdamStep gpu_adam_step(const StepAgainstCpu& r, const GpuOptions& opts, int batch) {
+  GpuTrainer gpu(r.d, r.cfg, opts, batch, 0);
+  gpu.set_state(r.st);
+  gpu.step_on_batch(r.a.x.data(), batch, true);
+  GpuAdamStep out;
+  gpu.get_state(out.after);
+  REQUIRE(out.after.step == 1);
+  out.g.resize(r.d.num_params);
+  test::poison(out.g);
+  gpu.download_grads(out.g.data());
+  return out;
+}
+
+// cpu::adam_step's state after one step from r's state with the gradients g.
+TrainState cpu_adam_step(const StepAgainstCpu& r, const std::vector<float>& g) {
+  TrainState after = r.st;
+  cpu::adam_step(after.params.data(), after.adam_m.data(), after.adam_v.data(), g.data(),
+                 r.d.num_params, r.cfg.adam, 1);
+  return after;
+}
+
 }  // namespace
 
 TEST_CASE("one GPU training step equals the CPU reference", "[gpu][trainer]") {
@@ -95,15 +123,8 @@ TEST_CASE("one GPU training step equals the CPU reference", "[gpu][trainer]") {
                    1e-4);
 
   // Now with Adam: the GPU's parameters after one step against the CPU's.
-  GpuTrainer gpu2(d, cfg, opts, batch, 0);
-  gpu2.set_state(st);
-  gpu2.step_on_batch(a.x.data(), batch, true);
-  TrainState after;
-  gpu2.get_state(after);
-  REQUIRE(after.step == 1);
-  TrainState cpu_after = st;
-  cpu::adam_step(cpu_after.params.data(), cpu_after.adam_m.data(), cpu_after.adam_v.data(),
-                 g_cpu.data(), d.num_params, cfg.adam, 1);
+  const TrainState after = gpu_adam_step(r, opts, batch).after;
+  const TrainState cpu_after = cpu_adam_step(r, g_cpu);
   REQUIRE_REL_L2(compare(after.params.data(), cpu_after.params.data(), d.num_params),
                  "params after Adam", 1e-4);
   REQUIRE_REL_L2(compare(after.adam_m.data(), cpu_after.adam_m.data(), d.num_params), "adam m",
@@ -379,18 +400,10 @@ TEST_CASE("one bf16 mixed-precision step follows the fp32 CPU reference within b
   // Adam in bf16 mode updates the fp32 master weights from the widened gradients: against
   // cpu::adam_step on the gradients this step produced (the same bits again: deterministic
   // algorithms), within adam_step's own GPU-vs-CPU tolerances (test_kernels.cpp).
-  GpuTrainer gpu2(d, cfg, opts, batch, 0);
-  gpu2.set_state(st);
-  gpu2.step_on_batch(a.x.data(), batch, true);
-  TrainState after;
-  gpu2.get_state(after);
-  REQUIRE(after.step == 1);
-  std::vector<float> g_again(d.num_params);
-  gpu2.download_grads(g_again.data());
-  REQUIRE(std::memcmp(g_again.data(), g_gpu.data(), d.num_params * sizeof(float)) == 0);
-  TrainState cpu_after = st;
-  cpu::adam_step(cpu_after.params.data(), cpu_after.adam_m.data(), cpu_after.adam_v.data(),
-                 g_gpu.data(), d.num_params, cfg.adam, 1);
+  const GpuAdamStep step = gpu_adam_step(r, opts, batch);
+  const TrainState& after = step.after;
+  REQUIRE(std::memcmp(step.g.data(), g_gpu.data(), d.num_params * sizeof(float)) == 0);
+  const TrainState cpu_after = cpu_adam_step(r, g_gpu);
   REQUIRE_MAX_ABS(compare(after.params.data(), cpu_after.params.data(), d.num_params),
                   "params after Adam", 2.4e-7);  // |p| < 2: two ulp
   double max_m = 0;
