@@ -27,11 +27,14 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <optional>
 #include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "cuda/conv.cuh"
+#include "cuda/conv_select.h"
 #include "cuda/cuda_check.cuh"
 
 namespace cuvae {
@@ -147,29 +150,31 @@ const char* algo_name(cudnnConvolutionBwdFilterAlgo_t a) {
       return "unknown";
   }
 }
+
+// cuDNN's math type as conv_select.h names it. A value this file does not know counts as
+// ALLOW_CONVERSION, which no policy takes.
+AlgoMath algo_math(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_DEFAULT_MATH:
+      return AlgoMath::Default;
+    case CUDNN_TENSOR_OP_MATH:
+      return AlgoMath::TensorOp;
+    case CUDNN_FMA_MATH:
+      return AlgoMath::Fma;
+    default:
+      return AlgoMath::TensorOpAllowConversion;
+  }
+}
 const char* math_name(cudnnMathType_t m) {
   switch (m) {
     case CUDNN_DEFAULT_MATH:
-      return "DEFAULT_MATH";
     case CUDNN_TENSOR_OP_MATH:
-      return "TENSOR_OP_MATH";
     case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
-      return "TENSOR_OP_MATH_ALLOW_CONVERSION";
     case CUDNN_FMA_MATH:
-      return "FMA_MATH";
+      return algo_math_name(algo_math(m));
     default:
       return "unknown";
   }
-}
-
-// Whether an algorithm reporting math type `m` honours `math`. Fp32Strict takes FMA kernels;
-// DEFAULT_MATH only on a GPU without TF32 (compute capability < 8), where it means the same.
-// Tf32 takes anything but ALLOW_CONVERSION, which may round fp32 data down to fp16.
-// Bf16 data takes any of them (bf16 tensor cores under TENSOR_OP_MATH or DEFAULT_MATH).
-bool math_allowed(cudnnMathType_t m, ConvMath math, bool tf32_hardware) {
-  if (math == ConvMath::Fp32Strict)
-    return m == CUDNN_FMA_MATH || (m == CUDNN_DEFAULT_MATH && !tf32_hardware);
-  return m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH || m == CUDNN_FMA_MATH;
 }
 
 // The math type a descriptor runs with: always FMA_MATH in Fp32Strict, else the chosen
@@ -178,60 +183,77 @@ cudnnMathType_t math_for_policy(ConvMath math, cudnnMathType_t chosen) {
   return math == ConvMath::Fp32Strict ? CUDNN_FMA_MATH : chosen;
 }
 
-const char* policy_name(ConvAlgoPolicy p) {
-  return p == ConvAlgoPolicy::Deterministic ? "deterministic" : "fastest";
+// Whether an algorithm computes in a transform domain (FFT, or Winograd's minimal filtering).
+bool is_transform(cudnnConvolutionFwdAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+         a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+         a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
 }
-const char* conv_math_name(ConvMath m) {
-  switch (m) {
-    case ConvMath::Fp32Strict:
-      return "fp32-strict";
-    case ConvMath::Tf32:
-      return "tf32";
-    case ConvMath::Bf16:
-      return "bf16";
-  }
-  return "unknown";
+bool is_transform(cudnnConvolutionBwdDataAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+         a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+         a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+         a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+bool is_transform(cudnnConvolutionBwdFilterAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
 }
 
 // Picks from cuDNN's result list (heuristic order for Deterministic, measured times for
-// Fastest); throws, listing every candidate, when none is acceptable. `what` names the
-// direction for the message.
-template <typename Perf>
-Perf select_algo(const std::vector<Perf>& results, int count, ConvAlgoPolicy policy, ConvMath math,
-                 bool tf32_hardware, const std::string& what) {
-  // Which math type a result reports under an FMA-only descriptor is not pinned down by the
-  // documentation (frameworks override it rather than trust it), so Fp32Strict first looks
-  // for results reporting an allowed type and, failing that, takes any result that does not
-  // convert to fp16; the descriptor stays FMA_MATH either way (see math_for_policy()), which is
-  // what keeps tensor-core TF32 out.
-  const Perf* best = nullptr;
-  for (int pass = 0; pass < 2 && !best; ++pass) {
-    if (pass == 1 && math != ConvMath::Fp32Strict) break;
-    for (int i = 0; i < count; ++i) {
-      const Perf& r = results[size_t(i)];
-      if (r.status != CUDNN_STATUS_SUCCESS) continue;
-      if (pass == 0 && !math_allowed(r.mathType, math, tf32_hardware)) continue;
-      if (r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
-      if (policy == ConvAlgoPolicy::Deterministic) {
-        if (r.determinism != CUDNN_DETERMINISTIC) continue;
-        best = &r;  // the heuristic ranking is the order of the list: take the first
-        break;
-      }
-      if (!best || r.time < best->time) best = &r;  // Find reports milliseconds per candidate
-    }
+// Fastest; see conv_select.h): sets each acceptable candidate up on `conv` in the policy's
+// order, that is its math type (math_for_policy()) and then query(algo, &bytes), cuDNN's
+// workspace query for the routine, and takes the first where both succeed. A refused set-up
+// moves on to the next candidate; when none is left, throws Error listing every candidate and
+// why it was not taken. `what` names the direction for the message. On return `conv` carries
+// the chosen algorithm's math type and *workspace its workspace (at least what cuDNN reported
+// with the result).
+template <typename Perf, typename Query>
+Perf select_algo(const std::vector<Perf>& results, int count, cudnnConvolutionDescriptor_t conv,
+                 ConvAlgoPolicy policy, ConvMath math, bool tf32_hardware, const std::string& what,
+                 Query query, size_t* workspace) {
+  std::vector<AlgoCandidate> cands(size_t(std::max(count, 0)));
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const Perf& r = results[i];
+    AlgoCandidate& c = cands[i];
+    c.algo = int(r.algo);
+    c.name = algo_name(r.algo);
+    c.math = algo_math(r.mathType);
+    c.time_ms = r.time;
+    c.deterministic = r.determinism == CUDNN_DETERMINISTIC;
+    c.reported_ok = r.status == CUDNN_STATUS_SUCCESS;
+    c.status = cudnnGetErrorString(r.status);
   }
-  if (best) return *best;
-  std::ostringstream os;
-  os << what << ": no " << policy_name(policy) << " " << conv_math_name(math)
-     << " cuDNN algorithm available; candidates:";
-  if (count == 0) os << " none";
-  for (int i = 0; i < count; ++i) {
-    const Perf& r = results[size_t(i)];
-    os << " [" << algo_name(r.algo) << " " << cudnnGetErrorString(r.status) << " "
-       << math_name(r.mathType)
-       << (r.determinism == CUDNN_DETERMINISTIC ? " deterministic" : " non-deterministic") << "]";
-  }
-  throw Error(os.str());
+  size_t bytes = 0;
+  // cuDNN's per-thread log of its last error, read (which empties it) before each set-up so that
+  // a failure's reason carries its own message, not one an earlier call left there.
+  auto last_log = [] {
+    char detail[512] = {};
+    cudnnGetLastErrorString(detail, sizeof(detail));
+    return std::string(detail);
+  };
+  auto refused = [&](const std::string& call, cudnnStatus_t status) {
+    const std::string detail = last_log();
+    return call + ": " + cudnnGetErrorString(status) +
+           (detail.empty() ? "" : " (last cuDNN log message: " + detail + ")");
+  };
+  const size_t chosen = select_candidate(
+      cands, policy, math, tf32_hardware, what, [&](size_t i) -> std::optional<std::string> {
+        last_log();
+        const Perf& r = results[i];
+        const cudnnMathType_t m = math_for_policy(math, r.mathType);
+        cudnnStatus_t status = cudnnSetConvolutionMathType(conv, m);
+        if (status != CUDNN_STATUS_SUCCESS)
+          return refused(std::string("cudnnSetConvolutionMathType(") + math_name(m) + ")", status);
+        status = query(r.algo, &bytes);
+        if (status != CUDNN_STATUS_SUCCESS)
+          return refused(std::string("the workspace query under ") + math_name(m), status);
+        return std::nullopt;
+      });
+  *workspace = std::max(bytes, results[chosen].memory);
+  return results[chosen];
 }
 
 }  // namespace
@@ -453,12 +475,14 @@ void ConvOp::Impl::choose_fwd() {
     CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h->handle, image.get(), filter.get(),
                                                      conv_fwd.get(), grid.get(), max_count, &count,
                                                      results.data()));
-  fwd = select_algo(results, count, policy, math, h->tf32_hardware,
-                    layer_label(layer, batch) + " convolution forward");
-  CUDNN_CHECK(cudnnSetConvolutionMathType(conv_fwd.get(), math_for_policy(math, fwd.mathType)));
-  CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
-      h->handle, image.get(), filter.get(), conv_fwd.get(), grid.get(), fwd.algo, &ws_fwd));
-  ws_fwd = std::max(ws_fwd, fwd.memory);
+  fwd = select_algo(
+      results, count, conv_fwd.get(), policy, math, h->tf32_hardware,
+      layer_label(layer, batch) + " convolution forward",
+      [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(h->handle, image.get(), filter.get(),
+                                                       conv_fwd.get(), grid.get(), algo, bytes);
+      },
+      &ws_fwd);
 }
 
 void ConvOp::Impl::choose_bwd_data() {
@@ -474,14 +498,14 @@ void ConvOp::Impl::choose_bwd_data() {
     CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h->handle, filter.get(), grid.get(),
                                                           conv_bwd_data.get(), image.get(),
                                                           max_count, &count, results.data()));
-  bwd_data = select_algo(results, count, policy, math, h->tf32_hardware,
-                         layer_label(layer, batch) + " convolution backward-data");
-  CUDNN_CHECK(
-      cudnnSetConvolutionMathType(conv_bwd_data.get(), math_for_policy(math, bwd_data.mathType)));
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h->handle, filter.get(), grid.get(),
-                                                           conv_bwd_data.get(), image.get(),
-                                                           bwd_data.algo, &ws_bwd_data));
-  ws_bwd_data = std::max(ws_bwd_data, bwd_data.memory);
+  bwd_data = select_algo(
+      results, count, conv_bwd_data.get(), policy, math, h->tf32_hardware,
+      layer_label(layer, batch) + " convolution backward-data",
+      [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            h->handle, filter.get(), grid.get(), conv_bwd_data.get(), image.get(), algo, bytes);
+      },
+      &ws_bwd_data);
 }
 
 void ConvOp::Impl::choose_bwd_filter() {
@@ -497,14 +521,14 @@ void ConvOp::Impl::choose_bwd_filter() {
     CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h->handle, image.get(), grid.get(),
                                                             conv_bwd_filter.get(), filter.get(),
                                                             max_count, &count, results.data()));
-  bwd_filter = select_algo(results, count, policy, math, h->tf32_hardware,
-                           layer_label(layer, batch) + " convolution backward-filter");
-  CUDNN_CHECK(cudnnSetConvolutionMathType(conv_bwd_filter.get(),
-                                          math_for_policy(math, bwd_filter.mathType)));
-  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h->handle, image.get(), grid.get(),
-                                                             conv_bwd_filter.get(), filter.get(),
-                                                             bwd_filter.algo, &ws_bwd_filter));
-  ws_bwd_filter = std::max(ws_bwd_filter, bwd_filter.memory);
+  bwd_filter = select_algo(
+      results, count, conv_bwd_filter.get(), policy, math, h->tf32_hardware,
+      layer_label(layer, batch) + " convolution backward-filter",
+      [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            h->handle, image.get(), grid.get(), conv_bwd_filter.get(), filter.get(), algo, bytes);
+      },
+      &ws_bwd_filter);
 }
 
 void ConvOp::Impl::check_call(const char* fn, bool pointers_ok, const void* ws, size_t ws_bytes,
@@ -608,6 +632,19 @@ bool ConvOp::is_bf16() const {
   return impl_->math == ConvMath::Bf16;
 }
 
+bool ConvOp::uses_transform(ConvPass pass) const {
+  const Impl& p = *impl_;
+  switch (pass) {  // the layer passes map to cuDNN's routines as the table at the top says
+    case ConvPass::Forward:
+      return p.transposed() ? is_transform(p.bwd_data.algo) : is_transform(p.fwd.algo);
+    case ConvPass::BackwardData:
+      return p.transposed() ? is_transform(p.fwd.algo) : is_transform(p.bwd_data.algo);
+    case ConvPass::BackwardFilter:
+      return is_transform(p.bwd_filter.algo);
+  }
+  return false;
+}
+
 ConvLayout ConvOp::layout() const {
   return impl_->layout;
 }
@@ -624,12 +661,19 @@ std::string ConvOp::describe() const {
   const std::string bf = part("ConvolutionBackwardFilter", algo_name(p.bwd_filter.algo),
                               p.bwd_filter.mathType, p.ws_bwd_filter);
   std::ostringstream os;
-  os << layer_label(p.layer, p.batch) << " [" << policy_name(p.policy) << ", "
+  os << layer_label(p.layer, p.batch) << " [" << conv_policy_name(p.policy) << ", "
      << conv_math_name(p.math) << ", " << (p.layout == ConvLayout::Nhwc ? "NHWC" : "NCHW")
      << "]: forward=" << (p.transposed() ? bd : f)
      << "; backward_data=" << (p.transposed() ? f : bd) << "; backward_filter=" << bf
      << "; workspace " << p.workspace << " B";
   return os.str();
+}
+
+std::string cudnn_version() {
+  // cudnnGetVersion(): major * 10000 + minor * 100 + patch since cuDNN 9.
+  const size_t v = cudnnGetVersion();
+  return "cuDNN " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
+         std::to_string(v % 100);
 }
 
 }  // namespace cuvae

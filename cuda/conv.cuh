@@ -51,6 +51,13 @@ enum class ConvLayout { Nchw, Nhwc };
 // choice can change from run to run and may be non-deterministic (atomics).
 enum class ConvAlgoPolicy { Deterministic, Fastest };
 
+// A ConvOp's three layer passes (forward, backward_data, backward_filter below), for the
+// questions asked about each.
+enum class ConvPass { Forward, BackwardData, BackwardFilter };
+
+// The cuDNN library this process loaded, "cuDNN 9.13.0" (no GPU needed; never throws).
+std::string cudnn_version();
+
 // A cuDNN handle bound to one stream (every ConvOp built on it runs there). Move-only.
 class CudnnHandle {
  public:
@@ -75,7 +82,10 @@ class CudnnHandle {
 class ConvOp {
  public:
   // Throws CudnnError for a geometry cuDNN rejects, Error for a layer whose sizes disagree
-  // with its kernel/stride/pad/out_pad, or when no algorithm fits `math` (and `policy`).
+  // with its kernel/stride/pad/out_pad, or when no algorithm fits `math` (and `policy`): of
+  // cuDNN's candidates for each routine, in the policy's order, the first whose set-up (math
+  // type, workspace query) succeeds is taken (cuda/conv_select.h), and the Error lists them all
+  // with why each was not.
   ConvOp(CudnnHandle& handle, const Layer& layer, int batch, ConvMath math, ConvAlgoPolicy policy,
          ConvLayout layout = ConvLayout::Nchw);
   ~ConvOp();
@@ -113,6 +123,12 @@ class ConvOp {
   void backward_filter(bf16* dw, const bf16* x, const bf16* dy, void* workspace,
                        size_t workspace_bytes) const;
   bool is_bf16() const;  // built with ConvMath::Bf16
+  // Whether the algorithm chosen for the layer pass computes in a transform domain: FFT (FFT,
+  // FFT_TILING) or Winograd (WINOGRAD, WINOGRAD_NONFUSED). Their rounding is not a direct sum's:
+  // an output's error is bounded by the norms of the transformed tiles it comes from, not by its
+  // own terms, and in fp32 it can be one to two orders of magnitude larger. The Fastest policy
+  // may choose them (and the Deterministic one where cuDNN ranks one first).
+  bool uses_transform(ConvPass pass) const;
   ConvLayout layout() const;
 
   // One line naming the layer, the batch and the three algorithms (math type, workspace).

@@ -55,6 +55,16 @@ namespace {
 
 namespace cuvae {
 
+std::string cublas_version() {
+  int major = 0, minor = 0, patch = 0;
+  if (cublasGetProperty(MAJOR_VERSION, &major) != CUBLAS_STATUS_SUCCESS ||
+      cublasGetProperty(MINOR_VERSION, &minor) != CUBLAS_STATUS_SUCCESS ||
+      cublasGetProperty(PATCH_LEVEL, &patch) != CUBLAS_STATUS_SUCCESS)
+    return "cuBLAS (version unreadable)";
+  return "cuBLAS " + std::to_string(major) + "." + std::to_string(minor) + "." +
+         std::to_string(patch);
+}
+
 struct CublasHandle::Impl {
   // Freed after the handle: ~Impl's body destroys the handle, then the members go.
   DeviceBuffer<unsigned char> workspace;

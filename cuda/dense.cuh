@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "cuda/precision.cuh"
 #include "host/error.h"
@@ -26,6 +27,9 @@ class CublasError : public Error {
  public:
   using Error::Error;
 };
+
+// The cuBLAS library this process loaded, "cuBLAS 13.1.0" (no GPU needed; never throws).
+std::string cublas_version();
 
 // A cuBLAS handle bound to `stream`, host pointer mode, math mode CUBLAS_DEFAULT_MATH (strict
 // fp32) or, with tf32, CUBLAS_TF32_TENSOR_OP_MATH. It owns a fixed cuBLAS workspace so that no

@@ -21,4 +21,11 @@ GpuInfo query_gpus();
 // allocations plus this process's CUDA context. 0 when it cannot be read.
 size_t device_memory_in_use();
 
+// What `cuvae --version` says of the CUDA side. Never throw and need no GPU.
+//   cuda_build_info():   "CUDA 13.0 runtime (linked statically); GPU code for sm_80, sm_90;
+//                         PTX for compute_90"
+//   cuda_driver_info():  "driver for CUDA 13.0", or "no CUDA driver"
+std::string cuda_build_info();
+std::string cuda_driver_info();
+
 }  // namespace cuvae

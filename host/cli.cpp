@@ -8,6 +8,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "cuda/conv.cuh"
+#include "cuda/dense.cuh"
+#include "cuda/device.cuh"
 #include "host/cli_util.h"
 #include "host/commands.h"
 #include "host/error.h"
@@ -36,7 +39,25 @@ const char* kUsage =
     "\n"
     "options:\n"
     "  -h, --help    show this help\n"
-    "  --version     show the version\n";
+    "  --version     show the version, the CUDA libraries found and the GPU\n";
+
+// The version, what the build holds and what this machine offers it: the CUDA libraries the
+// process loaded and the GPU (the one line scripts read: "GPU: none usable (...)" or the name).
+void print_version(std::ostream& os) {
+  os << "cuvae " << kVersion << "\n";
+  os << "build: " << cuda_build_info() << "\n";
+  os << "libraries: " << cublas_version() << ", " << cudnn_version() << "; " << cuda_driver_info()
+     << "\n";
+  const GpuInfo gpu = query_gpus();
+  if (gpu.count == 0) {
+    os << "GPU: none usable (" << gpu.reason << ")\n";
+    return;
+  }
+  os << "GPU: " << gpu.name << " (sm_" << gpu.compute_major << gpu.compute_minor << ", "
+     << fixed(double(gpu.total_memory) / double(1ull << 30), 1) << " GiB)";
+  if (gpu.count > 1) os << ", device 0 of " << gpu.count;
+  os << "\n";
+}
 
 }  // namespace
 
@@ -88,7 +109,7 @@ int run_cli(int argc, char** argv) {
     return 0;
   }
   if (cmd == "--version") {
-    std::cout << "cuvae " << kVersion << "\n";
+    print_version(std::cout);
     return 0;
   }
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);

@@ -9,7 +9,7 @@
 
 namespace cuvae {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = CUVAE_VERSION;  // project(VERSION) in CMakeLists.txt
 
 // Parses argv with cxxopts; unknown options, missing values and stray arguments become
 // InputErrors that lead with the flag.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <vector>
 
 #include "cuda/activations.cuh"
 #include "cuda/conv.cuh"
@@ -13,6 +14,7 @@
 #include "cuda/device_buffer.cuh"
 #include "cuda/nvtx.cuh"
 #include "host/error.h"
+#include "host/gpu_plan.h"
 #include "host/inference.h"
 
 namespace cuvae {
@@ -21,12 +23,15 @@ namespace {
 class GpuInference final : public Inference {
  public:
   GpuInference(const ModelDesc& desc, const std::vector<float>& params)
-      : desc_(desc), cudnn_(stream_.get()), cublas_(stream_.get(), false) {
+      : desc_(desc),
+        dev_(device_param_layout(desc, false)),
+        cudnn_(stream_.get()),
+        cublas_(stream_.get(), false) {
     const GpuInfo gpu = query_gpus();
     if (gpu.count == 0) throw Error("GPU inference: no usable CUDA device (" + gpu.reason + ")");
     name_ = gpu.name;
     name_stream(stream_.get(), "cuvae inference");
-    params_ = DeviceBuffer<float>(desc_.num_params, "the parameters");
+    params_ = DeviceBuffer<float>(dev_.size, "the parameters");
     set_params(params.data());
     const size_t b = kChunk, dim = size_t(desc_.latent_dim);
     auto act = [&](LayerId id) {
@@ -49,7 +54,9 @@ class GpuInference final : public Inference {
   std::string device() const override { return name_; }
 
   void set_params(const float* params) override {
-    params_.upload(params, desc_.num_params, stream_.get());
+    std::vector<float> staged(dev_.size);  // aligned tensors, zero padding (host/gpu_plan.h)
+    to_device_order(dev_, params, staged.data());
+    params_.upload(staged.data(), dev_.size, stream_.get());
     stream_.synchronize();
   }
 
@@ -117,8 +124,8 @@ class GpuInference final : public Inference {
   // y = act(layer(x) + bias)
   void layer(const Plan& p, LayerId id, float* y, const float* in, int n) {
     const Layer& l = desc_.layer(id);
-    const float* w = params_.data() + desc_.weight(id).offset;
-    const float* b = params_.data() + desc_.bias(id).offset;
+    const float* w = params_.data() + dev_.weight(desc_, id);
+    const float* b = params_.data() + dev_.bias(desc_, id);
     if (l.kind == LayerKind::Linear)
       dense_forward(cublas_, y, in, w, n, l.in_channels, l.out_channels);
     else
@@ -127,6 +134,7 @@ class GpuInference final : public Inference {
   }
 
   ModelDesc desc_;
+  DeviceParamLayout dev_;  // where each tensor lies in params_
   std::string name_;
   CudaStream stream_;
   CudnnHandle cudnn_;

@@ -25,6 +25,7 @@
 #include "cuda/reparam.cuh"
 #include "cuda/shuffle.cuh"
 #include "host/error.h"
+#include "host/gpu_plan.h"
 #include "host/step_scalars.h"
 
 namespace cuvae {
@@ -66,15 +67,15 @@ struct GpuTrainer::Impl {
   CublasHandle cublas;
   ConvSet full_convs, rem_convs;
   DeviceBuffer<unsigned char> workspace;
-  // opts.nhwc: the device order of the flat parameter vector (channels_last_order); device
-  // element i is host element order[i]. Empty: the same order on both sides.
-  std::vector<uint32_t> order;
+  // Where each parameter tensor lies in params, grads, adam_m and adam_v: 256-byte aligned
+  // starts, channels_last_order inside the tensors when opts.nhwc (host/gpu_plan.h).
+  DeviceParamLayout dev;
   // The bias gradients' sliced reductions (activations.cuh): per-slice sums and the ticket.
   DeviceBuffer<double> bias_partial;
   DeviceBuffer<unsigned> bias_ticket;
   BiasGradScratch bias_scratch;
 
-  DeviceBuffer<float> params, grads, adam_m, adam_v;  // (num_params) each
+  DeviceBuffer<float> params, grads, adam_m, adam_v;  // (dev.size) each, padding zero
   // Mixed precision (opts.bf16) only: the step's bf16 copies of the weights of the layers
   // that run in bf16 (the convolutions and encoder.fc), and the bf16 weight gradients the
   // convolutions write (widened into `grads` before Adam). Each tensor starts on a 256-byte
@@ -148,11 +149,16 @@ struct GpuTrainer::Impl {
       backward_names[size_t(i)] = desc.layers[size_t(i)].name + " backward";
     }
 
-    const size_t n = desc.num_params;
+    // The tensors' offsets do not depend on the layout (chosen below with layout_auto), only
+    // the order inside them does: `dev` is made again once the layout is known.
+    dev = device_param_layout(desc, false);
+    const size_t n = dev.size;
     params = DeviceBuffer<float>(n, "the parameters");
     grads = DeviceBuffer<float>(n, "the gradients");
     adam_m = DeviceBuffer<float>(n, "the Adam moments");
     adam_v = DeviceBuffer<float>(n, "the Adam moments");
+    // The padding is read (by Adam) but never written: zero, so it stays zero.
+    for (DeviceBuffer<float>* buf : {&params, &grads, &adam_m, &adam_v}) zero(*buf);
     const size_t b = size_t(max_batch), dim = size_t(desc.latent_dim);
     const bool lo = o.bf16;
     // A layer's output-sized activation buffer of type T, allocated only when `used`.
@@ -200,7 +206,7 @@ struct GpuTrainer::Impl {
         for (SpanMap* m : {&lo_weights, &lo_conv_grads}) {
           if (m == &lo_conv_grads && id == kEncFc) continue;  // its gradient is fp32
           if (m->count == SpanMap::kMax) throw Error("GpuTrainer: too many bf16 layers");
-          m->offset[m->count] = w.offset;
+          m->offset[m->count] = dev.offset[size_t(desc.layer(id).weight)];
           m->lo_offset[m->count] = lo_size;
           m->size[m->count] = w.numel;
           ++m->count;
@@ -248,7 +254,7 @@ struct GpuTrainer::Impl {
       full_convs = make_convs(max_batch, math, policy);
     if (remainder > 0) rem_convs = make_convs(remainder, math, policy);
     size_layout_buffers();
-    if (opts.nhwc) order = channels_last_order(desc);
+    dev = device_param_layout(desc, opts.nhwc);
     stream.synchronize();
   }
 
@@ -264,19 +270,17 @@ struct GpuTrainer::Impl {
   }
 
   // Grows the cuDNN workspace to what the ConvOps built so far need and the bias gradients'
-  // scratch to the largest sliced reduction of a step in the layout opts.nhwc says (the full
-  // batch's). Neither shrinks: after --layout auto they fit both layouts' needs.
+  // scratch to the largest sliced reduction of a step (full batch or remainder) in the layout
+  // opts.nhwc says. Neither shrinks: after --layout auto they fit both layouts' needs.
   void size_layout_buffers() {
     size_t ws = 0;
     for (const ConvSet* set : {&full_convs, &rem_convs})
       for (const std::unique_ptr<ConvOp>& op : *set)
         if (op) ws = std::max(ws, op->workspace_bytes());
     if (ws > workspace.size()) workspace = DeviceBuffer<unsigned char>(ws, "the cuDNN workspace");
-    size_t partial = 0;
-    for (int i = 0; i < kNumLayers; ++i) {
-      const Epilogue e = epilogue(LayerId(i), max_batch);
-      partial = std::max(partial, bias_grad_scratch_doubles(e.rows, e.channels, e.plane));
-    }
+    // Every batch size a step launches: the remainder may need more slices than the full
+    // batch (bias_grad_slices is not monotonic in the row count).
+    const size_t partial = bias_grad_scratch_for_run(desc, opts.nhwc, max_batch, remainder);
     if (partial > bias_partial.size())
       bias_partial = DeviceBuffer<double>(partial, "the bias gradients' partial sums");
     bias_scratch = BiasGradScratch{bias_partial.data(), bias_ticket.data(), bias_partial.size()};
@@ -375,53 +379,33 @@ struct GpuTrainer::Impl {
 
   cudaStream_t s() const { return stream.get(); }
 
-  // The (rows, channels, plane) a layer's bias/ReLU kernels see: (batch, C, H*W) in NCHW, a
-  // dense layer's (batch, out, 1), and a channels-last convolution output (batch*H*W, C, 1)
-  // unless it has one channel (decoder.out), which lies the same in both layouts and keeps the
-  // channel kernel's many blocks.
-  struct Epilogue {
-    int rows, channels;
-    int64_t plane;
-  };
-  Epilogue epilogue(LayerId id, int batch) const {
-    const Layer& l = desc.layer(id);
-    const int64_t plane = int64_t(l.out_h) * l.out_w;
-    if (opts.nhwc && is_conv(l) && l.out_channels > 1)
-      return {int(batch * plane), l.out_channels, 1};
-    return {batch, l.out_channels, plane};
+  // The (rows, channels, plane) a layer's bias/ReLU kernels see (host/gpu_plan.h).
+  BiasActShape epilogue(LayerId id, int batch) const {
+    return bias_act_shape(desc.layer(id), batch, opts.nhwc);
   }
 
   // The flat parameter-sized buffers between the host's (PyTorch) order and the device's.
   void upload_ordered(DeviceBuffer<float>& dst, const float* host) {
-    const size_t n = desc.num_params;
-    if (order.empty()) {
-      dst.upload(host, n, s());
-      return;
-    }
-    std::vector<float> staged(n);
-    for (size_t i = 0; i < n; ++i) staged[i] = host[order[i]];
-    dst.upload(staged.data(), n, s());  // pageable: staged before the call returns
+    std::vector<float> staged(dev.size);
+    to_device_order(dev, host, staged.data());
+    dst.upload(staged.data(), dev.size, s());  // pageable: staged before the call returns
   }
   void download_ordered(const DeviceBuffer<float>& src, float* host) const {
-    const size_t n = desc.num_params;
-    if (order.empty()) {
-      src.download(host, n, s());
-      stream.synchronize();
-      return;
-    }
-    std::vector<float> staged(n);
-    src.download(staged.data(), n, s());
+    std::vector<float> staged(dev.size);
+    src.download(staged.data(), dev.size, s());
     stream.synchronize();
-    for (size_t i = 0; i < n; ++i) host[order[i]] = staged[i];
+    to_host_order(dev, staged.data(), host);
   }
   // Offsets, in floats, from mu to logvar (activations) and from encoder.mu's weight (and
   // bias) to encoder.logvar's (parameters): the strides of the heads' batched GEMMs.
   long long head_stride() const { return (long long)max_batch * desc.latent_dim; }
   long long weight_stride() const {
-    return (long long)desc.weight(kEncLogvar).offset - (long long)desc.weight(kEncMu).offset;
+    return (long long)dev.weight(desc, kEncLogvar) - (long long)dev.weight(desc, kEncMu);
   }
-  const float* weight(LayerId id) const { return params.data() + desc.weight(id).offset; }
-  const float* bias(LayerId id) const { return params.data() + desc.bias(id).offset; }
+  const float* weight(LayerId id) const { return params.data() + dev.weight(desc, id); }
+  const float* bias(LayerId id) const { return params.data() + dev.bias(desc, id); }
+  float* weight_grad(LayerId id) { return grads.data() + dev.weight(desc, id); }
+  float* bias_grad(LayerId id) { return grads.data() + dev.bias(desc, id); }
 
   // y = act(layer(x) + bias); without the epilogue (the fused loss adds the output bias),
   // y = layer(x).
@@ -434,7 +418,7 @@ struct GpuTrainer::Impl {
     else
       dense_forward(cublas, y, in, weight(id), batch, l.in_channels, l.out_channels);
     if (with_epilogue) {
-      const Epilogue e = epilogue(id, batch);
+      const BiasActShape e = epilogue(id, batch);
       bias_act_forward(y, bias(id), e.rows, e.channels, e.plane, l.relu, s());
     }
   }
@@ -447,10 +431,10 @@ struct GpuTrainer::Impl {
                       const float* in, int batch, bool with_epilogue = true) {
     const Layer& l = desc.layer(id);
     const NvtxRange range(backward_names[size_t(id)].c_str());
-    float* dw = grads.data() + desc.weight(id).offset;
-    float* db = grads.data() + desc.bias(id).offset;
+    float* dw = weight_grad(id);
+    float* db = bias_grad(id);
     if (with_epilogue) {
-      const Epilogue e = epilogue(id, batch);
+      const BiasActShape e = epilogue(id, batch);
       bias_act_backward(dy, db, y, e.rows, e.channels, e.plane, l.relu, s(), &bias_scratch);
     }
     if (is_conv(l)) {
@@ -484,14 +468,14 @@ struct GpuTrainer::Impl {
     const int dim = desc.latent_dim;
     {
       const NvtxRange range("reparameterization backward");
-      reparam_backward_biased(g_mu, g_lv, grads.data() + desc.bias(kEncMu).offset,
-                              grads.data() + desc.bias(kEncLogvar).offset, reparam_done.data(),
-                              g_z.data(), mu, logvar, eps.data(), count, dim, float(cfg.beta), s());
+      reparam_backward_biased(g_mu, g_lv, bias_grad(kEncMu), bias_grad(kEncLogvar),
+                              reparam_done.data(), g_z.data(), mu, logvar, eps.data(), count, dim,
+                              float(cfg.beta), s());
     }
     const NvtxRange range("encoder.mu + encoder.logvar backward");
     const int in = desc.layer(kEncMu).in_channels;
-    dense_backward_filter_pair(cublas, grads.data() + desc.weight(kEncMu).offset, weight_stride(),
-                               h3.data(), g_mu, head_stride(), count, in, dim);
+    dense_backward_filter_pair(cublas, weight_grad(kEncMu), weight_stride(), h3.data(), g_mu,
+                               head_stride(), count, in, dim);
     dense_backward_data(cublas, g_h3.data(), g_mu, weight(kEncMu), count, in, dim);
     dense_backward_data(cublas, g_h3.data(), g_lv, weight(kEncLogvar), count, in, dim, true);
   }
@@ -507,7 +491,7 @@ struct GpuTrainer::Impl {
     a.kl = kl.data();
     a.image_dsum = image_dsum.data();
     a.sums = sums.data();
-    a.dbias = grads.data() + desc.bias(kDecOut).offset;
+    a.dbias = bias_grad(kDecOut);
     a.blocks_done = blocks_done.data();
     a.pre_bias = pre_bias;
     a.bias = bias(kDecOut);
@@ -580,7 +564,7 @@ struct GpuTrainer::Impl {
     const NvtxRange range(forward_names[size_t(id)].c_str());
     convs[size_t(id)]->forward(y, in, weight_lo(id), workspace.data(), workspace.size());
     if (with_epilogue) {
-      const Epilogue e = epilogue(id, batch);
+      const BiasActShape e = epilogue(id, batch);
       bias_act_forward(y, bias(id), e.rows, e.channels, e.plane, desc.layer(id).relu, s());
     }
   }
@@ -591,9 +575,9 @@ struct GpuTrainer::Impl {
                         const bf16* in, int batch, bool with_epilogue = true) {
     const NvtxRange range(backward_names[size_t(id)].c_str());
     if (with_epilogue) {
-      const Epilogue e = epilogue(id, batch);
-      bias_act_backward(dy, grads.data() + desc.bias(id).offset, y, e.rows, e.channels, e.plane,
-                        desc.layer(id).relu, s(), &bias_scratch);
+      const BiasActShape e = epilogue(id, batch);
+      bias_act_backward(dy, bias_grad(id), y, e.rows, e.channels, e.plane, desc.layer(id).relu, s(),
+                        &bias_scratch);
     }
     const ConvOp& op = *convs[size_t(id)];
     op.backward_filter(grads_lo.data() + lo_offset[size_t(id)], in, dy, workspace.data(),
@@ -642,24 +626,22 @@ struct GpuTrainer::Impl {
                      count);
     {
       const NvtxRange range(backward_names[kDecFc].c_str());
-      bias_act_backward(g_d0.data(), grads.data() + desc.bias(kDecFc).offset,
-                        static_cast<const bf16*>(g_d0_lo.data()),
+      bias_act_backward(g_d0.data(), bias_grad(kDecFc), static_cast<const bf16*>(g_d0_lo.data()),
                         static_cast<const bf16*>(d0_lo.data()), count, dec_fc.out_channels, 1,
                         dec_fc.relu, s(), &bias_scratch);
-      dense_backward_filter(cublas, grads.data() + desc.weight(kDecFc).offset, z.data(),
-                            g_d0.data(), count, dec_fc.in_channels, dec_fc.out_channels);
+      dense_backward_filter(cublas, weight_grad(kDecFc), z.data(), g_d0.data(), count,
+                            dec_fc.in_channels, dec_fc.out_channels);
       dense_backward_data(cublas, g_z.data(), g_d0.data(), weight(kDecFc), count,
                           dec_fc.in_channels, dec_fc.out_channels);
     }
     heads_backward(count);
     {
       const NvtxRange range(backward_names[kEncFc].c_str());
-      bias_act_backward(g_h3_lo.data(), grads.data() + desc.bias(kEncFc).offset,
-                        static_cast<const float*>(g_h3.data()),
+      bias_act_backward(g_h3_lo.data(), bias_grad(kEncFc), static_cast<const float*>(g_h3.data()),
                         static_cast<const float*>(h3.data()), count, enc_fc.out_channels, 1,
                         enc_fc.relu, s(), &bias_scratch);
-      dense_backward_filter(cublas, grads.data() + desc.weight(kEncFc).offset, h2_lo.data(),
-                            g_h3_lo.data(), count, enc_fc.in_channels, enc_fc.out_channels);
+      dense_backward_filter(cublas, weight_grad(kEncFc), h2_lo.data(), g_h3_lo.data(), count,
+                            enc_fc.in_channels, enc_fc.out_channels);
       dense_backward_data(cublas, g_h2_lo.data(), g_h3_lo.data(), weight_lo(kEncFc), count,
                           enc_fc.in_channels, enc_fc.out_channels);
     }
@@ -695,7 +677,7 @@ struct GpuTrainer::Impl {
     if (apply_adam) {
       const NvtxRange range("Adam");
       adam_step(params.data(), adam_m.data(), adam_v.data(), nonfinite.data(), grads.data(),
-                desc.num_params, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, at, s());
+                dev.size, cfg.adam.beta1, cfg.adam.beta2, cfg.adam.eps, at, s());
     }
     advance_cursor(cursor.data(), s());
   }
@@ -765,10 +747,14 @@ struct GpuTrainer::Impl {
     cursor.upload(&at, 1, s());
   }
 
-  // The host (PyTorch-order) index of device parameter element i. (Adam flags the lowest
-  // device index of a non-finite gradient: in channels-last order that names a non-finite
-  // element, though not always the one an NCHW run would name first.)
-  size_t host_index(size_t i) const { return order.empty() || i >= order.size() ? i : order[i]; }
+  // The host (PyTorch-order) index of device parameter element i (past the parameters for
+  // padding, which Adam never flags: its gradient is zero). Adam flags the lowest device index
+  // of a non-finite gradient: in channels-last order that names a non-finite element, though
+  // not always the one an NCHW run would name first.
+  size_t host_index(size_t i) const {
+    const uint32_t h = i < dev.size ? dev.host_index[i] : DeviceParamLayout::kPadding;
+    return h == DeviceParamLayout::kPadding ? desc.num_params + i : size_t(h);
+  }
 
   // Reads the loss sums and Adam's non-finite word in one synchronisation; throws
   // TrainingDiverged, naming the step and the parameter, when a gradient was not finite.

@@ -36,6 +36,7 @@ std::string Diff::report(const std::string& name) const {
   os.precision(4);
   os << name << ": max_abs " << max_abs << " at [" << worst << "] (got " << got_at_worst
      << ", want " << want_at_worst << "), max_rel " << max_rel << ", rel_l2 " << rel_l2
+     << " (||got - want|| " << err_l2 << ", ||want|| " << want_l2 << ")"
      << (non_finite ? ", NON-FINITE VALUE" : "");
   return os.str();
 }

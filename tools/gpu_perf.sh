@@ -2,8 +2,9 @@
 # Everything that needs the GPU, in one run, every result in one folder:
 #   tools/gpu_perf.sh --out DIR [--data DIR] [--phases check,bench,ncu,nsys] [--full]
 #                     [--no-sanitizer]
-# 1. tools/gpu_check.sh: build for this GPU (build-gpu/), every test (the GPU tests must run),
-#    compute-sanitizer on every GPU test, one training epoch          -> DIR/gpu_check.log
+# 1. tools/gpu_check.sh --full: build for this GPU (build-gpu/, installed into build-gpu/prefix),
+#    every GPU test, the MNIST GPU tests, compute-sanitizer's four tools on every GPU test,
+#    two 3-epoch trainings, GPU/CPU eval, a short bench   -> DIR/gpu_check.log, DIR/gpu_check/
 # 2. tools/bench/bench.py against PyTorch, writing DIR/BENCHMARKS.md (a copy of the repo's
 #    file with the GPU section replaced) and every run's JSON and log -> DIR/bench/
 #    Default: batch 128 and 4096, fp32, TF32 and bf16 mixed precision (with --bf16's accuracy
@@ -25,14 +26,14 @@ out=""
 data=${CUVAE_MNIST_DIR:-data/mnist}
 full=0
 phases=check,bench,ncu,nsys
-check_flags=()
+check_flags=(--full)
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --full) full=1; shift ;;
     --phases) phases=$2; shift 2 ;;
-    --no-sanitizer) check_flags+=(--no-sanitizer); shift ;;
+    --no-sanitizer) check_flags=(--no-sanitizer); shift ;;
     -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_perf.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -68,7 +69,7 @@ phase() {  # name status details
 }
 
 if wants check; then
-  if timeout 1500 tools/gpu_check.sh --data "$data" "${check_flags[@]}" \
+  if timeout 4500 tools/gpu_check.sh --data "$data" --out "$out/gpu_check" "${check_flags[@]}" \
        >"$out/gpu_check.log" 2>&1; then
     phase "build, tests, sanitizer" PASS "gpu_check.log"
   else

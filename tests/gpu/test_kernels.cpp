@@ -1238,6 +1238,9 @@ TEST_CASE("launchers reject nonsense sizes and null pointers", "[gpu][kernels]")
   DeviceBuffer<uint8_t> u8(64);
   DeviceBuffer<int32_t> i32(4);
   CUDA_CHECK(cudaMemsetAsync(i32.data(), 0, i32.bytes(), s));
+  // The one call below that launches (bias_act_backward on 1 element) reads p[0]: zeroed, as
+  // cudaMalloc leaves memory uninitialised (compute-sanitizer's initcheck would flag the read).
+  CUDA_CHECK(cudaMemsetAsync(f.data(), 0, f.bytes(), s));
   float* p = f.data();
 
   REQUIRE_THROWS_AS(gather_normalize(p, u8.data(), i32.data(), 0, 8, s), Error);
