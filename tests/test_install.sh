@@ -3,7 +3,8 @@
 # moved elsewhere (relocatable: $ORIGIN-relative RUNPATH), then
 #   - the layout: bin/, libexec/cuvae/ (the test executables), share/cuvae/ (the GPU check and
 #     the Python tools), lib/ (libpng, zlib, libgomp: every non-CUDA library outside the C/C++
-#     runtime resolves there, no CUDA library is copied, no RUNPATH names an absolute folder);
+#     runtime resolves there, no CUDA library is copied, no RUNPATH names an absolute folder,
+#     no executable needs the shared CUDA runtime);
 #   - the installed `cuvae --version` (this project's version, the build line, a GPU line) and
 #     a short CPU training;
 #   - share/cuvae/gpu_check.sh: one line and exit 77 where the installed cuvae sees no GPU
@@ -47,6 +48,8 @@ for exe in "$P/bin/cuvae" "$P"/libexec/cuvae/*; do
     '$ORIGIN/../lib' | '$ORIGIN/../../lib') ;;
     *) fail "$name: RUNPATH '$runpath', expected \$ORIGIN/../lib or \$ORIGIN/../../lib" ;;
   esac
+  # The CUDA runtime is linked in statically, once (CMAKE_CUDA_RUNTIME_LIBRARY): no libcudart.
+  readelf -d "$exe" | grep -q 'NEEDED.*libcudart' && fail "$name needs the shared libcudart"
   ldd "$exe" >"$TMP/ldd" 2>&1
   grep -q 'not found' "$TMP/ldd" && fail "$name: $(grep 'not found' "$TMP/ldd" | tr -s ' \t\n' ' ')"
   for lib in libpng16.so.16 libz.so.1 libgomp.so.1; do

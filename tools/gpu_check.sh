@@ -161,23 +161,18 @@ info=("GPU: $gpu_name; driver ${driver:-?}; $(date -u '+%Y-%m-%d %H:%M UTC')"
       "CUDA libraries: $CUVAE_CUDA_LIBS")
 
 # ---- the steps ----------------------------------------------------------------------------
-if wants gpu-tests; then
-  timed 120 "$out/gpu-tests.log" "$tests/cuvae_gpu_tests"
-  if [ "$rc" -eq 0 ] && grep -q '^All tests passed' "$out/gpu-tests.log"; then
-    row gpu-tests PASS "$secs" "$(catch_summary "$out/gpu-tests.log")"
+# catch_step STEP LIMIT EXE: a Catch2 test executable as one step.
+catch_step() {
+  local log=$out/$1.log
+  timed "$2" "$log" "$3"
+  if [ "$rc" -eq 0 ] && grep -q '^All tests passed' "$log"; then
+    row "$1" PASS "$secs" "$(catch_summary "$log")"
   else
-    row gpu-tests FAIL "$secs" "$(catch_summary "$out/gpu-tests.log"); $(why 120 "$out/gpu-tests.log")"
+    row "$1" FAIL "$secs" "$(catch_summary "$log"); $(why "$2" "$log")"
   fi
-fi
-
-if wants data-tests; then
-  timed 40 "$out/data-tests.log" "$tests/cuvae_gpu_data_tests"
-  if [ "$rc" -eq 0 ] && grep -q '^All tests passed' "$out/data-tests.log"; then
-    row data-tests PASS "$secs" "$(catch_summary "$out/data-tests.log")"
-  else
-    row data-tests FAIL "$secs" "$(catch_summary "$out/data-tests.log"); $(why 40 "$out/data-tests.log")"
-  fi
-fi
+}
+wants gpu-tests && catch_step gpu-tests 120 "$tests/cuvae_gpu_tests"
+wants data-tests && catch_step data-tests 40 "$tests/cuvae_gpu_data_tests"
 
 if wants memcheck; then
   # gpu_sanitize.sh (installed beside this script) runs the tool and prints one line for it:
