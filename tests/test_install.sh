@@ -61,9 +61,11 @@ for exe in "$P/bin/cuvae" "$P"/libexec/cuvae/*; do
     esac
   done
 done
-if ls "$P"/lib | grep -qE '^lib(cud|cublas|nv)'; then
-  fail "a CUDA library was copied into lib/: $(ls "$P"/lib | grep -E '^lib(cud|cublas|nv)' | tr '\n' ' ')"
-fi
+for lib in "$P"/lib/*; do
+  case ${lib##*/} in
+    libcud* | libcublas* | libnv*) fail "a CUDA library was copied into lib/: ${lib##*/}" ;;
+  esac
+done
 grep -rqs "$ROOT" "$P/share/cuvae" && fail "share/cuvae names the source folder $ROOT"
 
 # ---- the installed cuvae -------------------------------------------------------------------

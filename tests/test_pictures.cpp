@@ -26,11 +26,7 @@ namespace {
 // A fresh folder, removed at the end of the test.
 struct TempDir {
   fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("cuvae_pictures_" + std::to_string(test::fresh_seed() % 1000000007));
-    fs::create_directories(path);
-  }
+  TempDir() : path(test::temp_dir("cuvae_pictures_")) {}
   ~TempDir() {
     std::error_code ec;
     fs::remove_all(path, ec);

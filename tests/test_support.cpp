@@ -1,8 +1,13 @@
 // Test helpers (test_support.h).
 #include "tests/test_support.h"
 
+#include <stdlib.h>  // mkdtemp
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <stdexcept>
 #include <fstream>
 #include <sstream>
 
@@ -15,11 +20,18 @@ uint64_t fresh_seed() {
 }
 
 std::string temp_dir(const std::string& prefix) {
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / (prefix + std::to_string(fresh_seed() % 1000000007));
-  std::filesystem::create_directories(dir);
-  return dir.string();
+  // mkdtemp: a folder of this call's own, whatever the seed. (Named from the seed, two test
+  // processes run with one CUVAE_TEST_SEED shared a folder, and one deleted the other's files.)
+  std::string path = (std::filesystem::temp_directory_path() / (prefix + "XXXXXX")).string();
+  if (!::mkdtemp(path.data()))
+    throw std::runtime_error("temp_dir: mkdtemp(" + path + "): " + std::strerror(errno));
+  return path;
 }
+
+int catch_exit_code(int catch_result) {
+  return catch_result == 0 ? 0 : 1;
+}
+
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -85,8 +85,17 @@ inline double l2_norm(const std::vector<double>& v, size_t offset, size_t n) {
   return std::sqrt(sq);
 }
 
-// A fresh folder under the system temp directory, named prefix + a random number.
+// A new folder under the system temp directory, named prefix + six random characters
+// (mkdtemp): never shared with another call or process, whatever CUVAE_TEST_SEED says.
 std::string temp_dir(const std::string& prefix);
+
+// The exit code CTest reads as "skipped" (SKIP_RETURN_CODE); reached only through run_or_skip's
+// skip_reason, never through a test result.
+constexpr int kSkipExitCode = 77;
+// A Catch2 session's result (v2: the number of failed assertions, capped at 255) as an exit
+// code: 0 when everything passed, else 1, so that no count of failures can read as a skip.
+int catch_exit_code(int catch_result);
+// (run_or_skip, the mains' common body, is in tests/test_main.h.)
 // A whole file as bytes / a file replaced by bytes.
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
