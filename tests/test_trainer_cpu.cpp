@@ -1,0 +1,64 @@
+// The CPU trainer's epoch metrics (trainer_cpu.h), against an epoch replayed step by step in the
+// test from the public pieces (permutation, gather, noise, the reference model, Adam).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <vector>
+
+#include "host/batch.h"
+#include "host/cpu_model.h"
+#include "host/trainer_cpu.h"
+#include "tests/fixtures.h"
+#include "tests/test_support.h"
+
+using namespace cuvae;
+
+TEST_CASE("the epoch loss is reconstruction + beta * KL, the image-weighted mean of the steps'",
+          "[trainer]") {
+  const uint64_t seed = test::fresh_seed();
+  // 0: no KL at all; 0.5 and 4: a weight that a dropped or misplaced beta would change.
+  const double beta = GENERATE(0.0, 0.5, 4.0);
+  INFO("seed " << seed << " beta " << beta);
+  const ModelDesc d = make_vae(2);
+  const ImageSet images = test::synthetic_images(seed, 21);  // batch 8: 8 + 8 + a remainder of 5
+  TrainConfig cfg = test::small_config(seed, 8, beta);
+  cfg.epochs = 2;
+  const TrainState fresh = test::fresh_state(d, seed);
+
+  TrainState state = fresh;
+  std::vector<EpochMetrics> got;
+  train_cpu(cfg, d, images, state, [&](const EpochMetrics& m) { got.push_back(m); });
+  REQUIRE(got.size() == 2);
+
+  // The same two epochs replayed here.
+  TrainState r = fresh;
+  std::vector<float> grads(d.num_params);
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    const std::vector<int32_t> perm = epoch_permutation(cfg.seed, epoch, images.count);
+    double recon_sum = 0, kl_sum = 0;
+    for (int64_t first = 0; first < images.count; first += cfg.batch_size) {
+      const int count = int(std::min<int64_t>(cfg.batch_size, images.count - first));
+      cpu::Activations<float> a;
+      a.resize(d, count);
+      gather_batch(a.x.data(), images.pixels.data(), perm.data() + first, count, kImagePixels);
+      fill_eps(a.eps.data(), cfg.seed, uint64_t(r.step), count, d.latent_dim);
+      const cpu::LossParts parts = cpu::model_forward(d, r.params.data(), a, beta);
+      // The batch's own loss obeys the formula too.
+      REQUIRE(parts.loss == Approx(parts.recon + beta * parts.kl).epsilon(1e-12));
+      cpu::model_backward(d, r.params.data(), a, beta, grads.data());
+      ++r.step;
+      cpu::adam_step(r.params.data(), r.adam_m.data(), r.adam_v.data(), grads.data(), d.num_params,
+                     cfg.adam, r.step);
+      recon_sum += parts.recon * count;
+      kl_sum += parts.kl * count;
+    }
+    const EpochMetrics& m = got[size_t(epoch - 1)];
+    INFO("epoch " << epoch << ": loss " << m.loss << " recon " << m.recon << " kl " << m.kl);
+    const double n = double(images.count);
+    CHECK(m.images == images.count);
+    CHECK(m.recon == Approx(recon_sum / n).epsilon(1e-12));
+    CHECK(m.kl == Approx(kl_sum / n).epsilon(1e-12));
+    CHECK(m.kl > 0);  // so that the weight shows
+    CHECK(m.loss == Approx((recon_sum + beta * kl_sum) / n).epsilon(1e-12));
+  }
+  CHECK(state.params == r.params);  // the replay is the trainer's run
+}
