@@ -277,7 +277,7 @@ TEST_CASE("epoch permutations are uniform over the orders", "[batch]") {
   }
 }
 
-TEST_CASE("batches are gathered and normalised to [0, 1]; eps is standard normal", "[batch]") {
+TEST_CASE("batches are gathered and normalised to 0..1, and eps is standard normal", "[batch]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::vector<uint8_t> pixels(3 * 4);

@@ -227,7 +227,7 @@ TEST_CASE("IWAE with K = 1 is the one-sample ELBO with a Monte Carlo KL", "[eval
 // A posterior much narrower than the prior (logvar = -4) makes the one-sample bound loose
 // (by KL(q || p) ~ D (e^-4 - 1 + 4) / 2 ~ 3 nats at D = 2) with heavy-tailed weights: the
 // realistic case, where only inequalities that hold in expectation can be checked.
-TEST_CASE("IWAE tightens with K; at K = 1 it is the ELBO with a one-sample KL", "[evaluate]") {
+TEST_CASE("IWAE tightens with K, and at K = 1 it is the ELBO with a one-sample KL", "[evaluate]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const int dim = 2, n = 12, kmax = 64;

@@ -599,7 +599,7 @@ TEST_CASE("channels-last training keeps PyTorch's parameter order at every inter
                          p.name, 1e-4, term_floor(terms, p));
 }
 
-TEST_CASE("--layout auto times both layouts and trains as the one it chose",
+TEST_CASE("the layout chosen by --layout auto: both timed, training as the one chosen",
           "[gpu][trainer][nhwc]") {
   const uint64_t seed = test::fresh_seed();
   const bool bf16 = GENERATE(false, true);
