@@ -459,6 +459,11 @@ int cmd_train(int argc, char** argv) {
     const int64_t done = loaded.state.epoch;
     const int total = r.count("epochs") ? epochs_flag : loaded.run.cfg.epochs;
     if (total <= done) {
+      // A run killed while it drew its final pictures has finished but may have left a
+      // picture's temporary file, which no later training run would clear: cleared here.
+      if (const int stale = remove_stale_temporaries(dir))
+        std::cout << "cuvae: removed " << stale << " temporary file" << (stale == 1 ? "" : "s")
+                  << " an earlier, killed run left in " << dir << "\n";
       if (r.count("epochs"))
         throw InputError("--epochs " + std::to_string(total) + ": the run in " + dir +
                          " has already completed " + std::to_string(done) +

@@ -3,8 +3,9 @@
 # for one epoch on the CPU. eval prints its summary line and a valid JSON object (stdout or
 # --json FILE), K = 0 skips IWAE, --dump-batch writes its file; encode writes a CSV with the
 # right header and one row per image, atomically; bad flags and files exit 2 with one line.
-# IDX files are made with printf and /dev/urandom; JSON and CSV are checked with python3's
-# standard library (no PyTorch needed).
+# IDX files are made with printf and seeded pixels (lib/idx.sh; the seed is printed first and
+# CUVAE_TEST_SEED replays it); JSON and CSV are checked with python3's standard library (no
+# PyTorch needed).
 # usage: cli_eval.sh <cuvae-binary> <repo-root>
 set -u
 if [ $# -ne 2 ]; then
@@ -18,6 +19,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
 cli_setup eval "$CUVAE"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
+cli_seed
+idx_seed "$SEED"
 DATA=$TMP/data
 N_TEST=21
 make_mnist_dir "$DATA" 16 $N_TEST
@@ -95,6 +98,37 @@ for k in ("neg_elbo", "iwae", "iwae_std_error"): assert a[k] == b[k], (k, a[k], 
 else
   fail "CPU defaults or reproducibility"
 fi
+
+# The means and standard errors against a direct computation over the images. neg_elbo per
+# image comes from `cuvae encode` (the same noise as eval's for one seed); IWAE per image from
+# eval's means at --limit 1..5 (x_n = n m_n - (n - 1) m_(n-1): the noise is keyed by image and
+# sample, so a limit does not change an image's figure).
+ok=1
+for n in 1 2 3 4 5; do
+  "$CUVAE" eval "$RUN" --data "$DATA" --device cpu --iw-samples 4 --seed 3 --limit "$n" \
+    --json "$TMP/se$n.json" >/dev/null 2>>"$TMP/se.err" || ok=0
+done
+"$CUVAE" encode "$RUN" --data "$DATA" --device cpu --seed 3 --limit 5 --csv "$TMP/se.csv" \
+  >/dev/null 2>>"$TMP/se.err" || ok=0
+if [ "$ok" -eq 0 ]; then
+  cat "$TMP/se.err"
+  fail "eval/encode for the standard-error check"
+elif "$PY" - "$TMP" <<'EOF'; then echo "ok: eval's means and standard errors = direct"; else fail "eval's standard errors"; fi
+import csv, json, math, sys
+d = sys.argv[1]
+runs = [json.load(open("%s/se%d.json" % (d, n))) for n in range(1, 6)]
+def mean_se(v):
+    m = sum(v) / len(v)
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v))
+elbo = [float(r[-1]) for r in list(csv.reader(open(d + "/se.csv")))[1:]]
+iwae = [runs[0]["iwae"]] + [(n + 1) * runs[n]["iwae"] - n * runs[n - 1]["iwae"] for n in range(1, 5)]
+j = runs[4]
+assert j["images"] == 5 and len(elbo) == 5, (j["images"], elbo)
+for key, values in (("neg_elbo", elbo), ("iwae", iwae)):
+    m, se = mean_se(values)
+    assert abs(j[key] - m) <= 1e-5 * abs(m), (key, j[key], m)
+    assert se > 0 and abs(j[key + "_std_error"] - se) <= 1e-4 * se, (key, j[key + "_std_error"], se)
+EOF
 
 # --dump-batch writes a safetensors file.
 if "$CUVAE" eval "$RUN" --data "$DATA" --device cpu --iw-samples 0 --dump-batch "$TMP/b.safetensors" \

@@ -4,6 +4,7 @@
 # printf): each writes its PNG (exit 0, one "wrote" line) with the width and height the layout
 # of host/pictures.h gives, read from the PNG's IHDR chunk; every bad flag, a missing RUN and a
 # RUN without a model exit 2 with one stderr line and write nothing.
+# The pixels come from a seed printed first (CUVAE_TEST_SEED replays it).
 # usage: cli_pictures.sh <cuvae-binary> <repo-root>
 set -u
 if [ $# -ne 2 ]; then
@@ -16,6 +17,8 @@ cli_setup pictures "$CUVAE"
 
 # ---- a tiny dataset ------------------------------------------------------------------------
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
+cli_seed
+idx_seed "$SEED"
 DATA=$TMP/data
 N_TEST=30
 make_mnist_dir "$DATA" 64 $N_TEST

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # A short real CPU training run on MNIST: the parameter count is printed, the per-epoch loss
 # falls every epoch, loss = reconstruction + KL in metrics.csv, and the run folder holds the
-# model. Skips (77) when no MNIST folder is found.
+# model. Skips (77) when no MNIST folder is found. The training seed is printed first
+# (CUVAE_TEST_SEED replays it).
 # usage: cli_train.sh <cuvae-binary> <repo-root>
 set -u
+if [ $# -ne 2 ]; then
+  echo "usage: $0 <cuvae-binary> <repo-root>"
+  exit 1
+fi
 CUVAE=$1
 ROOT=$2
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
 DATA=${CUVAE_MNIST_DIR:-}
 [ -n "$DATA" ] && [ -d "$DATA" ] || DATA=$ROOT/data/mnist
 if ! ls "$DATA"/train-images-idx3-ubyte* >/dev/null 2>&1; then
   echo "skipped: no MNIST folder (set CUVAE_MNIST_DIR or run tools/fetch_mnist.sh)"
   exit 77
 fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_train.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-SEED=$(( RANDOM * 32768 + RANDOM ))
-echo "seed $SEED"
+cli_setup train "$CUVAE"
+cli_seed
 
 "$CUVAE" train --device cpu --data "$DATA" --limit 640 --batch-size 64 --epochs 3 \
   --seed "$SEED" --out "$TMP/run" | tee "$TMP/log"

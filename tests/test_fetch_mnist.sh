@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Tests tools/fetch_mnist.sh without the network: --verify-only on a copy of the real MNIST
-# files (passes; a changed byte in the decompressed content, a missing file or a broken gzip
-# fails naming the file), and downloads from unreachable mirrors (fails cleanly, leaves no
-# partial file) or from local file:// mirrors (a bad copy is refused, a good one is taken).
+# Tests tools/fetch_mnist.sh without the network, in one of two modes:
+#   offline (the default): --verify-only on a copy of the real MNIST files (passes; a changed
+#     byte in the decompressed content, a missing file or a broken gzip fails naming the
+#     file), downloads from unreachable mirrors (fails cleanly, leaves no partial file),
+#     --help and bad usage;
+#   mirrors: downloads from local file:// mirrors (a bad copy is refused, a good one is
+#     taken). Only curl reads file:// URLs (fetch_mnist.sh falls back to wget otherwise), so
+#     without curl this mode is skipped (exit 77), never passed.
 # The MNIST .gz files come from $CUVAE_MNIST_DIR, else <repo-root>/data/mnist; without
-# them the test is skipped (exit 77).
-# usage: test_fetch_mnist.sh [repo-root]
+# them either mode is skipped (exit 77).
+# usage: test_fetch_mnist.sh [repo-root [offline|mirrors]]
 set -u
 
 ROOT=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+MODE=${2:-offline}
+case $MODE in
+  offline | mirrors) ;;
+  *) echo "usage: $0 [repo-root [offline|mirrors]]"; exit 2 ;;
+esac
 FETCH=$ROOT/tools/fetch_mnist.sh
 NAMES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte
        t10k-labels-idx1-ubyte)
@@ -25,6 +34,10 @@ SRC=${CUVAE_MNIST_DIR:-}
 has_mnist "$SRC" || SRC=$ROOT/data/mnist
 if ! has_mnist "$SRC"; then
   echo "skipped: no MNIST folder (set CUVAE_MNIST_DIR or run tools/fetch_mnist.sh)"
+  exit 77
+fi
+if [ "$MODE" = mirrors ] && ! command -v curl >/dev/null 2>&1; then
+  echo "skipped: no curl (the file:// mirror checks need it; wget cannot read file:// URLs)"
   exit 77
 fi
 [ -f "$FETCH" ] || { echo "FAIL: $FETCH not found"; exit 1; }
@@ -57,6 +70,56 @@ fresh_copy() {  # DIR
   mkdir -p "$1"
   cp "$GOOD"/*.gz "$1/"
 }
+finish() {
+  if [ "$FAILS" -ne 0 ]; then
+    echo "test_fetch_mnist.sh $MODE: $FAILS check(s) failed"
+    exit 1
+  fi
+  echo "test_fetch_mnist.sh $MODE: all checks passed"
+  exit 0
+}
+
+# A copy of t10k-labels-idx1-ubyte.gz with one byte of its decompressed content changed (a
+# label set to 255), and the sums of both contents.
+BAD_COPY=$TMP/bad-copy/t10k-labels-idx1-ubyte.gz
+mkdir -p "$TMP/bad-copy"
+gzip -dc "$GOOD/t10k-labels-idx1-ubyte.gz" >"$TMP/labels.raw"
+printf '\377' | dd of="$TMP/labels.raw" bs=1 seek=100 conv=notrunc status=none
+gzip -c "$TMP/labels.raw" >"$BAD_COPY"
+BAD_SUM=$(sha256sum "$TMP/labels.raw" | cut -d' ' -f1)
+GOOD_SUM=$(gzip -dc "$GOOD/t10k-labels-idx1-ubyte.gz" | sha256sum | cut -d' ' -f1)
+[ "$BAD_SUM" != "$GOOD_SUM" ] || fail "test setup: the corruption did not change the content"
+
+# Mode mirrors: local file:// mirrors (curl only): a mirror with a bad copy is refused (not
+# moved into place), the next mirror's good copy is taken.
+if [ "$MODE" = mirrors ]; then
+  mkdir -p "$TMP/mirror-bad" "$TMP/mirror-good"
+  cp "$BAD_COPY" "$TMP/mirror-bad/"
+  cp "$GOOD/t10k-labels-idx1-ubyte.gz" "$TMP/mirror-good/"
+  fresh_copy "$TMP/dest-mirror"
+  rm "$TMP/dest-mirror/t10k-labels-idx1-ubyte.gz"
+  CUVAE_MNIST_MIRRORS="file://$TMP/mirror-bad/ file://$TMP/mirror-good/" \
+    run mirrors --dest "$TMP/dest-mirror"
+  [ "$RC" -eq 0 ] || fail "bad then good mirror: exited $RC: $(cat "$TMP/mirrors.log")"
+  grep -q "t10k-labels-idx1-ubyte.gz from file://$TMP/mirror-bad/.*$BAD_SUM.*$GOOD_SUM.*refused" \
+    "$TMP/mirrors.log" || fail "the bad mirror copy was not refused: $(cat "$TMP/mirrors.log")"
+  cmp -s "$TMP/dest-mirror/t10k-labels-idx1-ubyte.gz" "$GOOD/t10k-labels-idx1-ubyte.gz" ||
+    fail "the good mirror copy was not moved into place"
+  [ "$(count_entries "$TMP/dest-mirror")" -eq 4 ] ||
+    fail "bad then good mirror: unexpected files: $(ls -A "$TMP/dest-mirror")"
+
+  # Only the bad mirror: refused, nothing moved into place, exit 1.
+  fresh_copy "$TMP/dest-badonly"
+  rm "$TMP/dest-badonly/t10k-labels-idx1-ubyte.gz"
+  CUVAE_MNIST_MIRRORS="file://$TMP/mirror-bad/" run badonly --dest "$TMP/dest-badonly"
+  [ "$RC" -eq 1 ] || fail "only a bad mirror: exited $RC, expected 1"
+  [ ! -e "$TMP/dest-badonly/t10k-labels-idx1-ubyte.gz" ] || fail "a refused copy was moved into place"
+  [ "$(count_entries "$TMP/dest-badonly")" -eq 3 ] ||
+    fail "only a bad mirror: unexpected files: $(ls -A "$TMP/dest-badonly")"
+  finish
+fi
+
+# Mode offline from here on.
 
 # 1. The real files verify.
 fresh_copy "$TMP/ok"
@@ -76,12 +139,7 @@ run recompressed --verify-only "$TMP/recompressed"
 #    file and both sums.
 fresh_copy "$TMP/corrupt"
 BAD=$TMP/corrupt/t10k-labels-idx1-ubyte.gz
-gzip -dc "$GOOD/t10k-labels-idx1-ubyte.gz" >"$TMP/labels.raw"
-printf '\377' | dd of="$TMP/labels.raw" bs=1 seek=100 conv=notrunc status=none
-gzip -c "$TMP/labels.raw" >"$BAD"
-BAD_SUM=$(sha256sum "$TMP/labels.raw" | cut -d' ' -f1)
-GOOD_SUM=$(gzip -dc "$GOOD/t10k-labels-idx1-ubyte.gz" | sha256sum | cut -d' ' -f1)
-[ "$BAD_SUM" != "$GOOD_SUM" ] || fail "test setup: the corruption did not change the content"
+cp "$BAD_COPY" "$BAD"
 run corrupt --verify-only "$TMP/corrupt"
 [ "$RC" -eq 1 ] || fail "a corrupted file: --verify-only exited $RC, expected 1"
 LINE=$(grep "error: $BAD:" "$TMP/corrupt.log")
@@ -135,33 +193,7 @@ CUVAE_MNIST_MIRRORS="http://127.0.0.1:9/" run partial --dest "$TMP/dest-partial"
 [ "$(count_entries "$TMP/dest-partial")" -eq 3 ] ||
   fail "one file missing: the folder should hold the 3 good files only: $(ls -A "$TMP/dest-partial")"
 
-# 10. Local file:// mirrors (curl only): a mirror with a bad copy is refused (not moved into
-#     place), the next mirror's good copy is taken.
-if command -v curl >/dev/null 2>&1; then
-  mkdir -p "$TMP/mirror-bad" "$TMP/mirror-good"
-  cp "$BAD" "$TMP/mirror-bad/"
-  cp "$GOOD/t10k-labels-idx1-ubyte.gz" "$TMP/mirror-good/"
-  fresh_copy "$TMP/dest-mirror"
-  rm "$TMP/dest-mirror/t10k-labels-idx1-ubyte.gz"
-  CUVAE_MNIST_MIRRORS="file://$TMP/mirror-bad/ file://$TMP/mirror-good/" \
-    run mirrors --dest "$TMP/dest-mirror"
-  [ "$RC" -eq 0 ] || fail "bad then good mirror: exited $RC: $(cat "$TMP/mirrors.log")"
-  grep -q "t10k-labels-idx1-ubyte.gz from file://$TMP/mirror-bad/.*$BAD_SUM.*$GOOD_SUM.*refused" \
-    "$TMP/mirrors.log" || fail "the bad mirror copy was not refused: $(cat "$TMP/mirrors.log")"
-  cmp -s "$TMP/dest-mirror/t10k-labels-idx1-ubyte.gz" "$GOOD/t10k-labels-idx1-ubyte.gz" ||
-    fail "the good mirror copy was not moved into place"
-  [ "$(count_entries "$TMP/dest-mirror")" -eq 4 ] ||
-    fail "bad then good mirror: unexpected files: $(ls -A "$TMP/dest-mirror")"
-
-  # Only the bad mirror: refused, nothing moved into place, exit 1.
-  fresh_copy "$TMP/dest-badonly"
-  rm "$TMP/dest-badonly/t10k-labels-idx1-ubyte.gz"
-  CUVAE_MNIST_MIRRORS="file://$TMP/mirror-bad/" run badonly --dest "$TMP/dest-badonly"
-  [ "$RC" -eq 1 ] || fail "only a bad mirror: exited $RC, expected 1"
-  [ ! -e "$TMP/dest-badonly/t10k-labels-idx1-ubyte.gz" ] || fail "a refused copy was moved into place"
-  [ "$(count_entries "$TMP/dest-badonly")" -eq 3 ] ||
-    fail "only a bad mirror: unexpected files: $(ls -A "$TMP/dest-badonly")"
-fi
+# (10., the file:// mirrors, is mode mirrors, above.)
 
 # 11. --help and bad usage.
 run help --help
@@ -170,9 +202,4 @@ grep -q "verify-only" "$TMP/help.log" || fail "--help does not describe --verify
 run bogus --bogus
 [ "$RC" -eq 2 ] || fail "an unknown argument exited $RC, expected 2"
 
-if [ "$FAILS" -ne 0 ]; then
-  echo "test_fetch_mnist.sh: $FAILS check(s) failed"
-  exit 1
-fi
-echo "test_fetch_mnist.sh: all checks passed"
-exit 0
+finish

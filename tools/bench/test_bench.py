@@ -2,14 +2,18 @@
 """Tests of the benchmark driver's pure parts (benchlib.py) and of bench.py end to end with
 stand-in programs for cuvae, the PyTorch benchmark and the GEMM probe (no GPU, no data).
 
-  python3 tools/bench/test_bench.py     # exit status 0 when every test passes
+  python3 tools/bench/test_bench.py          # the tests that need no PyTorch: exit 0 when all pass
+  python3 tools/bench/test_bench.py --torch  # those that need it (on the CPU): exit 77, saying
+                                             # why, when torch cannot be imported
 
-The layer-shape test, the bf16 autocast loss of torch_vae.py and the CPU runs of torch_vae.py
-and gemm_rate.py also run with the real PyTorch when torch is importable (on the CPU).
+The tests marked @needs_torch (the layer shapes against the PyTorch module, the bf16 autocast
+loss and training step of torch_vae.py, the CPU runs of torch_vae.py and gemm_rate.py) run
+under --torch only: two CTest tests, so that a machine without PyTorch shows one skipped test
+instead of passing with six tests left out. A test skipped inside either run is a failure.
 """
 
 import contextlib
-import importlib.util
+import importlib
 import io
 import json
 import math
@@ -28,7 +32,11 @@ import benchlib as bl  # noqa: E402
 import bench  # noqa: E402
 import torch_vae  # noqa: E402  (imports without PyTorch: only main() needs it)
 
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+def needs_torch(test):
+    """Marks a test that needs PyTorch: it runs under --torch, and only there."""
+    test.needs_torch = True
+    return test
 
 
 class FlopCount(unittest.TestCase):
@@ -75,7 +83,7 @@ class FlopCount(unittest.TestCase):
         self.assertAlmostEqual(frac, 39965568 * 1e6 / 100e12)
         self.assertIsNone(bl.floor_fraction(1e6, None))
 
-    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    @needs_torch
     def test_shapes_match_the_pytorch_module(self):
         import torch
         sys.path.insert(0, os.path.join(HERE, "..", "parity"))
@@ -346,7 +354,7 @@ class MixedPrecision(unittest.TestCase):
             self.assertEqual(cm.exception.code, 2)
             self.assertIn("not allowed with argument", err.getvalue())
 
-    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    @needs_torch
     def test_mixed_loss_runs_the_layers_in_bf16(self):
         import torch
         from cuvae_torch import CuvaeVAE, vae_loss
@@ -376,7 +384,7 @@ class MixedPrecision(unittest.TestCase):
         mixed[0].backward()  # fp32 parameters get fp32 gradients
         self.assertEqual(model.encoder.conv1.weight.grad.dtype, torch.float32)
 
-    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    @needs_torch
     def test_training_step_uses_autocast_with_bf16(self):
         import numpy as np
         import torch
@@ -392,7 +400,7 @@ class MixedPrecision(unittest.TestCase):
             self.assertTrue(all(math.isfinite(v) for v in means), means)
             self.assertEqual(run.model.encoder.conv2.weight.dtype, torch.float32)
 
-    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    @needs_torch
     def test_bf16_native_ignores_emulation(self):
         from unittest import mock
         cuda = torch_vae.torch.cuda
@@ -406,7 +414,7 @@ class MixedPrecision(unittest.TestCase):
         with mock.patch.object(cuda, "is_bf16_supported", lambda: False, create=True):
             self.assertFalse(torch_vae.bf16_native())
 
-    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    @needs_torch
     def test_torch_vae_cpu_skips_bf16(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "r.json")
@@ -419,7 +427,7 @@ class MixedPrecision(unittest.TestCase):
         self.assertEqual(obj["precision"], "bf16")
         self.assertIn("GPU-only", obj["skipped"])
 
-    @unittest.skipUnless(HAVE_TORCH, "PyTorch not importable")
+    @needs_torch
     def test_gemm_rate_bf16(self):
         import torch
         import gemm_rate
@@ -895,5 +903,41 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("more than once", p.stderr)
 
 
+def select(suite, torch_tests):
+    """The tests of suite, flattened, that need PyTorch (torch_tests True) or do not."""
+    out = unittest.TestSuite()
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            out.addTests(select(test, torch_tests))
+        else:
+            method = getattr(test, test.id().rsplit(".", 1)[-1])
+            if getattr(method, "needs_torch", False) == torch_tests:
+                out.addTest(test)
+    return out
+
+
+def main(argv):
+    if argv not in ([], ["--torch"]):
+        print("usage: test_bench.py [--torch]", file=sys.stderr)
+        return 2
+    torch_tests = argv == ["--torch"]
+    if torch_tests:
+        try:
+            importlib.import_module("torch")
+        except ImportError as e:
+            print("skipped: PyTorch cannot be imported (%s: %s)" % (type(e).__name__, e))
+            return 77
+    tests = select(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]),
+                   torch_tests)
+    result = unittest.TextTestRunner(verbosity=2).run(tests)
+    if result.skipped:
+        print("FAIL: %d test(s) skipped: a skip here would pass for nothing" % len(result.skipped))
+        return 1
+    if result.testsRun == 0:
+        print("FAIL: no test ran")
+        return 1
+    return 0 if result.wasSuccessful() else 1
+
+
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    sys.exit(main(sys.argv[1:]))
