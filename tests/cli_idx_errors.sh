@@ -18,6 +18,8 @@ IMAGES=train-images-idx3-ubyte
 LABELS=train-labels-idx1-ubyte
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"
+cli_seed
+idx_seed "$SEED"
 images() { idx_images "$@"; }  # images COUNT ROWS COLS [PIXEL-BYTES]
 labels() { idx_labels "$@"; }  # labels LABEL...
 LABELS16=(0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5)
@@ -65,11 +67,11 @@ images 16 28 28 | head -c 10 >"$d/$IMAGES"
 expect_error truncated-header "$d" "$d/$IMAGES"
 
 d=$(new_dataset wrong-magic)
-{ printf '\22\64\10\3'; be32 16; be32 28; be32 28; head -c 12544 /dev/urandom; } >"$d/$IMAGES"
+{ printf '\22\64\10\3'; be32 16; be32 28; be32 28; idx_bytes 12544; } >"$d/$IMAGES"
 expect_error wrong-magic "$d" "$d/$IMAGES"
 
 d=$(new_dataset wrong-type)
-{ printf '\0\0\15\3'; be32 16; be32 28; be32 28; head -c 12544 /dev/urandom; } >"$d/$IMAGES"
+{ printf '\0\0\15\3'; be32 16; be32 28; be32 28; idx_bytes 12544; } >"$d/$IMAGES"
 expect_error wrong-type-float "$d" "$d/$IMAGES"
 
 d=$(new_dataset wrong-dims)
@@ -128,7 +130,7 @@ rm "$d/$LABELS"
 expect_error gzip-bad-crc "$d" "$d/$LABELS.gz"
 
 d=$(new_dataset gzip-garbage)
-{ printf '\37\213'; head -c 500 /dev/urandom; } >"$d/$IMAGES.gz"
+{ printf '\37\213'; idx_bytes 500; } >"$d/$IMAGES.gz"
 rm "$d/$IMAGES"
 expect_error gzip-garbage "$d" "$d/$IMAGES.gz"
 
