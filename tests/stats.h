@@ -26,9 +26,8 @@ inline double incomplete_beta(double x, double a, double b) {
   if (x <= 0) return 0;
   if (x >= 1) return 1;
   if (x > (a + 1) / (a + b + 2)) return 1 - incomplete_beta(1 - x, b, a);
-  const double log_front =
-      a * std::log(x) + b * std::log1p(-x) - std::log(a) - (std::lgamma(a) + std::lgamma(b) -
-                                                            std::lgamma(a + b));
+  const double log_front = a * std::log(x) + b * std::log1p(-x) - std::log(a) -
+                           (std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b));
   constexpr double kTiny = 1e-300;
   // The fraction 0 + 1 / (1 + d_1 / (1 + d_2 / ...)): b_0 = 0 (held as kTiny), a_1 = 1,
   // a_{j+1} = d_j, every b_j = 1. f is the running value, c and d Lentz's ratios.

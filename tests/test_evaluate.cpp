@@ -364,8 +364,8 @@ TEST_CASE("IWAE converges to the exact -log p(x) of a decoder that ignores z", "
     std::vector<double> gap(n);  // IWAE_K - (-log p(x)) per image
     for (int i = 0; i < n; ++i) gap[size_t(i)] = s.per_image[size_t(i)] - p.recon[size_t(i)];
     const double bound = z * spread / std::sqrt(double(n)) + (k == 1 ? 0.0 : 0.003);
-    INFO("K " << k << ": IWAE - (-log p(x)) = " << mean_of(gap) << ", expected " << want
-              << " +- " << bound);
+    INFO("K " << k << ": IWAE - (-log p(x)) = " << mean_of(gap) << ", expected " << want << " +- "
+              << bound);
     REQUIRE(std::isfinite(mean_of(gap)));
     REQUIRE(std::abs(mean_of(gap) - (k == 1 ? 1.0 : want)) <= bound);  // E[IWAE_1] = -ELBO
     means.push_back(want);
