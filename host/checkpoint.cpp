@@ -154,6 +154,16 @@ LoadedModel model_from_safetensors(const SafetensorsFile& f) {
   return m;
 }
 
+const char* train_split_name(TrainSplit s) {
+  return s == TrainSplit::TrainTest ? "train+test" : "train";
+}
+
+std::optional<TrainSplit> train_split_from_name(const std::string& name) {
+  for (const TrainSplit s : {TrainSplit::Train, TrainSplit::TrainTest})
+    if (name == train_split_name(s)) return s;
+  return std::nullopt;
+}
+
 void save_train_state(const std::string& path, const ModelDesc& desc, const TrainRun& run,
                       const TrainState& state) {
   const size_t n = desc.num_params;
@@ -193,6 +203,7 @@ void save_train_state(const std::string& path, const ModelDesc& desc, const Trai
                      {"rng", kRngNote},
                      {"epochs", std::to_string(c.epochs)},
                      {"data", c.data_dir},
+                     {"train_split", train_split_name(run.train_split)},
                      {"limit", std::to_string(c.limit)},
                      {"train_images", std::to_string(run.train_images)},
                      {"train_crc32", crc},
@@ -229,6 +240,14 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   c.seed = meta.unsigned64("seed", what);
   c.epochs = int(meta.integer("epochs", 1, 100000, what));
   c.data_dir = meta.text("data", what);
+  // Written since --train-split exists; the runs before it trained on the training split.
+  if (f.metadata.count("train_split")) {
+    const std::string& split = meta.text("train_split", what);
+    const std::optional<TrainSplit> parsed = train_split_from_name(split);
+    if (!parsed)
+      throw InputError(path + ": bad train_split '" + printable(split) + "' in the metadata");
+    out.run.train_split = *parsed;
+  }
   c.limit = meta.integer("limit", 0, INT32_MAX, what);
   out.run.train_images = meta.integer("train_images", 1, INT32_MAX, what);
   const std::string& crc = meta.text("train_crc32", what);

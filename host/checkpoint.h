@@ -17,11 +17,12 @@
 //                            and in the metadata the hyperparameters (latent_dim, batch_size,
 //                            lr, beta, adam_beta1/2, adam_eps, exact decimal text), the seed
 //                            (decimal), the architecture and format version, the planned total
-//                            of epochs, the data folder, --limit, --test-limit, and the
-//                            training images' count and CRC-32 so a resume on other data is
-//                            refused. The random numbers are Philox, counter-based: the
-//                            permutation of epoch e is a function of (seed, e) and the noise of
-//                            step s of (seed, s), so seed + step + epoch IS the whole RNG state.
+//                            of epochs, the data folder, --train-split (absent in older files:
+//                            train), --limit, --test-limit, and the training images' count and
+//                            CRC-32 so a resume on other data is refused. The random numbers are
+//                            Philox, counter-based: the permutation of epoch e is a function of
+//                            (seed, e) and the noise of step s of (seed, s), so seed + step + epoch
+//                            IS the whole RNG state.
 //
 // Loading is strict: format, version, architecture, every tensor present with its dtype and
 // shape (epoch_step and epoch_sums may both be absent: older files, at an epoch boundary), no
@@ -30,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,12 +61,21 @@ LoadedModel load_model(const std::string& path);
 // The same checks on a file already read (read_safetensors or parse_safetensors).
 LoadedModel model_from_safetensors(const SafetensorsFile& f);
 
+// The images a run trains on (--train-split): the training split, or the training split
+// followed by the test split (the Keras example's 70,000 images), then the first --limit.
+enum class TrainSplit { Train, TrainTest };
+
+const char* train_split_name(TrainSplit s);  // "train", "train+test"
+// The split called `name`; nullopt for any other text.
+std::optional<TrainSplit> train_split_from_name(const std::string& name);
+
 // What a training run records besides the tensors.
 struct TrainRun {
   // Hyperparameters (latent_dim, batch_size, beta, adam, seed, limit), data_dir, and epochs,
   // the planned total. device and out_dir are not recorded (a run may resume elsewhere).
   TrainConfig cfg;
-  int64_t train_images = 0;  // images trained on (after --limit)
+  TrainSplit train_split = TrainSplit::Train;
+  int64_t train_images = 0;  // images trained on (after --train-split and --limit)
   uint32_t train_crc32 = 0;  // image_checksum() of those images
   int64_t test_limit = 0;    // --test-limit used for the test loss (0: all)
 };

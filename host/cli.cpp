@@ -13,6 +13,7 @@
 #include "cuda/device.cuh"
 #include "host/cli_util.h"
 #include "host/commands.h"
+#include "host/cpu_fast.h"
 #include "host/error.h"
 
 namespace cuvae {
@@ -32,14 +33,14 @@ const char* kUsage =
     "  reconstruct   originals above their reconstructions (PNG)\n"
     "  sample        images decoded from the prior (PNG)\n"
     "  bench         time training epochs and report them as JSON (tools/bench/bench.py)\n"
-    "  parity-dump   one batch with the CPU reference's loss and gradients, for the\n"
+    "  parity-dump   one batch with a CPU engine's loss and gradients, for the\n"
     "                PyTorch parity check (tools/parity/parity.py)\n"
     "\n"
     "'cuvae <command> --help' lists a command's options.\n"
     "\n"
     "options:\n"
     "  -h, --help    show this help\n"
-    "  --version     show the version, the CUDA libraries found and the GPU\n";
+    "  --version     show the version, the CUDA libraries found, the CPU engine and the GPU\n";
 
 // The version, what the build holds and what this machine offers it: the CUDA libraries the
 // process loaded and the GPU (the one line scripts read: "GPU: none usable (...)" or the name).
@@ -48,6 +49,7 @@ void print_version(std::ostream& os) {
   os << "build: " << cuda_build_info() << "\n";
   os << "libraries: " << cublas_version() << ", " << cudnn_version() << "; " << cuda_driver_info()
      << "\n";
+  os << "CPU engine: " << cpu::fast_engine_library() << "\n";
   const GpuInfo gpu = query_gpus();
   if (gpu.count == 0) {
     os << "GPU: none usable (" << gpu.reason << ")\n";

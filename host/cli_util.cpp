@@ -1,8 +1,11 @@
 // Shared subcommand helpers (cli_util.h).
 #include "host/cli_util.h"
 
+#include <omp.h>
+
 #include <sstream>
 
+#include "host/cpu_fast.h"
 #include "host/error.h"
 
 namespace cuvae {
@@ -65,8 +68,14 @@ cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** 
 }
 
 void check_device_flag(const std::string& device) {
-  if (device != "cpu" && device != "gpu")
-    throw InputError("--device: expected 'cpu' or 'gpu', got " + quote_arg(device));
+  if (device != "gpu" && !is_cpu_device(device))
+    throw InputError("--device: expected 'gpu', 'cpu' or 'cpu-ref', got " + quote_arg(device));
+}
+
+std::string cpu_device_line(const std::string& device) {
+  if (device == "cpu") return "cpu (" + cpu::fast_engine_library() + ")";
+  return "cpu-ref (the reference model, " + std::to_string(omp_get_max_threads()) +
+         " OpenMP threads)";
 }
 
 GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r) {

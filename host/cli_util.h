@@ -20,10 +20,21 @@ std::string fixed(double v, int digits);      // fixed-point text
 std::string quote_arg(const std::string& s);  // 'text'
 std::string exact_text(double v);             // shortest text that reads back as v (17 digits)
 
-// Shared by train and bench: --device must be 'cpu' or 'gpu'; --tf32, --bf16, --algo
-// (deterministic|fastest), --no-cuda-graph and (bench only) --no-fusion become the GPU
-// options. --bf16 with --tf32 or --no-fusion is an InputError.
+// --device, shared by every command: 'gpu', 'cpu' (the fast CPU engine) or 'cpu-ref' (the CPU
+// reference, the oracle of the tests: slow, for debugging); anything else is an InputError.
 void check_device_flag(const std::string& device);
+inline bool is_cpu_device(const std::string& device) {
+  return device == "cpu" || device == "cpu-ref";
+}
+constexpr const char* kDeviceHelp =
+    "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging)";
+// The CPU engine's description for the start-up lines: "cpu (oneDNN 2.6.3, 2 OpenMP
+// threads)" or "cpu-ref (the reference model, 2 OpenMP threads)".
+std::string cpu_device_line(const std::string& device);
+
+// Shared by train and bench: --tf32, --bf16, --algo (deterministic|fastest), --no-cuda-graph
+// and (bench only) --no-fusion become the GPU options. --bf16 with --tf32 or --no-fusion is an
+// InputError.
 GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r);
 const char* algo_name(const GpuOptions& opts);       // "deterministic" or "fastest"
 const char* layout_key(const GpuOptions& opts);      // "nchw", "nhwc" or "auto" (as asked)

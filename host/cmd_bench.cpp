@@ -9,7 +9,11 @@
 //        (EpochMetrics::device_ms); peak memory = the most device memory in use after any
 //        epoch minus what was in use before the trainer was built (the CUDA context is
 //        excluded; buffers, cuDNN/cuBLAS handles, workspaces and lazily loaded kernels count).
-//   CPU: ms = wall clock of the epoch; peak memory = the process's peak resident set.
+//   CPU: ms = wall clock of the epoch; peak memory = the process's peak resident set. Before
+//        training, the processor's single-precision GEMM rate is measured with the library
+//        the fast engine links (oneDNN's sgemm, 2048^3, median of 5), as the denominator of
+//        a FLOP fraction (sgemm_gflops in the JSON). With --device cpu, cpu_primitives names
+//        the oneDNN implementation of every primitive of the step ("ref:" ones are slow).
 // The median is over the timed epochs only; images/s = images per epoch / median time.
 #include <omp.h>
 #include <sys/resource.h>
@@ -23,6 +27,7 @@
 #include "host/cli.h"
 #include "host/cli_util.h"
 #include "host/commands.h"
+#include "host/cpu_fast.h"
 #include "host/error.h"
 #include "host/idx.h"
 #include "host/model.h"
@@ -55,7 +60,7 @@ int cmd_bench(int argc, char** argv) {
   options.add_options()
     ("data", "folder with the MNIST-format training files",
        cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("device", "gpu or cpu", cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS")
     ("bf16", "mixed precision: bf16 activations and tensor-core convolutions (GPU only)")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")
@@ -117,8 +122,10 @@ int cmd_bench(int argc, char** argv) {
       throw InputError("--device gpu: no usable CUDA device (" + gpu.reason + ")");
     device_name = gpu.name;
   } else {
-    device_name = "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+    device_name = cpu_device_line(cfg.device);
   }
+  // The processor's GEMM rate, measured before training so that nothing else runs beside it.
+  const double sgemm_gflops = is_cpu_device(cfg.device) ? cpu::measure_sgemm_gflops(2048, 5) : 0;
 
   const ModelDesc desc = make_vae(cfg.latent_dim);
   ImageSet images = load_dataset(cfg.data_dir, Split::Train).images;
@@ -133,7 +140,7 @@ int cmd_bench(int argc, char** argv) {
   init_params(desc, cfg.seed, state.params.data());
 
   std::cout << "cuvae bench: " << device_name << ", "
-            << (cfg.device == "cpu" ? "fp32" : precision_name(gpu_opts)) << ", batch "
+            << (is_cpu_device(cfg.device) ? "fp32" : precision_name(gpu_opts)) << ", batch "
             << cfg.batch_size << ", " << with_commas(images.count) << " images, " << warmup
             << " warm-up + " << timed << " timed epochs\n"
             << std::flush;
@@ -188,29 +195,40 @@ int cmd_bench(int argc, char** argv) {
   }
   const double med = median(timed_ms);
   const EpochMetrics& last = epochs.back();
-  const nlohmann::json out = {{"system", "cuvae"},
-                              {"version", kVersion},
-                              {"device", device_name},
-                              {"device_kind", cfg.device},
-                              {"batch_size", cfg.batch_size},
-                              {"precision", cfg.device == "gpu" ? precision_key(gpu_opts) : "fp32"},
-                              {"algo", algo},
-                              {"layout", nhwc_used ? "nhwc" : "nchw"},
-                              {"layout_auto", cfg.device == "gpu" && gpu_opts.layout_auto},
-                              {"cuda_graph", graph_used},
-                              {"fused", cfg.device == "gpu" && gpu_opts.fused},
-                              {"latent_dim", cfg.latent_dim},
-                              {"images", images.count},
-                              {"seed", cfg.seed},
-                              {"warmup_epochs", warmup},
-                              {"epochs", rows},
-                              {"ms_per_epoch_median", med},
-                              {"images_per_s", double(images.count) / med * 1e3},
-                              {"peak_memory_bytes", peak},
-                              {"peak_memory_what", peak_what},
-                              {"final_loss", last.loss},
-                              {"final_recon", last.recon},
-                              {"final_kl", last.kl}};
+  nlohmann::json out = {{"system", "cuvae"},
+                        {"version", kVersion},
+                        {"device", device_name},
+                        {"device_kind", cfg.device},
+                        {"batch_size", cfg.batch_size},
+                        {"precision", cfg.device == "gpu" ? precision_key(gpu_opts) : "fp32"},
+                        {"algo", algo},
+                        {"layout", nhwc_used ? "nhwc" : "nchw"},
+                        {"layout_auto", cfg.device == "gpu" && gpu_opts.layout_auto},
+                        {"cuda_graph", graph_used},
+                        {"fused", cfg.device == "gpu" && gpu_opts.fused},
+                        {"latent_dim", cfg.latent_dim},
+                        {"images", images.count},
+                        {"seed", cfg.seed},
+                        {"warmup_epochs", warmup},
+                        {"epochs", rows},
+                        {"ms_per_epoch_median", med},
+                        {"images_per_s", double(images.count) / med * 1e3},
+                        {"peak_memory_bytes", peak},
+                        {"peak_memory_what", peak_what},
+                        {"final_loss", last.loss},
+                        {"final_recon", last.recon},
+                        {"final_kl", last.kl}};
+  if (cfg.device == "cpu") {
+    // Which oneDNN implementation runs each primitive (a "ref:" one is unoptimised code).
+    out["cpu_primitives"] =
+        cpu::FastModel(desc, int(std::min<int64_t>(cfg.batch_size, images.count)))
+            .implementations();
+  }
+  if (is_cpu_device(cfg.device)) {
+    out["sgemm_gflops"] = sgemm_gflops;
+    out["sgemm_what"] = "oneDNN sgemm, 2048 x 2048 x 2048, median of 5, on " +
+                        std::to_string(omp_get_max_threads()) + " OpenMP threads";
+  }
   std::cout << "median " << fixed(med, 2) << " ms per epoch over " << timed_ms.size()
             << " timed epochs, " << with_commas(int64_t(double(images.count) / med * 1e3))
             << " images/s, peak memory " << fixed(double(peak) / (1 << 20), 1) << " MiB\n";

@@ -1,4 +1,4 @@
-// `cuvae parity-dump`: writes one batch with the CPU reference's loss and gradients.
+// `cuvae parity-dump`: writes one batch with a CPU engine's loss, gradients and ReLU outputs.
 #include <iostream>
 
 #include "host/cli.h"
@@ -13,11 +13,13 @@ namespace cuvae {
 int cmd_parity_dump(int argc, char** argv) {
   ParityDumpConfig cfg;
   cxxopts::Options options("cuvae parity-dump",
-                           "Write weights, one batch, its noise and the CPU reference's loss and "
-                           "gradients to a safetensors file for tools/parity/parity.py.");
+                           "Write weights, one batch, its noise and a CPU engine's loss, gradients "
+                           "and ReLU outputs to a safetensors file for tools/parity/parity.py.");
   // clang-format off
   options.add_options()
     ("out", "output file (.safetensors)", cxxopts::value<std::string>(), "FILE")
+    ("device", "the engine under test: cpu-ref (the CPU reference) or cpu (the fast CPU engine)",
+       cxxopts::value<std::string>()->default_value("cpu-ref"), "DEV")
     ("batch-size", "images in the batch (1-4096)", cxxopts::value<std::string>()->default_value("5"), "N")
     ("latent-dim", "latent dimension D", cxxopts::value<std::string>()->default_value("2"), "D")
     ("beta", "weight of the KL term", cxxopts::value<std::string>()->default_value("1"), "X")
@@ -33,6 +35,11 @@ int cmd_parity_dump(int argc, char** argv) {
   }
   if (!r.count("out")) throw InputError("--out: required (the file to write)");
   cfg.out = r["out"].as<std::string>();
+  cfg.device = r["device"].as<std::string>();
+  check_device_flag(cfg.device);
+  if (!is_cpu_device(cfg.device))
+    throw InputError("--device " + cfg.device +
+                     ": parity-dump runs a CPU engine, 'cpu' or 'cpu-ref'");
   cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 4096));
   cfg.latent_dim =
       int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
@@ -40,7 +47,7 @@ int cmd_parity_dump(int argc, char** argv) {
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   cfg.data_dir = r["data"].as<std::string>();
   write_parity_dump(cfg);
-  std::cout << "cuvae: wrote " << cfg.out << "\n";
+  std::cout << "cuvae: wrote " << cfg.out << " (" << cpu_device_line(cfg.device) << ")\n";
   return 0;
 }
 

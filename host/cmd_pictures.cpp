@@ -43,7 +43,8 @@ void add_common_options(cxxopts::Options& options, const std::string& default_ou
   options.add_options()
     ("out", "PNG file to write (default: RUN/" + default_out + ")", cxxopts::value<std::string>(),
        "FILE")
-    ("device", "gpu or cpu; without a usable GPU, gpu falls back to cpu with a message",
+    ("device", std::string(kDeviceHelp) + "; without a usable GPU, gpu falls back to cpu with a "
+               "message",
        cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("h,help", "show this help");
   // clang-format on
@@ -76,8 +77,7 @@ RunPaths locate_run(const cxxopts::ParseResult& r, const std::string& cmd) {
 
 std::string checked_device(const cxxopts::ParseResult& r) {
   const std::string device = r["device"].as<std::string>();
-  if (device != "cpu" && device != "gpu")
-    throw InputError("--device: expected 'gpu' or 'cpu', got " + quote_arg(device));
+  check_device_flag(device);
   return device;
 }
 

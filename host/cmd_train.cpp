@@ -6,7 +6,8 @@
 //   model.safetensors        the weights for PyTorch and the other subcommands
 //   metrics.csv              one row per epoch (epoch,loss,reconstruction,kl,test_loss,images,
 //                            steps,images_per_s,seconds)
-//   config.json              the settings of the latest invocation
+//   config.json              the settings of the latest invocation, with train_split and
+//                            test_images_trained_on (see below)
 //   *.png                    write_run_pictures() at the end and every --snapshot-every epochs
 // After every epoch the files are refreshed in that order (train_state first), so a crash
 // leaves at worst a metrics.csv one row short of the state it resumes from.
@@ -28,6 +29,15 @@
 // the same per-image quantity as the training loss (BCE + beta * KL, one z sample per image,
 // noise from the run's seed), so the two columns compare directly. It is evaluated with the
 // weights at the end of the epoch, whereas the training loss averages over the epoch's steps.
+//
+// --train-split train+test trains on the training images followed by the test images (the
+// Keras example's 70,000), --limit then taking the first N of those. The test loss is then
+// measured on images the run trains on: the start-up line says so, each epoch line marks it
+// "(seen in training)", and config.json has "train_split": "train+test" and
+// "test_images_trained_on" (the first that many test images are in the training set).
+// metrics.csv keeps its columns (its header is checked on resume and its readers go by column
+// name or number), so config.json beside it is what tells a held-out test_loss from this one.
+// The split is part of the run: saved in train_state, kept on resume.
 #include <omp.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -130,8 +140,8 @@ constexpr const char* kModelFile = "model.safetensors";
 constexpr const char* kMetricsHeader =
     "epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds";
 // The CPU reference evaluates about 200 images/s: by default it scores the first 1,000 test
-// images per epoch (a few seconds), the GPU all of them.
-constexpr int64_t kCpuTestLimit = 1000;
+// images per epoch (a few seconds); the GPU and the fast CPU engine score all of them.
+constexpr int64_t kCpuRefTestLimit = 1000;
 // Picture families write_run_pictures() writes (pictures.h); --overwrite removes old ones.
 constexpr const char* kPicturePrefixes[] = {"grid_15", "grid_30", "scatter", "reconstructions",
                                             "samples"};
@@ -184,9 +194,43 @@ bool is_folder(const std::string& path) {
   return fs::is_directory(path, ec);
 }
 
-bool has_test_split(const std::string& dir) {
-  const std::string base = dir + "/" + idx_images_name(Split::Test);
+bool has_idx_file(const std::string& dir, const std::string& name) {
+  const std::string base = dir + "/" + name;
   return exists(base) || exists(base + ".gz");
+}
+
+bool has_test_split(const std::string& dir) {
+  return has_idx_file(dir, idx_images_name(Split::Test));
+}
+
+// --train-split train+test trains on the test split, so it must be there (a plain run goes
+// without it and its test loss). `source`: how the split was chosen, for the message.
+void require_test_split_files(const std::string& dir, const std::string& source) {
+  std::string missing;
+  for (const std::string& name : {idx_images_name(Split::Test), idx_labels_name(Split::Test)})
+    if (!has_idx_file(dir, name)) missing += (missing.empty() ? "" : " and ") + name + "[.gz]";
+  if (!missing.empty())
+    throw InputError(source + ": " + dir + " has no " + missing +
+                     " (the test split, which it also trains on)");
+}
+
+// The start-up line's note on the test loss under --train-split train+test: whether the
+// `scored` test images (the first of the split) are among the first `trained`, which the run
+// trains on (fewer than all when --limit cuts the concatenated set short).
+std::string trained_on_note(int64_t trained, int64_t scored, int64_t limit) {
+  const std::string flag = ": --train-split train+test";
+  if (trained >= scored) return "also trained on" + flag;
+  if (trained > 0) return "the first " + with_commas(trained) + " also trained on" + flag;
+  return "none trained on: --limit " + std::to_string(limit) + " ends before the test split";
+}
+
+// Appends the images and labels of `more` (the test split) to `data` (the training split).
+void append(Dataset& data, const Dataset& more) {
+  data.images.count += more.images.count;
+  data.images.pixels.insert(data.images.pixels.end(), more.images.pixels.begin(),
+                            more.images.pixels.end());
+  data.labels.labels.insert(data.labels.labels.end(), more.labels.labels.begin(),
+                            more.labels.labels.end());
 }
 
 std::string value_text(int64_t v) {
@@ -336,7 +380,8 @@ int cmd_train(int argc, char** argv) {
     ("data", "folder with the MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...; "
              "t10k-* for the test loss); on --resume, the run's folder",
        cxxopts::value<std::string>()->default_value(cfg.data_dir), "DIR")
-    ("device", "gpu or cpu (default gpu; falls back to cpu with a message when no GPU is usable)",
+    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a message "
+               "when no GPU is usable)",
        cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
     ("bf16", "mixed precision: bf16 activations and bf16 tensor-core convolutions, fp32 weights, "
@@ -363,10 +408,15 @@ int cmd_train(int argc, char** argv) {
     ("beta", "weight of the KL term (0 <= beta <= 1e6)", cxxopts::value<std::string>()->default_value("1"), "X")
     ("seed", "seed of every random draw (initialisation, shuffling, noise)",
        cxxopts::value<std::string>()->default_value("0"), "N")
-    ("limit", "train on the first N training images only (0: all)",
+    ("train-split", "images to train on: train (the training split) or train+test (the "
+                    "training split followed by the test split, as the Keras example; the test "
+                    "loss is then on images trained on); on --resume, the run's",
+       cxxopts::value<std::string>()->default_value("train"), "S")
+    ("limit", "train on the first N images of --train-split only (with train+test, of the "
+              "training images followed by the test images; 0: all)",
        cxxopts::value<std::string>()->default_value("0"), "N")
-    ("test-limit", "test loss on the first N test images (0: all; default all on the GPU, "
-                   "1000 on the CPU; on --resume, the run's)",
+    ("test-limit", "test loss on the first N test images (0: all; default all, but 1000 with "
+                   "--device cpu-ref; on --resume, the run's)",
        cxxopts::value<std::string>(), "N")
     ("snapshot-every", "also write the pictures with suffix _epochN after every K-th epoch (0: off)",
        cxxopts::value<std::string>()->default_value("0"), "K")
@@ -384,7 +434,8 @@ int cmd_train(int argc, char** argv) {
     std::cout << options.help()
               << "\nThe loss is the batch mean of BCE summed over the 784 pixels plus beta * "
                  "KL(q(z|x) || N(0, I));\ntest_loss is the same quantity on the test split "
-                 "(one z sample per image).\n";
+                 "(one z sample per image; with --train-split train+test, images trained "
+                 "on).\n";
     return 0;
   }
 
@@ -404,6 +455,11 @@ int cmd_train(int argc, char** argv) {
   cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  const std::string split_flag = r["train-split"].as<std::string>();
+  const std::optional<TrainSplit> split_given = train_split_from_name(split_flag);
+  if (!split_given)
+    throw InputError("--train-split: expected 'train' or 'train+test', got " +
+                     quote_arg(split_flag));
   std::optional<int64_t> test_limit_flag;
   if (r.count("test-limit"))
     test_limit_flag =
@@ -435,6 +491,7 @@ int cmd_train(int argc, char** argv) {
   // already holds one unless --overwrite says so.
   TrainState state;
   TrainRun run;
+  run.train_split = *split_given;
   int64_t test_limit = -1;  // -1: the device's default, decided below
   if (resume) {
     const std::string dir = r["resume"].as<std::string>();
@@ -456,6 +513,8 @@ int cmd_train(int argc, char** argv) {
     require_same_real(r, "beta", cfg.beta, saved.beta, dir);
     require_same(r, "seed", cfg.seed, saved.seed, dir);
     require_same(r, "limit", cfg.limit, saved.limit, dir);
+    require_same(r, "train-split", split_flag, train_split_name(loaded.run.train_split),
+                 *split_given == loaded.run.train_split, dir);
     const int64_t done = loaded.state.epoch;
     const int total = r.count("epochs") ? epochs_flag : loaded.run.cfg.epochs;
     if (total <= done) {
@@ -497,20 +556,31 @@ int cmd_train(int argc, char** argv) {
     if (gpu.count == 0) {
       if (r.count("device"))
         throw InputError("--device gpu: no usable CUDA device (" + gpu.reason + ")");
-      std::cout << "cuvae: no usable GPU (" << gpu.reason
-                << "); training on the CPU instead (slow reference path)\n";
+      std::cout << "cuvae: no usable GPU (" << gpu.reason << "); training on the CPU instead\n";
       cfg.device = "cpu";
     }
   }
-  if (test_limit < 0) test_limit = cfg.device == "cpu" ? kCpuTestLimit : 0;
+  if (test_limit < 0) test_limit = cfg.device == "cpu-ref" ? kCpuRefTestLimit : 0;
 
   const ModelDesc desc = make_vae(cfg.latent_dim);
   Dataset train = load_dataset(cfg.data_dir, Split::Train);
+  const bool train_on_test = run.train_split == TrainSplit::TrainTest;
+  if (train_on_test)
+    require_test_split_files(cfg.data_dir,
+                             std::string("--train-split ") + train_split_name(run.train_split) +
+                                 (resume && !r.count("train-split") ? " (the run's)" : ""));
+  const bool have_test = has_test_split(cfg.data_dir);
+  Dataset test;
+  if (have_test) test = load_dataset(cfg.data_dir, Split::Test);
+  const int64_t train_split_images = train.images.count;
+  if (train_on_test) append(train, test);
   if (cfg.limit > 0 && cfg.limit < train.images.count) {
     train.images.count = cfg.limit;
     train.images.pixels.resize(size_t(cfg.limit) * kImagePixels);
     train.labels.labels.resize(size_t(cfg.limit));
   }
+  // The first test_trained test images are in the training set (train+test only).
+  const int64_t test_trained = std::max<int64_t>(train.images.count - train_split_images, 0);
   const uint32_t train_crc = image_checksum(train.images);
   if (resume) {
     const std::string data =
@@ -518,18 +588,17 @@ int cmd_train(int argc, char** argv) {
     if (train.images.count != run.train_images)
       throw InputError(data + ": " + with_commas(train.images.count) +
                        " training images (--limit " + std::to_string(cfg.limit) +
-                       "), but the run in " + cfg.out_dir + " was trained on " +
-                       with_commas(run.train_images));
+                       (train_on_test ? ", --train-split train+test" : "") + "), but the run in " +
+                       cfg.out_dir + " was trained on " + with_commas(run.train_images));
     if (train_crc != run.train_crc32)
       throw InputError(data + ": the training images differ from those the run in " + cfg.out_dir +
                        " was trained on (another dataset of the same size?)");
   }
-  const bool have_test = has_test_split(cfg.data_dir);
-  Dataset test;
-  if (have_test) test = load_dataset(cfg.data_dir, Split::Test);
   const int64_t test_images =
       have_test ? (test_limit > 0 ? std::min(test_limit, test.images.count) : test.images.count)
                 : 0;
+  // Of the test images scored each epoch, the first test_seen were trained on.
+  const int64_t test_seen = std::min(test_trained, test_images);
   prepare_out_dir(cfg.out_dir);
   require_free_space(cfg.out_dir, desc.num_params);
   if (const int stale = remove_stale_temporaries(cfg.out_dir))
@@ -540,7 +609,12 @@ int cmd_train(int argc, char** argv) {
   std::cout << "cuvae: model " << with_commas(int64_t(desc.num_params))
             << " parameters (latent dim " << desc.latent_dim << ")\n"
             << "cuvae: data " << cfg.data_dir << ": " << with_commas(train.images.count)
-            << " training images\n"
+            << " training images"
+            << (train_on_test ? " (--train-split train+test: " +
+                                    with_commas(train.images.count - test_trained) +
+                                    " from the training split, " + with_commas(test_trained) +
+                                    " from the test split)\n"
+                              : "\n")
             << "cuvae: device "
             << (cfg.device == "gpu"
                     ? gpu.name + " (sm_" + std::to_string(gpu.compute_major) +
@@ -550,21 +624,22 @@ int cmd_train(int argc, char** argv) {
                            : gpu_opts.nhwc      ? "NHWC convolutions, "
                                                 : "") +
                           (gpu_opts.cuda_graph ? "CUDA graph" : "eager") + " steps)"
-                    : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)")
+                    : cpu_device_line(cfg.device))
             << ", batch " << cfg.batch_size << ", lr " << cfg.adam.lr << ", beta " << cfg.beta
             << ", seed " << cfg.seed << ", " << cfg.epochs
             << (cfg.epochs == 1 ? " epoch\n" : " epochs\n");
-  if (have_test)
+  if (have_test) {
+    std::string notes;
+    if (test_images < test.images.count && cfg.device == "cpu-ref" && !test_limit_flag && !resume)
+      notes = "the cpu-ref default; --test-limit 0 for all";
+    if (train_on_test)
+      notes += (notes.empty() ? "" : "; ") + trained_on_note(test_trained, test_images, cfg.limit);
     std::cout << "cuvae: test loss each epoch on "
               << (test_images == test.images.count ? "all " + with_commas(test_images)
                                                    : "the first " + with_commas(test_images) +
                                                          " of " + with_commas(test.images.count))
-              << " test images"
-              << (test_images < test.images.count && cfg.device == "cpu" && !test_limit_flag &&
-                          !resume
-                      ? " (the CPU default; --test-limit 0 for all)\n"
-                      : "\n");
-  else
+              << " test images" << (notes.empty() ? "" : " (" + notes + ")") << "\n";
+  } else
     std::cout << "cuvae: note: " << cfg.data_dir << " has no " << idx_images_name(Split::Test)
               << "[.gz]: no test loss (the test_loss column stays empty); the pictures show "
                  "training images\n";
@@ -575,9 +650,9 @@ int cmd_train(int argc, char** argv) {
   else if (resume)
     std::cout << "cuvae: resuming " << cfg.out_dir << " after epoch " << state.epoch << " (step "
               << with_commas(state.step) << ")\n";
-  if (cfg.device == "cpu" && int64_t(cfg.epochs - state.epoch) * train.images.count > 100000)
-    std::cout << "cuvae: note: --device cpu is the slow reference path (about 100 images/s on "
-                 "two cores); --limit and --epochs make a quick run\n";
+  if (cfg.device == "cpu-ref" && int64_t(cfg.epochs - state.epoch) * train.images.count > 100000)
+    std::cout << "cuvae: note: --device cpu-ref is the slow reference model (about 130 images/s "
+                 "on two cores); --device cpu is the fast CPU engine\n";
   std::cout << std::flush;
 
   const int64_t resumed_from = state.epoch;
@@ -612,7 +687,9 @@ int cmd_train(int argc, char** argv) {
                            {"cuda_graph", gpu_opts.cuda_graph},
                            {"cudnn_algorithms", algo},
                            {"data", cfg.data_dir},
+                           {"train_split", train_split_name(run.train_split)},
                            {"train_images", train.images.count},
+                           {"test_images_trained_on", test_trained},
                            {"test_limit", test_limit},
                            {"test_images", test_images},
                            {"snapshot_every", snapshot_every},
@@ -675,7 +752,11 @@ int cmd_train(int argc, char** argv) {
     e.insert(0, size_t(width) - std::min(e.size(), size_t(width)), ' ');
     std::cout << "epoch " << e << "/" << cfg.epochs << "  loss " << fixed(m.loss, 4)
               << "  reconstruction " << fixed(m.recon, 4) << "  kl " << fixed(m.kl, 4);
-    if (have_test) std::cout << "  test_loss " << fixed(test_loss, 4);
+    if (have_test)
+      std::cout << "  test_loss " << fixed(test_loss, 4)
+                << (test_seen == 0             ? ""
+                    : test_seen == test_images ? " (seen in training)"
+                                               : " (partly seen in training)");
     std::cout << "  images/s " << fixed(m.images_per_s, 0) << "  (" << fixed(m.seconds, 1)
               << " s)\n"
               << std::flush;
@@ -687,12 +768,12 @@ int cmd_train(int argc, char** argv) {
   };
   // No per-step callback at all when there is no terminal to show it on.
   const StepCallback step_cb = progress.enabled() ? on_step : StepCallback();
-  if (cfg.device == "cpu" && gpu_opts.profile_first > 0)
+  if (is_cpu_device(cfg.device) && gpu_opts.profile_first > 0)
     std::cout
         << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
-  if (cfg.device == "cpu" && gpu_opts.bf16)
+  if (is_cpu_device(cfg.device) && gpu_opts.bf16)
     std::cout << "cuvae: note: --bf16 applies to the GPU trainer only; the CPU trains in fp32\n";
-  if (cfg.device == "cpu" && (gpu_opts.nhwc || gpu_opts.layout_auto))
+  if (is_cpu_device(cfg.device) && (gpu_opts.nhwc || gpu_opts.layout_auto))
     std::cout << "cuvae: note: --layout " << layout_key(gpu_opts)
               << " applies to the GPU trainer only; the CPU computes in NCHW\n";
   const StopCheck stop = [&signals] { return signals.signal() != 0; };

@@ -1,6 +1,6 @@
 // Batched inference with a trained model: encode images to (mu, logvar), decode latents to
-// logits. Used by the pictures, eval, encode and the per-epoch test loss. The CPU engine runs
-// the reference model; a GPU engine can stand behind the same interface.
+// logits. Used by the pictures, eval, encode and the per-epoch test loss. Three engines stand
+// behind the interface: the GPU's, the fast CPU engine (cpu_fast.h) and the CPU reference.
 #pragma once
 
 #include <memory>
@@ -16,7 +16,7 @@ class Inference {
  public:
   virtual ~Inference() = default;
   virtual const ModelDesc& desc() const = 0;
-  virtual std::string device() const = 0;  // "cpu" or the GPU's name
+  virtual std::string device() const = 0;  // "cpu", "cpu-ref" or the GPU's name
   // mu, logvar (count, D) for x (count, 784) in [0, 1]; any count >= 1.
   virtual void encode(float* mu, float* logvar, const float* x, int count) = 0;
   // logits (count, 784) for z (count, D); any count >= 1.
@@ -25,17 +25,19 @@ class Inference {
   virtual void set_params(const float* params) = 0;
 };
 
-// The CPU reference engine over `params` (desc.num_params floats, copied).
+// The fast CPU engine (device "cpu") or the CPU reference (device "cpu-ref") over `params`
+// (desc.num_params floats, copied).
 std::unique_ptr<Inference> make_cpu_inference(const ModelDesc& desc,
-                                              const std::vector<float>& params);
+                                              const std::vector<float>& params,
+                                              const std::string& device);
 
 // The GPU engine (cuDNN/cuBLAS forward passes, strict fp32, deterministic algorithms) on
 // device 0; throws if no GPU is usable.
 std::unique_ptr<Inference> make_gpu_inference(const ModelDesc& desc,
                                               const std::vector<float>& params);
 
-// device "gpu": the GPU engine, or the CPU one with a note on `log` when no GPU is usable;
-// device "cpu": the CPU engine.
+// device "gpu": the GPU engine, or the fast CPU one with a note on `log` when no GPU is
+// usable; "cpu" or "cpu-ref": that CPU engine.
 std::unique_ptr<Inference> make_inference(const ModelDesc& desc, const std::vector<float>& params,
                                           const std::string& device, std::ostream& log);
 

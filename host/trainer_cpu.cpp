@@ -4,27 +4,85 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <utility>
 
 #include "host/batch.h"
+#include "host/cpu_fast.h"
 #include "host/cpu_model.h"
 #include "host/error.h"
 
 namespace cuvae {
 namespace {
 
-// The first activation of the forward pass holding a NaN or an infinity.
-std::string first_nonfinite_activation(const cpu::Activations<float>& a) {
-  const std::pair<const char*, const std::vector<float>*> order[] = {
-      {"the output of encoder.conv1", &a.h1},   {"the output of encoder.conv2", &a.h2},
-      {"the output of encoder.fc", &a.h3},      {"mu (encoder.mu)", &a.mu},
-      {"logvar (encoder.logvar)", &a.logvar},   {"z", &a.z},
-      {"the output of decoder.fc", &a.d0},      {"the output of decoder.deconv1", &a.d1},
-      {"the output of decoder.deconv2", &a.d2}, {"the logits (decoder.out)", &a.logits}};
-  for (const auto& [name, values] : order)
-    for (const float v : *values)
-      if (!std::isfinite(v)) return name;
-  return "the loss";
+// One engine's model at one batch size, as the training loop drives it.
+class StepModel {
+ public:
+  virtual ~StepModel() = default;
+  virtual int batch() const = 0;
+  virtual float* x() = 0;
+  virtual float* eps() = 0;
+  virtual cpu::LossParts forward(const float* params, double beta) = 0;
+  virtual void backward(const float* params, double beta, float* grads) = 0;
+  // The first activation of the forward pass holding a NaN or an infinity.
+  virtual std::string first_nonfinite_activation() const = 0;
+};
+
+class ReferenceStep final : public StepModel {
+ public:
+  ReferenceStep(const ModelDesc& desc, int batch) : desc_(desc) { a_.resize(desc, batch); }
+  int batch() const override { return a_.batch; }
+  float* x() override { return a_.x.data(); }
+  float* eps() override { return a_.eps.data(); }
+  cpu::LossParts forward(const float* params, double beta) override {
+    return cpu::model_forward(desc_, params, a_, beta);
+  }
+  void backward(const float* params, double beta, float* grads) override {
+    cpu::model_backward(desc_, params, a_, beta, grads);
+  }
+  std::string first_nonfinite_activation() const override {
+    const std::pair<const char*, const std::vector<float>*> order[] = {
+        {"the output of encoder.conv1", &a_.h1},   {"the output of encoder.conv2", &a_.h2},
+        {"the output of encoder.fc", &a_.h3},      {"mu (encoder.mu)", &a_.mu},
+        {"logvar (encoder.logvar)", &a_.logvar},   {"z", &a_.z},
+        {"the output of decoder.fc", &a_.d0},      {"the output of decoder.deconv1", &a_.d1},
+        {"the output of decoder.deconv2", &a_.d2}, {"the logits (decoder.out)", &a_.logits}};
+    for (const auto& [name, values] : order)
+      for (const float v : *values)
+        if (!std::isfinite(v)) return name;
+    return "the loss";
+  }
+
+ private:
+  const ModelDesc& desc_;
+  cpu::Activations<float> a_;
+};
+
+class FastStep final : public StepModel {
+ public:
+  FastStep(const ModelDesc& desc, int batch) : m_(desc, batch) {}
+  int batch() const override { return m_.batch(); }
+  float* x() override { return m_.x(); }
+  float* eps() override { return m_.eps(); }
+  cpu::LossParts forward(const float* params, double beta) override {
+    return m_.forward(params, beta);
+  }
+  void backward(const float* params, double beta, float* grads) override {
+    m_.backward(params, beta, grads);
+  }
+  std::string first_nonfinite_activation() const override {
+    return m_.first_nonfinite_activation();
+  }
+
+ private:
+  cpu::FastModel m_;
+};
+
+std::unique_ptr<StepModel> make_step_model(const std::string& device, const ModelDesc& desc,
+                                           int batch) {
+  if (device == "cpu-ref") return std::make_unique<ReferenceStep>(desc, batch);
+  if (device == "cpu") return std::make_unique<FastStep>(desc, batch);
+  throw Error("train_cpu: no CPU engine called '" + device + "'");
 }
 
 }  // namespace
@@ -47,8 +105,10 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
   const int pixels = images.rows * images.cols;
   if (pixels != kImagePixels) throw Error("train_cpu: images are not 28x28");
   const int64_t steps_per_epoch = check_state_position(state, n, cfg.batch_size);
-  cpu::Activations<float> full, last;
-  full.resize(desc, int(std::min<int64_t>(cfg.batch_size, n)));
+  // The full batch's model, and the remainder's, made when the epoch's last batch needs it.
+  const std::unique_ptr<StepModel> full =
+      make_step_model(cfg.device, desc, int(std::min<int64_t>(cfg.batch_size, n)));
+  std::unique_ptr<StepModel> last;
   std::vector<float> grads(desc.num_params);
 
   for (int epoch = int(state.epoch) + 1; epoch <= cfg.epochs; ++epoch) {
@@ -70,17 +130,17 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
         return false;
       }
       const int count = int(std::min<int64_t>(cfg.batch_size, n - first));
-      cpu::Activations<float>& a = count == full.batch ? full : last;
-      if (a.batch != count) a.resize(desc, count);
-      gather_batch(a.x.data(), images.pixels.data(), perm.data() + first, count, pixels);
-      fill_eps(a.eps.data(), cfg.seed, uint64_t(state.step), count, desc.latent_dim);
+      if (count != full->batch() && !last) last = make_step_model(cfg.device, desc, count);
+      StepModel& a = count == full->batch() ? *full : *last;
+      gather_batch(a.x(), images.pixels.data(), perm.data() + first, count, pixels);
+      fill_eps(a.eps(), cfg.seed, uint64_t(state.step), count, desc.latent_dim);
       const int64_t step = state.step + 1;
-      const cpu::LossParts loss = cpu::model_forward(desc, state.params.data(), a, cfg.beta);
+      const cpu::LossParts loss = a.forward(state.params.data(), cfg.beta);
       if (!std::isfinite(loss.loss))
         throw TrainingDiverged("training diverged at step " + std::to_string(step) + " (epoch " +
                                std::to_string(epoch) + "): the loss is not finite; first bad " +
-                               "tensor: " + first_nonfinite_activation(a));
-      cpu::model_backward(desc, state.params.data(), a, cfg.beta, grads.data());
+                               "tensor: " + a.first_nonfinite_activation());
+      a.backward(state.params.data(), cfg.beta, grads.data());
       std::string bad = first_nonfinite_param(desc, grads.data());
       if (!bad.empty())
         throw TrainingDiverged("training diverged at step " + std::to_string(step) + " (epoch " +

@@ -1,9 +1,12 @@
-// Training configuration, per-epoch metrics and the CPU trainer (the `--device cpu` path).
+// Training configuration, per-epoch metrics and the CPU trainer (`--device cpu` and
+// `--device cpu-ref`).
 //
-// The CPU trainer runs the reference model (cpu_model.h) step by step: gather a batch from
-// the epoch permutation, draw eps for the step, forward with the fused loss, backward,
-// one Adam step over the flat parameter buffer. Slow, but the same numbers as the reference
-// the GPU path is tested against.
+// The CPU trainer runs the model step by step: gather a batch from the epoch permutation, draw
+// eps for the step, forward with the fused loss, backward, one Adam step over the flat
+// parameter buffer. Two engines compute the step: the fast one (cpu_fast.h, oneDNN), which
+// `--device cpu` selects, and the reference (cpu_model.h), slow but the oracle every engine is
+// tested against, which `--device cpu-ref` selects. Both share everything else here, Adam
+// included, so they differ only in the rounding of the model's sums.
 //
 // Epochs are numbered globally (1-based) and the state counts the epochs it has completed, so
 // a trainer handed a resumed state runs epochs state.epoch + 1 .. cfg.epochs. Every random
@@ -25,7 +28,7 @@ namespace cuvae {
 struct TrainConfig {
   std::string data_dir = "data/mnist";
   std::string out_dir;         // the run folder
-  std::string device = "gpu";  // "gpu" or "cpu"
+  std::string device = "gpu";  // "gpu", "cpu" (the fast engine) or "cpu-ref" (the reference)
   int epochs = 30;             // the total: training ends after this (global) epoch
   int batch_size = 128;
   int latent_dim = 2;

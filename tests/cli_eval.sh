@@ -80,23 +80,35 @@ assert j["split"] == "train", j
   ls "$TMP" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
 fi
 
-# The CPU defaults (K = 50, first 1000 images) and the same result for the same seed.
+# The engines' defaults (the fast CPU engine: K = 100, every image; the reference, cpu-ref: K = 50,
+# the first 1000) and the same result for the same seed.
 "$CUVAE" eval "$RUN" --data "$DATA" --device cpu --json "$TMP/d1.json" >/dev/null 2>"$TMP/d.err" &&
-  "$CUVAE" eval "$RUN" --data "$DATA" --device cpu --iw-samples 50 --limit 0 \
-    --json "$TMP/d2.json" >/dev/null 2>>"$TMP/d.err"
+  "$CUVAE" eval "$RUN" --data "$DATA" --device cpu --iw-samples 100 --limit 0 \
+    --json "$TMP/d2.json" >/dev/null 2>>"$TMP/d.err" &&
+  "$CUVAE" eval "$RUN" --data "$DATA" --device cpu-ref --json "$TMP/r1.json" >/dev/null \
+    2>>"$TMP/d.err" &&
+  "$CUVAE" eval "$RUN" --data "$DATA" --device cpu-ref --iw-samples 50 --limit 1000 \
+    --json "$TMP/r2.json" >/dev/null 2>>"$TMP/d.err"
 rc=$?
 if [ "$rc" -ne 0 ]; then
-  fail "eval with CPU defaults exited $rc"
+  fail "eval with the CPU defaults exited $rc"
   cat "$TMP/d.err"
 elif "$PY" -c '
 import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-assert a["iw_samples"] == 50 and a["images"] == 21, a
-for k in ("neg_elbo", "iwae", "iwae_std_error"): assert a[k] == b[k], (k, a[k], b[k])
-' "$TMP/d1.json" "$TMP/d2.json"; then
-  echo "ok: CPU defaults K=50, reproducible"
+a, b, r, s = (json.load(open(p)) for p in sys.argv[1:5])
+assert a["iw_samples"] == 100 and a["images"] == 21 and a["device"] == "cpu", a
+assert r["iw_samples"] == 50 and r["images"] == 21 and r["device"] == "cpu-ref", r
+for k in ("neg_elbo", "iwae", "iwae_std_error"):
+    assert a[k] == b[k], (k, a[k], b[k])
+    assert r[k] == s[k], (k, r[k], s[k])
+# The two engines score the same model on the same noise: the ELBO to fp32 rounding.
+assert abs(a["neg_elbo"] - r["neg_elbo"]) <= 1e-4 * r["neg_elbo"], (a["neg_elbo"], r["neg_elbo"])
+' "$TMP/d1.json" "$TMP/d2.json" "$TMP/r1.json" "$TMP/r2.json" &&
+  grep -q "cpu-ref defaults: --iw-samples 50 --limit 1000" "$TMP/d.err"; then
+  echo "ok: CPU defaults (cpu K=100 all images, cpu-ref K=50 first 1000), reproducible"
 else
   fail "CPU defaults or reproducibility"
+  cat "$TMP/d.err"
 fi
 
 # The means and standard errors against a direct computation over the images. neg_elbo per

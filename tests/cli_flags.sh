@@ -40,7 +40,10 @@ expect_error --beta "${run[@]}" --beta -1
 expect_error --beta "${run[@]}" --beta NaN
 expect_error --seed "${run[@]}" --seed -1
 expect_error --limit "${run[@]}" --limit -3
-expect_error --device "${run[@]}" --device tpu
+expect_error "--device: expected 'gpu', 'cpu' or 'cpu-ref', got 'tpu'" "${run[@]}" --device tpu
+expect_error "--device: expected 'gpu', 'cpu' or 'cpu-ref', got 'CPU'" "${run[@]}" --device CPU
+# cpu-ref is a device: the error is then about the data folder, not the flag.
+expect_error "$TMP/nodata" train --device cpu-ref --data "$TMP/nodata" --out "$TMP/run"
 expect_error --profile-steps "${run[@]}" --profile-steps 5
 expect_error --profile-steps "${run[@]}" --profile-steps 5:2
 expect_error --profile-steps "${run[@]}" --profile-steps a:b
@@ -58,6 +61,9 @@ expect_error "no-such-flag" "${run[@]}" --no-such-flag
 expect_error "--bf16: cannot be combined with --tf32" "${run[@]}" --bf16 --tf32
 expect_error "--layout: expected 'nchw', 'nhwc' or 'auto', got 'NHWC'" "${run[@]}" --layout NHWC
 expect_error "--layout: missing its value" "${run[@]}" --layout
+expect_error "--train-split: expected 'train' or 'train+test', got 'test'" "${run[@]}" --train-split test
+expect_error "--train-split: expected 'train' or 'train+test', got 'train+test '" "${run[@]}" --train-split 'train+test '
+expect_error "--train-split: missing its value" "${run[@]}" --train-split
 # The other subcommands' numbers, before any file is read.
 bench=(bench --device cpu --data "$TMP/nodata")
 expect_error --epochs "${bench[@]}" --epochs 0

@@ -8,6 +8,13 @@
 # without --overwrite. No progress line ('\r') when stdout is not a terminal. With beta 0, 0.5
 # and 4 (0.5 through a resume), every metrics.csv row has loss = reconstruction + beta * kl,
 # and the last test_loss is what `cuvae eval` finds on the test split.
+# --train-split train+test trains on the 40 training images followed by the 12 test images:
+# 1 epoch + resume to 2 gives the same model bits as 2 epochs on a folder whose training split
+# holds those 52 images; --limit cuts the concatenated set; the start-up line, each epoch line
+# and config.json say the test loss is on images trained on (and a plain run's do not); the
+# resume keeps the split, refuses another, and a state written before the flag (no
+# train_split) resumes as train; a missing test split is one line naming --train-split and the
+# missing files, exit 2, no run folder made.
 # The pixels and the training seed come from a seed printed first (CUVAE_TEST_SEED replays it).
 # usage: cli_resume.sh <cuvae-binary> <repo-root>
 set -u
@@ -177,6 +184,119 @@ for beta in 0 0.5 4; do
     cat "$TMP/beta$beta.eval.err"
   fi
 done
+
+# --train-split train+test. CAT: a folder whose training split is DATA's training images
+# followed by its test images (the IDX headers say 52; the payloads start at byte 17 of an
+# image file and 9 of a label file), with DATA's test split.
+CAT=$TMP/concat
+mkdir -p "$CAT"
+{
+  printf '\0\0\10\3'
+  be32 52
+  be32 28
+  be32 28
+  tail -c +17 "$DATA/train-images-idx3-ubyte"
+  tail -c +17 "$DATA/t10k-images-idx3-ubyte"
+} >"$CAT/train-images-idx3-ubyte"
+{
+  printf '\0\0\10\1'
+  be32 52
+  tail -c +9 "$DATA/train-labels-idx1-ubyte"
+  tail -c +9 "$DATA/t10k-labels-idx1-ubyte"
+} >"$CAT/train-labels-idx1-ubyte"
+cp "$DATA"/t10k-* "$CAT/"
+# expect_line NAME LINE: the output of run NAME holds LINE, whole; expect_end NAME TEXT: a line
+# ending in TEXT (a resume names the data folder as the run recorded it, absolute and normal).
+expect_line() {
+  grep -qxF -- "$2" "$TMP/$1.out" || fail "$1: no line '$2' in its output"
+}
+expect_end() {
+  awk -v t="$2" 'length($0) >= length(t) && substr($0, length($0) - length(t) + 1) == t { f = 1 }
+    END { exit !f }' "$TMP/$1.out" || fail "$1: no line ending in '$2' in its output"
+}
+# expect_config RUN KEY VALUE: RUN/config.json has the line "KEY": VALUE (VALUE as JSON text).
+expect_config() {
+  grep -qxF -e "  \"$2\": $3," -e "  \"$2\": $3" "$1/config.json" ||
+    fail "$1/config.json lacks \"$2\": $3"
+}
+split_line="cuvae: test loss each epoch on all 12 test images (also trained on: --train-split train+test)"
+expect_ok split "${COMMON[@]}" --train-split train+test --epochs 1 --out "$TMP/split"
+expect_line split "cuvae: data $DATA: 52 training images (--train-split train+test: 40 from the training split, 12 from the test split)"
+expect_line split "$split_line"
+grep -qE '^epoch 1/1 .* test_loss [0-9]+\.[0-9]{4} \(seen in training\)  images/s ' "$TMP/split.out" ||
+  fail "split: the epoch line does not mark the test loss as seen in training"
+expect_config "$TMP/split" train_split '"train+test"'
+expect_config "$TMP/split" train_images 52
+expect_config "$TMP/split" test_images_trained_on 12
+expect_ok split-resume --resume "$TMP/split" --epochs 2 --device cpu
+expect_end split-resume ": 52 training images (--train-split train+test: 40 from the training split, 12 from the test split)"
+expect_line split-resume "$split_line"
+grep -qE '^epoch 2/2 .* \(seen in training\)  images/s ' "$TMP/split-resume.out" ||
+  fail "split-resume: the epoch line does not mark the test loss as seen in training"
+expect_config "$TMP/split" train_split '"train+test"'
+expect_ok concat --device cpu --data "$CAT" --batch-size 16 --seed "$SEED" --lr 0.003 --epochs 2 \
+  --out "$TMP/concat-run"
+if cmp -s "$TMP/split/model.safetensors" "$TMP/concat-run/model.safetensors"; then
+  echo "ok: train+test, 1 epoch + resume to 2, is bit-identical to 2 epochs on the training then the test images"
+else
+  fail "train+test (1 epoch + resume to 2) differs from 2 epochs on the training then the test images"
+fi
+[ "$(head -n 1 "$TMP/split/metrics.csv")" = "$header" ] || fail "train+test changed the metrics.csv header"
+if [ "$(cut -d, -f1-7 "$TMP/split/metrics.csv")" = "$(cut -d, -f1-7 "$TMP/concat-run/metrics.csv")" ] &&
+  [ "$(awk -F, 'NR > 1 && $6 == 52 && $7 == 4' "$TMP/split/metrics.csv" | wc -l)" -eq 2 ]; then
+  echo "ok: train+test metrics.csv: 2 rows of 52 images in 4 steps, as the concatenated folder's"
+else
+  fail "train+test metrics.csv differs from the concatenated folder's run"
+  paste -d'\n' "$TMP/split/metrics.csv" "$TMP/concat-run/metrics.csv"
+fi
+# A plain run's test loss is held out, and says nothing of training.
+grep -q 'seen in training\|also trained on' "$TMP/two.out" "$TMP/four.out" &&
+  fail "a --train-split train run marks its test loss as seen in training"
+expect_config "$TMP/a" train_split '"train"'
+expect_config "$TMP/a" test_images_trained_on 0
+# --limit takes the first 44 of the 52: all 40 training images and the first 4 test images.
+expect_ok split-limit "${COMMON[@]}" --train-split train+test --limit 44 --epochs 1 --out "$TMP/split-limit"
+expect_line split-limit "cuvae: data $DATA: 44 training images (--train-split train+test: 40 from the training split, 4 from the test split)"
+expect_line split-limit "cuvae: test loss each epoch on all 12 test images (the first 4 also trained on: --train-split train+test)"
+grep -qE '^epoch 1/1 .* \(partly seen in training\)  images/s ' "$TMP/split-limit.out" ||
+  fail "split-limit: the epoch line does not mark the test loss as partly seen in training"
+expect_config "$TMP/split-limit" test_images_trained_on 4
+# The split is the run's: another is refused, the same one accepted.
+expect_refused split-to-train "--train-split train conflicts with the run in $TMP/split, trained with --train-split train+test" \
+  --resume "$TMP/split" --epochs 3 --train-split train --device cpu
+expect_refused train-to-split "--train-split train+test conflicts with the run in $TMP/a, trained with --train-split train" \
+  --resume "$TMP/a" --epochs 6 --train-split train+test --device cpu
+cmp -s "$TMP/split/model.safetensors" "$TMP/concat-run/model.safetensors" || fail "a refused resume changed the train+test run"
+expect_ok split-same --resume "$TMP/split" --epochs 3 --train-split train+test --device cpu
+expect_line split-same "$split_line"
+# A state written before --train-split existed has no train_split: it resumes as train. The
+# key renamed in place (same length, so the header stays valid) stands for the missing one.
+cp -r "$TMP/a" "$TMP/old"
+LC_ALL=C sed -i 's/"train_split":"train"/"xrain_split":"train"/' "$TMP/old/train_state.safetensors"
+if grep -qF '"train_split"' "$TMP/old/train_state.safetensors"; then
+  fail "could not remove train_split from the copied train_state"
+else
+  expect_refused old-state-to-split "trained with --train-split train " \
+    --resume "$TMP/old" --epochs 5 --train-split train+test --device cpu
+  expect_ok old-state --resume "$TMP/old" --epochs 5 --device cpu
+  expect_end old-state ": 40 training images"
+  expect_config "$TMP/old" train_split '"train"'
+fi
+# train+test without the test split (labels and all, or the labels only): one line naming the
+# flag and the missing files, and nothing written.
+NOTEST=$TMP/no-test
+mkdir -p "$NOTEST"
+cp "$DATA"/train-* "$NOTEST/"
+expect_refused split-resume-no-test \
+  "--train-split train+test (the run's): $NOTEST has no t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]" \
+  --resume "$TMP/split" --epochs 4 --data "$NOTEST" --device cpu
+expect_refused split-no-test "--train-split train+test: $NOTEST has no t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]" \
+  --device cpu --data "$NOTEST" --train-split train+test --out "$TMP/no-test-run"
+[ ! -e "$TMP/no-test-run" ] || fail "split-no-test made $TMP/no-test-run"
+cp "$DATA/t10k-images-idx3-ubyte" "$NOTEST/"
+expect_refused split-no-test-labels "--train-split train+test: $NOTEST has no t10k-labels-idx1-ubyte[.gz] (" \
+  --device cpu --data "$NOTEST" --train-split train+test --out "$TMP/no-test-run"
+[ ! -e "$TMP/no-test-run" ] || fail "split-no-test-labels made $TMP/no-test-run"
 
 # Refusals.
 cp -r "$TMP/a" "$TMP/c"

@@ -1,7 +1,8 @@
 // Checkpoints: train_state.safetensors and model.safetensors round trips (bit-exact), strict
 // refusal of broken or foreign files (each an InputError naming the file), and the resume
 // guarantee at the library level: 2 epochs + save + load + 2 more == 4 epochs straight, bit for
-// bit, with a remainder batch.
+// bit, with a remainder batch. The run's --train-split round trips, and a state written before
+// the flag existed (no train_split) loads as the training split.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -61,6 +62,7 @@ TrainRun sample_run(const ModelDesc& d, uint64_t seed) {
   run.train_images = 37;  // 4 steps per epoch at batch 10
   run.train_crc32 = 0xdeadbeefu;
   run.test_limit = 1000;
+  run.train_split = TrainSplit::TrainTest;  // not the default: the field must be written
   return run;
 }
 
@@ -143,8 +145,10 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(got.run.train_images == run.train_images);
   CHECK(got.run.train_crc32 == run.train_crc32);
   CHECK(got.run.test_limit == run.test_limit);
+  CHECK(got.run.train_split == TrainSplit::TrainTest);
   // The file documents itself: names, dtypes and the RNG note.
   const SafetensorsFile f = read_safetensors(path);
+  CHECK(f.metadata.at("train_split") == "train+test");
   CHECK(f.metadata.at("seed") == std::to_string(seed));
   CHECK(f.metadata.at("format_version") == "1");
   CHECK(f.metadata.at("rng").find("whole RNG state") != std::string::npos);
@@ -152,6 +156,34 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(f.get("step", DType::I64, {1}).numel() == 1);
   CHECK(f.get("epoch_sums", DType::F64, {2}).numel() == 2);
   CHECK(f.tensors.size() == 3 * d.params.size() + 4);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("train_split: absent (an older file) is train, an unknown value is refused",
+          "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const fs::path dir = temp_dir();
+  const std::string path = (dir / "train_state.safetensors").string();
+  const std::string edited = (dir / "edited.safetensors").string();
+  const ModelDesc d = make_vae(2);
+  save_train_state(path, d, sample_run(d, seed), random_state(d, rng));
+  const RawFile f(path);
+  REQUIRE(f.metadata.at("train_split") == "train+test");
+
+  RawFile g = f;
+  g.metadata.erase("train_split");  // as written before --train-split existed
+  g.write(edited);
+  CHECK(load_train_state(edited).run.train_split == TrainSplit::Train);
+  g.metadata["train_split"] = "train";
+  g.write(edited);
+  CHECK(load_train_state(edited).run.train_split == TrainSplit::Train);
+  for (const char* bad : {"test", "train+test ", "Train", ""}) {
+    g.metadata["train_split"] = bad;
+    g.write(edited);
+    require_refused(load_state, edited, "bad train_split '" + std::string(bad) + "'");
+  }
   fs::remove_all(dir);
 }
 
@@ -310,12 +342,14 @@ TEST_CASE("broken or foreign checkpoints are refused, naming the file", "[checkp
 TEST_CASE("resume: 2 epochs + save/load + 2 more == 4 epochs straight, bit for bit",
           "[checkpoint]") {
   const uint64_t seed = test::fresh_seed();
-  INFO("seed " << seed);
+  const std::string device = GENERATE("cpu", "cpu-ref");  // the fast engine and the reference
+  INFO("seed " << seed << " device " << device);
   const fs::path dir = temp_dir();
   const std::string path = (dir / "train_state.safetensors").string();
   const ModelDesc d = make_vae(2);
   const ImageSet images = test::synthetic_images(seed, 21);  // batch 8: 8 + 8 + a remainder of 5
   TrainConfig cfg;
+  cfg.device = device;
   cfg.seed = seed;
   cfg.batch_size = 8;
   cfg.beta = 0.5;
@@ -354,6 +388,7 @@ TEST_CASE("resume: 2 epochs + save/load + 2 more == 4 epochs straight, bit for b
   REQUIRE(loaded.run.train_crc32 == image_checksum(images));
   TrainConfig cfg2 = loaded.run.cfg;
   cfg2.epochs = 4;
+  cfg2.device = device;  // not part of the run: a run may resume on another engine
   std::vector<StepProgress> steps;
   train_cpu(
       cfg2, loaded.desc, images, loaded.state,

@@ -10,35 +10,13 @@
 #include "host/batch.h"
 #include "host/bf16_round.h"
 #include "host/cpu_model.h"
+#include "tests/fixtures.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
 using cuvae::test::compare;
 
-namespace {
-
-// A model with random biases (Glorot leaves them zero) and an MNIST-like batch.
-template <typename T>
-void setup(const ModelDesc& d, uint64_t seed, int batch, std::vector<T>& params,
-           cpu::Activations<T>& a) {
-  std::vector<float> pf(d.num_params);
-  init_params(d, seed, pf.data());
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(-0.1f, 0.1f), px(0.f, 1.f);
-  std::normal_distribution<float> normal;
-  for (const ParamTensor& p : d.params)
-    if (p.fan_in == 0)
-      for (size_t i = 0; i < p.numel; ++i) pf[p.offset + i] = u(rng);
-  params.assign(pf.begin(), pf.end());
-  a.resize(d, batch);
-  for (T& v : a.x) {
-    const float q = px(rng);
-    v = q < 0.5f ? 0 : q < 0.6f ? 1 : px(rng);
-  }
-  for (T& e : a.eps) e = normal(rng);
-}
-
-}  // namespace
+using test::random_model_and_batch;
 
 TEST_CASE("whole-model gradients match finite differences (double)", "[cpu_model]") {
   const uint64_t seed = test::fresh_seed();
@@ -49,7 +27,7 @@ TEST_CASE("whole-model gradients match finite differences (double)", "[cpu_model
   const ModelDesc d = make_vae(dim);
   std::vector<double> params;
   cpu::Activations<double> a;
-  setup(d, seed, batch, params, a);
+  random_model_and_batch(d, seed, batch, params, a);
   cpu::model_forward(d, params.data(), a, beta);
   std::vector<double> grads(d.num_params);
   test::poison(grads);
@@ -127,8 +105,8 @@ TEST_CASE("float reference agrees with the double reference", "[cpu_model]") {
   std::vector<float> pf;
   cpu::Activations<double> ad;
   cpu::Activations<float> af;
-  setup(d, seed, batch, pd, ad);
-  setup(d, seed, batch, pf, af);
+  random_model_and_batch(d, seed, batch, pd, ad);
+  random_model_and_batch(d, seed, batch, pf, af);
   const cpu::LossParts ld = cpu::model_forward(d, pd.data(), ad, 1.0);
   const cpu::LossParts lf = cpu::model_forward(d, pf.data(), af, 1.0);
   REQUIRE(std::abs(lf.loss - ld.loss) <= 1e-6 * std::abs(ld.loss));
@@ -148,7 +126,7 @@ TEST_CASE("forward and backward are bit-reproducible", "[cpu_model]") {
   const ModelDesc d = make_vae(2);
   std::vector<float> p;
   cpu::Activations<float> a;
-  setup(d, seed, 5, p, a);
+  random_model_and_batch(d, seed, 5, p, a);
   cpu::Activations<float> b = a;
   std::vector<float> g1(d.num_params), g2(d.num_params);
   const cpu::LossParts l1 = cpu::model_forward(d, p.data(), a, 1.0);
@@ -197,7 +175,7 @@ TEST_CASE("the model of the bf16 mixed-precision step stores bf16 values and fol
   const ModelDesc d = make_vae(2);
   std::vector<float> p;
   cpu::Activations<float> mixed;
-  setup(d, seed, batch, p, mixed);
+  random_model_and_batch(d, seed, batch, p, mixed);
   cpu::Activations<float> ref = mixed;
   const cpu::LossParts lm = cpu::model_forward_mixed(d, p.data(), mixed, 1.0);
   const cpu::LossParts lr = cpu::model_forward(d, p.data(), ref, 1.0);
@@ -239,7 +217,7 @@ TEST_CASE("the model of the bf16 mixed-precision step stores bf16 values and fol
   // moves the result far less (measured: loss ~1e-8, gradients ~1e-3 at batch 64).
   std::vector<double> pd(p.begin(), p.end());
   cpu::Activations<double> md;
-  setup(d, seed, batch, pd, md);
+  random_model_and_batch(d, seed, batch, pd, md);
   const cpu::LossParts ld = cpu::model_forward_mixed(d, pd.data(), md, 1.0);
   REQUIRE(std::abs(ld.loss - lm.loss) <= 1e-6 * lm.loss);
 }
@@ -430,7 +408,7 @@ TEST_CASE("the model's layers read in channels-last order give the model's activ
   const ModelDesc d = make_vae(dim);
   std::vector<double> params;
   cpu::Activations<double> a;
-  setup(d, seed, batch, params, a);
+  random_model_and_batch(d, seed, batch, params, a);
   cpu::model_forward(d, params.data(), a, 1.0);
   const std::vector<uint32_t> order = channels_last_order(d);
   std::vector<double> dev(d.num_params);

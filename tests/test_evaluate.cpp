@@ -103,7 +103,7 @@ TEST_CASE("evaluate_elbo matches the reference model run on the same noise", "[e
   const ModelDesc d = make_vae(dim);
   const std::vector<float> params = make_params(d, seed);
   const ImageSet images = make_images(seed + 1, n + 5);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, params);
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, params, "cpu-ref");
 
   // Directly: one batch through cpu::model_forward, eps from eval_noise(seed, i, 0).
   cpu::Activations<float> a;
@@ -141,7 +141,7 @@ TEST_CASE("evaluation results do not depend on batching or the limit", "[evaluat
   const int dim = 2, n = 13;
   const ModelDesc d = make_vae(dim);
   const ImageSet images = make_images(seed + 1, n);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, make_params(d, seed));
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, make_params(d, seed), "cpu-ref");
 
   const PerImage whole = elbo_per_image(*m, images, seed, 0);
   REQUIRE(whole.recon.size() == size_t(n));
@@ -185,7 +185,7 @@ TEST_CASE("IWAE with K = 1 is the one-sample ELBO with a Monte Carlo KL", "[eval
   std::vector<float> params = make_params(d, seed);
   set_tensor(d, params, "encoder.logvar.bias", 0.7f);  // sigma != 1, so every term matters
   const ImageSet images = make_images(seed + 1, n);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, params);
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, params, "cpu-ref");
 
   const PerImage p = elbo_per_image(*m, images, seed, 0);
   const IwaeStats one = evaluate_iwae(*m, images, 1, seed, 0);
@@ -242,7 +242,7 @@ TEST_CASE("IWAE tightens with K, and at K = 1 it is the ELBO with a one-sample K
   set_tensor(d, params, "encoder.logvar.weight", 0.f);
   set_tensor(d, params, "encoder.logvar.bias", -4.f);
   const ImageSet images = make_images(seed + 1, n);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, params);
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, params, "cpu-ref");
 
   // All kmax log weights of every image.
   std::vector<float> x(size_t(n) * kImagePixels), mu(size_t(n) * dim), logvar(mu.size());
@@ -329,7 +329,7 @@ TEST_CASE("IWAE converges to the exact -log p(x) of a decoder that ignores z", "
   set_tensor(d, params, "encoder.logvar.bias", 0.f);
   set_tensor(d, params, "decoder.fc.weight", 0.f);
   const ImageSet images = make_images(seed + 1, n);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, params);
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, params, "cpu-ref");
 
   const PerImage p = elbo_per_image(*m, images, seed, 0);
   // The reconstruction term does not depend on the noise: it is -log p(x) exactly.
@@ -407,14 +407,14 @@ TEST_CASE("a model with non-finite outputs never yields an estimate", "[evaluate
   INFO(name << " = " << bad);
   std::vector<float> params = make_params(d, seed);
   set_tensor(d, params, name, bad);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, params);
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, params, "cpu-ref");
   REQUIRE_THROWS_AS(evaluate_iwae(*m, images, 3, seed, 0), Error);
   REQUIRE_FALSE(std::isfinite(evaluate_elbo(*m, images, seed).elbo_loss()));
 
   // Huge but finite logits: the stable BCE and log-mean-exp keep everything finite.
   std::vector<float> loud = make_params(d, seed);
   set_tensor(d, loud, "decoder.out.bias", 1e6f);
-  const std::unique_ptr<Inference> m2 = make_cpu_inference(d, loud);
+  const std::unique_ptr<Inference> m2 = make_cpu_inference(d, loud, "cpu-ref");
   const IwaeStats s = evaluate_iwae(*m2, images, 3, seed, 0);
   REQUIRE(std::isfinite(s.mean));
   REQUIRE(s.mean > 1e6);  // about 1e6 nats per dark pixel
@@ -422,7 +422,7 @@ TEST_CASE("a model with non-finite outputs never yields an estimate", "[evaluate
 
 TEST_CASE("evaluation rejects empty input and bad sizes", "[evaluate]") {
   const ModelDesc d = make_vae(2);
-  const std::unique_ptr<Inference> m = make_cpu_inference(d, make_params(d, 1));
+  const std::unique_ptr<Inference> m = make_cpu_inference(d, make_params(d, 1), "cpu-ref");
   ImageSet empty = make_images(1, 0);
   REQUIRE_THROWS_AS(evaluate_elbo(*m, empty, 0), Error);
   REQUIRE_THROWS_AS(evaluate_iwae(*m, empty, 2, 0), Error);

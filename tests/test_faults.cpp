@@ -41,10 +41,11 @@ TrainRun run_of(const TrainConfig& cfg, const ImageSet& images) {
 
 TEST_CASE("a stop between any two steps, saved and resumed, equals the straight run", "[faults]") {
   const uint64_t seed = test::fresh_seed();
-  INFO("seed " << seed);
+  const std::string device = GENERATE("cpu", "cpu-ref");  // the fast engine and the reference
+  INFO("seed " << seed << " device " << device);
   const ModelDesc d = make_vae(2);
   const ImageSet images = test::synthetic_images(seed, 21);  // batch 8: 8 + 8 + 5
-  TrainConfig cfg = test::small_config(seed, 8, 0.5);
+  TrainConfig cfg = test::small_config(seed, 8, 0.5, device);
   cfg.epochs = 2;
   const TrainState fresh = test::fresh_state(d, seed);
   TrainState straight = fresh;
@@ -169,10 +170,11 @@ TEST_CASE("the position inside an epoch is checked when a state loads", "[faults
 
 TEST_CASE("a non-finite forward pass stops training, naming the step and the tensor", "[faults]") {
   const uint64_t seed = test::fresh_seed();
-  INFO("seed " << seed);
+  const std::string device = GENERATE("cpu", "cpu-ref");  // the fast engine and the reference
+  INFO("seed " << seed << " device " << device);
   const ModelDesc d = make_vae(2);
   const ImageSet images = test::synthetic_images(seed, 20);
-  TrainConfig cfg = test::small_config(seed, 4, 1.0);
+  TrainConfig cfg = test::small_config(seed, 4, 1.0, device);
   cfg.epochs = 2;
   TrainState st = test::fresh_state(d, seed);
   REQUIRE(train_cpu(cfg, d, images, st, [](const EpochMetrics&) {}));  // 10 good steps

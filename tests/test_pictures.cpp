@@ -90,7 +90,7 @@ std::unique_ptr<Inference> random_model(int latent_dim, uint64_t seed) {
   // cell drawn for the wrong z cannot pass the 1-level tolerance.
   const ParamTensor& fc = desc.param("decoder.fc.weight");
   for (size_t i = fc.offset; i < fc.offset + fc.numel; ++i) params[i] *= 30.0f;
-  return make_cpu_inference(desc, params);
+  return make_cpu_inference(desc, params, "cpu-ref");
 }
 
 // The gray levels the pictures should show for latents z (count, D): round(255 sigmoid(l)).

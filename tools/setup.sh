@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(cmake ninja-build g++ pkg-config catch2 libcxxopts-dev nlohmann-json3-dev zlib1g-dev
-          libpng-dev)
+          libpng-dev libdnnl-dev)
 case "${1:-}" in
   "") ;;
   --tests) packages+=(python3 python3-torch python3-numpy) ;;

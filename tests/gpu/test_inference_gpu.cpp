@@ -44,7 +44,7 @@ TEST_CASE("GPU inference equals the CPU reference", "[gpu][inference]") {
   const ModelDesc d = make_vae(dim);
   const TrainState st = test::fresh_state(d, seed);
   auto gpu = make_gpu_inference(d, st.params);
-  auto cpu = make_cpu_inference(d, st.params);
+  auto cpu = make_cpu_inference(d, st.params, "cpu-ref");
   std::mt19937_64 rng(seed);
   const std::vector<float> x = test::random_vector<float>(rng, size_t(count) * kImagePixels, 0, 1);
   std::vector<float> mu_g(size_t(count) * dim), lv_g(mu_g.size()), mu_c(mu_g.size()),
