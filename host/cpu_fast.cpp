@@ -225,9 +225,10 @@ float* data(const memory& m) {
 }
 
 // sums[c] = the sum over the batch and the plane of channel c of a (B, C) or (B, C, H, W)
-// tensor, in double, in a fixed order (threads split the channels). Reads the tensor in its
-// own format: plain, or with the channels in blocks (aBcd16b and the like; the only blocking
-// oneDNN gives these activations).
+// tensor, in double, over the positions in order (b, y, x) whatever the thread count. Reads the
+// tensor in its own format: plain, or with the channels in blocks (aBcd16b and the like, the
+// only blocking oneDNN gives these activations), whose block of channels is summed side by
+// side, one accumulator per channel, so the pass reads memory in order.
 void channel_sums(float* sums, const memory& m) {
   const dnnl_memory_desc_t& d = m.get_desc().data;
   const dnnl_blocking_desc_t& blk = d.format_desc.blocking;
@@ -239,17 +240,25 @@ void channel_sums(float* sums, const memory& m) {
   const int64_t h = d.ndims == 4 ? d.dims[2] : 1, w = d.ndims == 4 ? d.dims[3] : 1;
   const int64_t block = channel_blocks ? blk.inner_blks[0] : 1;
   const int64_t sh = d.ndims == 4 ? blk.strides[2] : 0, sw = d.ndims == 4 ? blk.strides[3] : 0;
+  const int64_t blocks = (channels + block - 1) / block;
+  constexpr int64_t kMaxBlock = 64;
+  if (block > kMaxBlock) throw Error("FastModel: a channel block wider than the bias sums take");
   const float* v = data(m) + d.offset0;
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < channels; ++c) {
-    const int64_t base = (c / block) * blk.strides[1] + c % block;
-    double s = 0;
+  for (int64_t cb = 0; cb < blocks; ++cb) {
+    double acc[kMaxBlock] = {};
+    const float* base = v + cb * blk.strides[1];
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x) s += double(v[base + b * blk.strides[0] + y * sh + x * sw]);
-    sums[c] = float(s);
+        for (int64_t x = 0; x < w; ++x) {
+          const float* p = base + b * blk.strides[0] + y * sh + x * sw;
+          for (int64_t k = 0; k < block; ++k) acc[k] += double(p[k]);
+        }
+    for (int64_t k = 0; k < block && cb * block + k < channels; ++k)
+      sums[cb * block + k] = float(acc[k]);
   }
 }
+
 size_t floats(const memory& m) {
   return m.get_desc().get_size() / sizeof(float);
 }
@@ -305,7 +314,7 @@ struct FastModel::Impl {
     // Encoder: conv1 reads x; each layer reads the previous one's output as it is.
     build(kEncConv1, x.get_desc(), any(out_dims(kEncConv1)), false);
     build(kEncConv2, nodes[kEncConv1].p.dst, any(out_dims(kEncConv2)), true);
-    build(kEncFc, nodes[kEncConv2].p.dst, any({b, 16}), true);
+    build(kEncFc, nodes[kEncConv2].p.dst, any(out_dims(kEncFc)), true);
     // The heads write plain (B, D) arrays for the reparameterization and the loss.
     build(kEncMu, nodes[kEncFc].p.dst, plain(latent), true);
     build(kEncLogvar, nodes[kEncFc].p.dst, plain(latent), true);
@@ -319,8 +328,11 @@ struct FastModel::Impl {
     mu_plain = nodes[kEncMu].dst;
     logvar_plain = nodes[kEncLogvar].dst;
     logits_plain = nodes[kDecOut].dst;
-    if (nodes[kEncMu].p.dst != plain(latent) || nodes[kDecOut].p.dst != plain(image))
-      throw Error("FastModel: oneDNN did not keep the heads' or the logits' plain layout");
+    // The reparameterization's loops read z's gradient as a plain (B, D) array too.
+    if (nodes[kEncMu].p.dst != plain(latent) || nodes[kDecOut].p.dst != plain(image) ||
+        nodes[kDecFc].p.bd_diff_src != plain(latent))
+      throw Error(
+          "FastModel: oneDNN did not keep the plain layout of mu, the logits or z's gradient");
 
     // Backward wiring: each layer's incoming gradient is its successor's input gradient.
     wire_gradient(kEncConv1, nodes[kEncConv2].p.bd_diff_src);

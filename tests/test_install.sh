@@ -2,7 +2,7 @@
 # The installed package, as a GPU node would get it: `cmake --install` into a temporary prefix,
 # moved elsewhere (relocatable: $ORIGIN-relative RUNPATH), then
 #   - the layout: bin/, libexec/cuvae/ (the test executables), share/cuvae/ (the GPU check and
-#     the Python tools), lib/ (libpng, zlib, libgomp: every non-CUDA library outside the C/C++
+#     the Python tools), lib/ (libpng, zlib, libgomp, oneDNN: every non-CUDA library outside the C/C++
 #     runtime resolves there, no CUDA library is copied, no RUNPATH names an absolute folder,
 #     no executable needs the shared CUDA runtime);
 #   - the installed `cuvae --version` (this project's version, the build line, a GPU line) and
@@ -37,7 +37,8 @@ for f in bin/cuvae libexec/cuvae/cuvae_tests libexec/cuvae/cuvae_data_tests \
          libexec/cuvae/cuvae_gpu_tests libexec/cuvae/cuvae_gpu_data_tests \
          share/cuvae/gpu_check.sh share/cuvae/gpu_sanitize.sh share/cuvae/cuda_libs.sh \
          share/cuvae/tools/bench/bench.py share/cuvae/tools/bench/torch_vae.py \
-         share/cuvae/tools/parity/check_model.py lib/libpng16.so.16 lib/libz.so.1 lib/libgomp.so.1; do
+         share/cuvae/tools/parity/check_model.py lib/libpng16.so.16 lib/libz.so.1 lib/libgomp.so.1 \
+         lib/libdnnl.so.2; do
   [ -e "$P/$f" ] || fail "$f missing from the installed tree"
 done
 for exe in "$P/bin/cuvae" "$P"/libexec/cuvae/*; do
@@ -52,7 +53,7 @@ for exe in "$P/bin/cuvae" "$P"/libexec/cuvae/*; do
   readelf -d "$exe" | grep -q 'NEEDED.*libcudart' && fail "$name needs the shared libcudart"
   ldd "$exe" >"$TMP/ldd" 2>&1
   grep -q 'not found' "$TMP/ldd" && fail "$name: $(grep 'not found' "$TMP/ldd" | tr -s ' \t\n' ' ')"
-  for lib in libpng16.so.16 libz.so.1 libgomp.so.1; do
+  for lib in libpng16.so.16 libz.so.1 libgomp.so.1 libdnnl.so.2; do
     where=$(awk -v l="$lib" '$1 == l { print $3 }' "$TMP/ldd")
     [ -z "$where" ] && continue  # not every executable needs each
     case $where in

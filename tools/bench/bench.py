@@ -7,18 +7,34 @@ Usage (from anywhere; paths are relative to the current directory):
                        [--batches 128,1024,4096] [--precisions fp32,tf32,bf16] [--epochs N]
                        [--warmup N] [--limit N] [--modes eager,default,reduce-overhead,max-autotune]
                        [--algo fastest|deterministic] [--ablations graph,fusion,layout|none]
-                       [--out BENCHMARKS.md] [--no-write]
+                       [--threads N] [--out BENCHMARKS.md] [--no-write]
 
 For each configuration (batch size x precision) it runs, each as its own process so that peak
 memory is per process:
   * `cuvae bench` (the lead's subcommand; JSON schema in benchlib.REQUIRED_KEYS and
-    benchlib.validate_result),
+    benchlib.validate_result): on the GPU `--device gpu`; on the CPU twice, `--device cpu`
+    (the fast engine, oneDNN) and `--device cpu-ref` (the slow reference model),
   * tools/bench/torch_vae.py once per PyTorch mode (eager, and each torch.compile mode),
-and, once per run, tools/bench/gemm_rate.py for the device's fp32 / TF32 / bf16 GEMM rate
-(the FLOP-floor denominator). It checks every final loss against cuvae's of the same
-configuration (benchlib.loss_check; so bf16 against bf16), prints the table and replaces the
+and, once per run, tools/bench/gemm_rate.py for torch.mm's fp32 / TF32 / bf16 GEMM rate. It
+checks every final loss against cuvae's of the same configuration (benchlib.loss_check; so
+bf16 against bf16; on the CPU against the fast engine's), prints the table and replaces the
 device's marked section of BENCHMARKS.md (<!-- bench:gpu:start --> ... <!-- bench:gpu:end -->,
 or bench:cpu) leaving the rest intact.
+
+FLOP floor (the "% of FLOP floor" column: the model's FLOP/s over a measured GEMM rate):
+  GPU: gemm_rate.py's torch.mm rate in the row's precision.
+  CPU: the single-precision GEMM rate that `cuvae bench --device cpu` measured in its own
+       process before training, with the library its fast engine links ("sgemm_gflops" and
+       "sgemm_what" in its JSON, required of cuvae on the CPU); the notes name it and its
+       value. gemm_rate.py's torch.mm rate is PyTorch's own BLAS (a generic one made the
+       column pass 100%): reported in the notes for comparison, never the denominator.
+
+GPU table: a row per configuration (cuvae against PyTorch eager and the best torch.compile
+mode), then every run. CPU table: a row per run, for each configuration the fast engine, the
+reference and each PyTorch mode, with images/s, ms/epoch, the speed-up over PyTorch eager, the
+fraction of the floor, peak memory, the final loss and its check against the fast engine's;
+under it the issue's targets for the fast engine at batch 128, fp32 (at least 1,000 images/s,
+goal 1,500, i.e. at least 8x PyTorch eager in the same run), each said met or missed.
 
 Precisions: fp32 (strict), tf32 (cuvae --tf32, PyTorch TF32 matmuls and convolutions), bf16
 (mixed precision: cuvae --bf16, PyTorch torch.autocast to bfloat16 around forward + loss).
@@ -36,7 +52,7 @@ much: the slower run's ms/epoch over the faster's).
 Defaults per device: gpu: batches 128,1024,4096, precisions fp32,tf32,bf16, all four modes,
 2 warm-up + 5 timed epochs over all 60,000 images; cpu: batch 128, fp32 (tf32 and bf16 are
 GPU settings, dropped there), eager only, 1 warm-up + 2 timed epochs over the first 2,048
-images.
+images (the reference, at about 200 images/s, takes about 30 s of it).
 The PyTorch side runs under --python (default: the interpreter running this script).
 
 Exit status: 0 every run succeeded and every loss agrees; 1 a run failed or a loss
@@ -71,6 +87,17 @@ DEFAULTS = {
                 limit=2048),
 }
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 77
+
+# The CPU rows: cuvae's two CPU engines, each in a run of its own (`cuvae bench --device D`),
+# named in the table by their flag, and judged (device_kind) by what they report.
+CPU_FAST = "cuvae --device cpu (fast engine)"
+CPU_REFERENCE = "cuvae --device cpu-ref (reference)"
+# The issue's targets for the fast CPU engine, stated at batch 128 in fp32: a training rate of
+# at least 1,000 images/s (goal 1,500), i.e. at least 8x PyTorch eager in the same run.
+CPU_TARGET_BATCH = 128
+CPU_TARGET_IMAGES_PER_S = 1000
+CPU_GOAL_IMAGES_PER_S = 1500
+CPU_TARGET_VS_EAGER = 8.0
 
 
 # cuvae settings that tools/bench times in a cuvae run of its own beside each row's run:
@@ -160,12 +187,15 @@ def parse_list(text, cast, what, allowed=None):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        description="Benchmark cuvae against PyTorch eager and torch.compile on one device.",
+        description="Benchmark cuvae against PyTorch eager and torch.compile on one device "
+        "(on the CPU: cuvae's fast engine and its reference model against PyTorch).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="MNIST folder (default $CUVAE_MNIST_DIR, else data/mnist)")
     p.add_argument("--cuvae", default=os.path.join(REPO, "build", "cuvae"),
                    help="cuvae binary (default build/cuvae in the repository)")
-    p.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
+    p.add_argument("--device", default="gpu", choices=("gpu", "cpu"),
+                   help="gpu, or cpu: cuvae's fast CPU engine and its CPU reference, each in "
+                   "a run of its own, against PyTorch on the CPU")
     p.add_argument("--batches", help="batch sizes (gpu: 128,1024,4096; cpu: 128)")
     p.add_argument("--precisions", help="fp32, tf32 and/or bf16 (gpu: fp32,tf32,bf16; "
                    "cpu: fp32)")
@@ -187,7 +217,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for both systems (OMP_NUM_THREADS, and PyTorch's "
+                   help="CPU threads for every run (OMP_NUM_THREADS, and PyTorch's "
                    "--threads); 0: each system's default, one per usable core")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter with PyTorch for the PyTorch runs (default: this one)")
@@ -297,9 +327,12 @@ def validate_gemm(obj):
     return problems
 
 
-def common_flags(args, batch, precision):
-    flags = ["--device", args.device, "--batch-size", str(batch), "--epochs", str(args.epochs),
-             "--warmup-epochs", str(args.warmup), "--limit", str(args.limit),
+def common_flags(args, batch, precision, device=None):
+    """The arguments cuvae bench and torch_vae.py share; device: cuvae's --device when it is
+    not args.device (cpu-ref, cuvae's CPU reference)."""
+    flags = ["--device", device or args.device, "--batch-size", str(batch),
+             "--epochs", str(args.epochs), "--warmup-epochs", str(args.warmup),
+             "--limit", str(args.limit),
              "--algo", args.algo, "--seed", str(args.seed), "--latent-dim",
              str(args.latent_dim)]
     flags += ["--data", args.data]
@@ -381,15 +414,66 @@ def gemm_rate_for(gemm, precision):
 
 
 def build_report(args, configs, gemm, header_lines):
-    """configs: list of dicts {batch, precision, cuvae: (obj, err, skip), torch: {mode: (...)}}
+    """configs: list of dicts {batch, precision, cuvae: (obj, err, skip), torch: {mode: (...)},
+    and on the GPU ablations: {name: (...)}, on the CPU reference: (...)}
     -> (markdown text, failed?)"""
+    if args.device == "cpu":
+        return build_cpu_report(args, configs, gemm, header_lines)
+    return build_gpu_report(args, configs, gemm, header_lines)
+
+
+def judge_loss(base, obj, total_epochs):
+    """obj's final loss against base's (benchlib.loss_check, allowing for the larger of the
+    two runs' last-epoch drops) -> (status, diff, tol)."""
+    drops = [x for x in (bl.last_drop(base["epochs"]), bl.last_drop(obj["epochs"]))
+             if x is not None]
+    return bl.loss_check(base["final_loss"], obj["final_loss"], total_epochs,
+                         max(drops) if drops else None)
+
+
+def loss_failed(check):
+    return check[0] in ("DISAGREE", "non-finite")
+
+
+def loss_problem(cfg, who, obj, base_name, base, check):
+    """The Problem line of a loss that disagrees with (or is not finite against) base's."""
+    status, diff, tol = check
+    return "%s %s final loss %.3f vs %s %.3f: %s (|diff| %s, tolerance %s)" % (
+        cfg, who, obj["final_loss"], base_name, base["final_loss"], status,
+        "-" if diff is None else "%.3f" % diff, "-" if tol is None else "%.3f" % tol)
+
+
+def check_cell(check):
+    """A loss check as a table cell: 'agree (0.00, tol 3.20)', or its status alone."""
+    if check is None:
+        return "-"
+    return "%s (%.2f, tol %.2f)" % check if check[1] is not None else check[0]
+
+
+def run_note(args, configs):
+    """The notes' line on what each run did and how ms/epoch is measured."""
+    images = next((c["cuvae"][0]["images"] for c in configs if c["cuvae"][0]), None)
+    return "- Each run: %d warm-up + %d timed epochs%s; ms/epoch is the median over the " \
+        "timed epochs of %s." % (
+            args.warmup, args.epochs,
+            " over %s training images" % format(images, ",") if images else "",
+            "the device time between CUDA events at the epoch's start and end"
+            if args.device == "gpu" else "wall-clock time")
+
+
+def memory_notes(notes_mem):
+    """notes_mem: peak_memory_what -> the systems that reported it."""
+    return ["- Peak memory of %s: %s." % (" and ".join(sorted(set(who))), what)
+            for what, who in notes_mem.items()]
+
+
+def build_gpu_report(args, configs, gemm, header_lines):
     total_epochs = args.warmup + args.epochs
     failed = False
     main_rows, detail_rows, notes_mem, problems, target_lines = [], [], {}, [], []
     ablation_lines, alternative_lines = [], []
-    dev_label = args.device
     for c in configs:
-        cfg = "%s b%d %s" % (dev_label, c["batch"], c["precision"])
+        cfg = "gpu b%d %s" % (c["batch"], c["precision"])
         cu, cu_err, cu_skip = c["cuvae"]
         if cu_err or cu_skip:
             failed = failed or bool(cu_err)
@@ -415,18 +499,11 @@ def build_report(args, configs, gemm, header_lines):
         checks = {}
         for m, (obj, _, _) in c["torch"].items():
             if obj and cu:
-                drops = [x for x in (bl.last_drop(cu["epochs"]), bl.last_drop(obj["epochs"]))
-                         if x is not None]
-                status, diff, tol = bl.loss_check(cu["final_loss"], obj["final_loss"],
-                                                  total_epochs, max(drops) if drops else None)
-                checks[m] = (status, diff, tol)
-                if status in ("DISAGREE", "non-finite"):
+                checks[m] = judge_loss(cu, obj, total_epochs)
+                if loss_failed(checks[m]):
                     failed = True
-                    problems.append("%s PyTorch %s final loss %.3f vs cuvae %.3f: %s "
-                                    "(|diff| %s, tolerance %s)"
-                                    % (cfg, m, obj["final_loss"], cu["final_loss"], status,
-                                       "-" if diff is None else "%.3f" % diff,
-                                       "-" if tol is None else "%.3f" % tol))
+                    problems.append(loss_problem(cfg, "PyTorch " + m, obj, "cuvae", cu,
+                                                 checks[m]))
             for bad in (check_matches(obj, c["batch"], c["precision"],
                                       cu["images"] if cu else None) if obj else []):
                 failed = True
@@ -438,7 +515,7 @@ def build_report(args, configs, gemm, header_lines):
         if cu and not math.isfinite(cu["final_loss"]):
             failed = True
             problems.append("%s cuvae: non-finite final loss" % cfg)
-        if cu and args.device == "gpu" and cu.get("cuda_graph") is False:
+        if cu and cu.get("cuda_graph") is False:
             problems.append("%s cuvae: the step was not replayed from a CUDA graph (capture "
                             "failed: see its log)" % cfg)
         ablation_checks = {}  # "cuvae <flags>" -> its loss against the row's cuvae run
@@ -456,18 +533,11 @@ def build_report(args, configs, gemm, header_lines):
                 continue
             # the same seed as the row's run: a loss that disagrees means the run trained
             # something else, and its time says nothing about the setting
-            drops = [x for x in (bl.last_drop(cu["epochs"]), bl.last_drop(off["epochs"]))
-                     if x is not None]
-            status, diff, tol = bl.loss_check(cu["final_loss"], off["final_loss"],
-                                              total_epochs, max(drops) if drops else None)
-            ablation_checks["cuvae " + flag] = (status, diff, tol)
-            if status in ("DISAGREE", "non-finite"):
+            check = judge_loss(cu, off, total_epochs)
+            ablation_checks["cuvae " + flag] = check
+            if loss_failed(check):
                 failed = True
-                problems.append("%s cuvae %s final loss %.3f vs cuvae %.3f: %s (|diff| %s, "
-                                "tolerance %s)" % (cfg, flag, off["final_loss"],
-                                                   cu["final_loss"], status,
-                                                   "-" if diff is None else "%.3f" % diff,
-                                                   "-" if tol is None else "%.3f" % tol))
+                problems.append(loss_problem(cfg, "cuvae " + flag, off, "cuvae", cu, check))
                 continue
             if setting:
                 base_value = cu.get(setting[0])
@@ -507,7 +577,7 @@ def build_report(args, configs, gemm, header_lines):
             " / ".join([loss(cu), loss(eager), loss(best)]),
             loss_cell,
         ])
-        if args.device == "gpu" and cu:
+        if cu:
             r_e, r_c = ratio(eager), ratio(best)
             frac = bl.floor_fraction(cu["images_per_s"], rate, args.latent_dim)
             parts = []
@@ -562,8 +632,7 @@ def build_report(args, configs, gemm, header_lines):
                 bl.fmt_pct(bl.floor_fraction(obj["images_per_s"], rate, args.latent_dim)),
                 bl.fmt_bytes(obj["peak_memory_bytes"]),
                 bl.fmt_loss(obj["final_loss"]),
-                "-" if chk is None else ("%s (%.2f, tol %.2f)" % chk if chk[1] is not None
-                                         else chk[0]),
+                check_cell(chk),
             ])
 
     out = list(header_lines)
@@ -583,13 +652,7 @@ def build_report(args, configs, gemm, header_lines):
     out.append("")
     out.append("Notes:")
     out.append("")
-    images = next((c["cuvae"][0]["images"] for c in configs if c["cuvae"][0]), None)
-    out.append("- Each run: %d warm-up + %d timed epochs%s; ms/epoch is the median over the "
-               "timed epochs of %s." % (
-                   args.warmup, args.epochs,
-                   " over %s training images" % format(images, ",") if images else "",
-                   "the device time between CUDA events at the epoch's start and end"
-                   if args.device == "gpu" else "wall-clock time"))
+    out.append(run_note(args, configs))
     out.append("- Ratios are PyTorch ms/epoch over cuvae ms/epoch (above 1: cuvae is "
                "faster); best torch.compile is the fastest of the compile modes run.")
     out.append("- FLOP floor: %.2f MFLOP per image per step (forward %.2f MFLOP from the layer "
@@ -598,20 +661,10 @@ def build_report(args, configs, gemm, header_lines):
                    bl.train_flop_per_image(args.latent_dim) / 1e6,
                    bl.forward_flop_per_image(args.latent_dim) / 1e6,
                    gemm_note(gemm)))
-    if args.device == "cpu":
-        out.append("- On the CPU the floor is only indicative and can pass 100%: it is "
-                   "PyTorch's own torch.mm rate in this build (its BLAS), not the "
-                   "processor's peak.")
     out.append("- Losses: " + bl.rule_text() + ".")
-    if args.device == "gpu":
-        out.append("- cuDNN algorithms: %s (cuvae --algo %s; PyTorch cudnn.benchmark=%s)."
-                   % (args.algo, args.algo, args.algo == "fastest"))
-    else:
-        out.append("- Threads: %s." % ("%d for both systems (OMP_NUM_THREADS)" % args.threads
-                                       if args.threads else "each system's default, one per "
-                                       "usable core"))
-    for what, who in notes_mem.items():
-        out.append("- Peak memory of %s: %s." % (" and ".join(sorted(set(who))), what))
+    out.append("- cuDNN algorithms: %s (cuvae --algo %s; PyTorch cudnn.benchmark=%s)."
+               % (args.algo, args.algo, args.algo == "fastest"))
+    out.extend(memory_notes(notes_mem))
     if target_lines:
         out.append("- Targets:")
         out.extend("  " + t for t in target_lines)
@@ -652,6 +705,165 @@ def build_report(args, configs, gemm, header_lines):
     for prob in problems:
         out.append("- Problem: %s" % prob)
     return "\n".join(out) + "\n", failed
+
+
+def build_cpu_report(args, configs, gemm, header_lines):
+    """One table, a row per run: cuvae's fast engine, cuvae's reference and each PyTorch mode
+    of every configuration, with the speed-up over PyTorch eager and the fraction of the
+    SGEMM rate that the fast engine's run measured (the CPU's FLOP-floor denominator)."""
+    total_epochs = args.warmup + args.epochs
+    failed = False
+    rows, problems, notes_mem, floor_lines, target_lines = [], [], {}, [], []
+    for c in configs:
+        cfg = "cpu b%d %s" % (c["batch"], c["precision"])
+        fast, ref = c["cuvae"][0], c["reference"][0]
+        eager = c["torch"].get("eager", (None, None, None))[0]
+        sgemm = fast["sgemm_gflops"] * 1e9 if fast else None
+        floor_lines.append(sgemm_line(cfg, fast, ref))
+        runs = [(CPU_FAST, c["cuvae"], "cpu"), (CPU_REFERENCE, c["reference"], "cpu-ref")]
+        runs += [("PyTorch " + m, r, None) for m, r in c["torch"].items()]
+        for name, (obj, err, skip), kind in runs:
+            if err or skip:
+                failed = failed or bool(err)
+                problems.append("%s %s%s: %s" % (cfg, name, " skipped" if skip and not err
+                                                 else "", err or skip))
+            if not obj:
+                rows.append([cfg, name, "failed" if err else "skipped"] + ["-"] * 7)
+                continue
+            notes_mem.setdefault(obj["peak_memory_what"], []).append(
+                "cuvae" if name.startswith("cuvae") else "PyTorch")
+            for bad in check_matches(obj, c["batch"], c["precision"],
+                                     fast["images"] if fast and obj is not fast else None,
+                                     [("device_kind", kind)] if kind else []):
+                failed = True
+                problems.append("%s %s: %s" % (cfg, name, bad))
+            check = None
+            if obj is fast and not math.isfinite(fast["final_loss"]):
+                failed = True
+                problems.append("%s %s: non-finite final loss" % (cfg, name))
+            elif obj is not fast and fast:
+                check = judge_loss(fast, obj, total_epochs)
+                if loss_failed(check):
+                    failed = True
+                    problems.append(loss_problem(cfg, name, obj, "the fast engine", fast,
+                                                 check))
+            rows.append([
+                cfg, name, bl.fmt_rate(obj["images_per_s"]),
+                bl.fmt_ms(obj["ms_per_epoch_median"]),
+                bl.fmt_ratio(eager["ms_per_epoch_median"] / obj["ms_per_epoch_median"]
+                             if eager else None),
+                fmt_gflops(bl.train_flop_per_image(args.latent_dim) * obj["images_per_s"]),
+                bl.fmt_pct(bl.floor_fraction(obj["images_per_s"], sgemm, args.latent_dim)),
+                bl.fmt_bytes(obj["peak_memory_bytes"]),
+                bl.fmt_loss(obj["final_loss"]),
+                check_cell(check),
+            ])
+        target_lines.append(cpu_target_line(cfg, c["batch"], fast, ref, eager))
+
+    out = list(header_lines)
+    out.append("")
+    out.append(bl.markdown_table(
+        ["configuration", "system", "images/s", "ms/epoch", "vs PyTorch eager",
+         "model GFLOP/s", "% of FLOP floor", "peak memory", "final loss",
+         "loss vs fast engine (|diff|, tol)"], rows))
+    out.append("")
+    out.append("Notes:")
+    out.append("")
+    out.append(run_note(args, configs))
+    out.append("- vs PyTorch eager: PyTorch eager's ms/epoch over the row's (above 1: faster "
+               "than PyTorch eager); every run of a configuration trains on the same images, "
+               "each in a process of its own.")
+    out.append("- FLOP floor: %.2f MFLOP per image per step (forward %.2f MFLOP from the layer "
+               "shapes, x3 for forward + backward), over the processor's single-precision "
+               "GEMM rate as cuvae measured it with the library its fast engine links, in the "
+               "fast engine's own process before training; every row of a configuration is "
+               "divided by that configuration's measurement:" % (
+                   bl.train_flop_per_image(args.latent_dim) / 1e6,
+                   bl.forward_flop_per_image(args.latent_dim) / 1e6))
+    out.extend("  " + t for t in floor_lines)
+    out.append(torch_blas_note(gemm))
+    out.append("- Losses: " + bl.rule_text() + "; the reference's and PyTorch's final losses "
+               "are judged against the fast engine's.")
+    out.append("- Threads: %s." % ("%d for every run (OMP_NUM_THREADS)" % args.threads
+                                   if args.threads else "each system's default, one per "
+                                   "usable core"))
+    out.extend(memory_notes(notes_mem))
+    if any(c["cuvae"][0] or c["reference"][0] for c in configs):
+        out.append("- cuvae's peak resident set is the process's high-water mark, so it also "
+                   "covers the SGEMM measurement's matrices (allocated and freed before "
+                   "training).")
+    out.append("- Targets (the issue's, for the fast engine at batch %d in fp32: at least "
+               "%s images/s, goal %s, i.e. at least %gx PyTorch eager in the same run):"
+               % (CPU_TARGET_BATCH, format(CPU_TARGET_IMAGES_PER_S, ","),
+                  format(CPU_GOAL_IMAGES_PER_S, ","), CPU_TARGET_VS_EAGER))
+    out.extend("  " + t for t in target_lines)
+    for prob in problems:
+        out.append("- Problem: %s" % prob)
+    return "\n".join(out) + "\n", failed
+
+
+def fmt_gflops(flop_per_s):
+    return "-" if flop_per_s is None else "%.1f" % (flop_per_s / 1e9)
+
+
+def sgemm_line(cfg, fast, ref):
+    """The notes' line naming a CPU configuration's FLOP-floor denominator: the SGEMM rate the
+    fast engine's run measured, with the reference run's own measurement beside it."""
+    if not fast:
+        return "- %s: not measured (no result from the fast engine's run): no floor" % cfg
+    line = "- %s: %s GFLOP/s (%s)" % (cfg, fmt_gflops(fast["sgemm_gflops"] * 1e9),
+                                      fast["sgemm_what"])
+    if ref:
+        line += "; the reference run's own measurement: %s GFLOP/s" % fmt_gflops(
+            ref["sgemm_gflops"] * 1e9)
+    return line
+
+
+def torch_blas_note(gemm):
+    """gemm_rate.py's torch.mm rate on the CPU: PyTorch's own BLAS, reported beside the floor
+    and never used as its denominator (a generic BLAS can be far below the processor's)."""
+    head = "- PyTorch's own BLAS, for comparison (not the FLOP floor): "
+    if not gemm:
+        return head + "not measured (tools/bench/gemm_rate.py did not finish: see its log)."
+    return head + "torch.mm fp32 %d^3, median of %d%s: %s GFLOP/s (tools/bench/gemm_rate.py " \
+        "in this run)." % (gemm["n"], gemm["reps"],
+                           ", BLAS %s" % gemm["blas"] if gemm.get("blas") else "",
+                           fmt_gflops(gemm["fp32_tflops"] * 1e12))
+
+
+def cpu_target_line(cfg, batch, fast, ref, eager):
+    """A CPU configuration's line under Targets: the fast engine's measured training rate and
+    its speed-up over PyTorch eager (and over the reference), judged at CPU_TARGET_BATCH."""
+    if not fast:
+        return "- %s: not measured (no result from the fast engine's run)" % cfg
+
+    def verdict(ok):
+        return "met" if ok else "missed"
+    judged = batch == CPU_TARGET_BATCH
+    rate = fast["images_per_s"]
+    rate_text = "the fast engine trains at %s images/s" % format(int(round(rate)), ",")
+    if judged:
+        rate_text += " (target %s: %s; goal %s: %s)" % (
+            format(CPU_TARGET_IMAGES_PER_S, ","), verdict(rate >= CPU_TARGET_IMAGES_PER_S),
+            format(CPU_GOAL_IMAGES_PER_S, ","), verdict(rate >= CPU_GOAL_IMAGES_PER_S))
+    parts = [rate_text]
+    if eager:
+        r_e = eager["ms_per_epoch_median"] / fast["ms_per_epoch_median"]
+        parts.append("%.2fx PyTorch eager's %s images/s in this run%s" % (
+            r_e, format(int(round(eager["images_per_s"])), ","),
+            " (target %gx: %s)" % (CPU_TARGET_VS_EAGER, verdict(r_e >= CPU_TARGET_VS_EAGER))
+            if judged else ""))
+    else:
+        parts.append("PyTorch eager not measured%s" % (": the %gx target not judged"
+                                                       % CPU_TARGET_VS_EAGER if judged
+                                                       else ""))
+    if ref:
+        parts.append("%.2fx the reference" % (ref["ms_per_epoch_median"]
+                                              / fast["ms_per_epoch_median"]))
+    line = "- %s: %s" % (cfg, "; ".join(parts))
+    if not judged:
+        line += " (not judged: the targets are stated at batch %d)" % CPU_TARGET_BATCH
+    return line
 
 
 def mixed_precision_lines(configs):
@@ -752,7 +964,9 @@ def main(argv=None):
     if err or skip:
         log("GEMM rate not measured: %s" % (err or skip))
     elif gemm:
-        log("GEMM rate: %s" % gemm_note(gemm).lstrip(": "))
+        log("%s: %s" % ("GEMM rate" if args.device == "gpu" else
+                        "PyTorch's own BLAS rate (not the CPU floor)",
+                        gemm_note(gemm).lstrip(": ")))
 
     configs = []
     for batch in args.batches:
@@ -761,11 +975,20 @@ def main(argv=None):
             flags = common_flags(args, batch, precision)
             c = dict(batch=batch, precision=precision, torch={})
             path = os.path.join(work, "cuvae-%s.json" % tag)
-            log("[%s] cuvae ..." % tag)
+            log("[%s] cuvae%s ..." % (tag, " --device cpu" if args.device == "cpu" else ""))
             c["cuvae"] = run_json([args.cuvae, "bench"] + flags + ["--json", path], path,
                                   os.path.join(work, "cuvae-%s.log" % tag), args.timeout,
                                   env=env)
-            report_one("cuvae", tag, c["cuvae"])
+            report_one("cuvae --device cpu" if args.device == "cpu" else "cuvae", tag,
+                       c["cuvae"])
+            if args.device == "cpu":
+                path = os.path.join(work, "cuvae-reference-%s.json" % tag)
+                log("[%s] cuvae --device cpu-ref ..." % tag)
+                c["reference"] = run_json(
+                    [args.cuvae, "bench"] + common_flags(args, batch, precision, "cpu-ref")
+                    + ["--json", path], path,
+                    os.path.join(work, "cuvae-reference-%s.log" % tag), args.timeout, env=env)
+                report_one("cuvae --device cpu-ref", tag, c["reference"])
             c["ablations"] = {}
             for name in args.ablations:
                 flag = flag_text(name)
@@ -821,6 +1044,7 @@ def report_one(name, tag, res):
 
 def make_header(args, argv, configs, gemm, started):
     results = [c["cuvae"][0] for c in configs if c["cuvae"][0]]
+    results += [c["reference"][0] for c in configs if c.get("reference", (None,))[0]]
     results += [r[0] for c in configs for r in c["torch"].values() if r[0]]
     torch_res = next((r for r in results if "torch_version" in r), {})
     cuvae_res = next((r for r in results if r.get("system") == "cuvae"), {})
@@ -835,11 +1059,15 @@ def make_header(args, argv, configs, gemm, started):
                      % (torch_res.get("torch_version", "?"), torch_res.get("cuda_version", "?"),
                         torch_res.get("cudnn_version", "?"), cuvae_res.get("version", "?")))
     else:
-        dev = cuvae_res.get("device") or torch_res.get("device") or "cpu"
+        fast_res, ref_res = (next((r for r in results if r.get("system") == "cuvae"
+                                   and r.get("device_kind") == kind), {})
+                             for kind in ("cpu", "cpu-ref"))
         lines.append("### CPU (no GPU): %s" % bl.cpu_name())
         lines.append("")
-        lines.append("- Device: CPU, %s; cuvae reports '%s', PyTorch '%s'"
-                     % (bl.cpu_name(), dev, torch_res.get("device", "?")))
+        lines.append("- Device: CPU, %s; cuvae reports '%s' (fast engine) and '%s' "
+                     "(reference), PyTorch '%s'"
+                     % (bl.cpu_name(), fast_res.get("device", "?"), ref_res.get("device", "?"),
+                        torch_res.get("device", "?")))
         lines.append("- PyTorch %s; cuvae %s" % (torch_res.get("torch_version", "?"),
                                                  cuvae_res.get("version", "?")))
         try:

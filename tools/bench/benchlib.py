@@ -181,6 +181,10 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # nchw (the default) or nhwc (channels-last: cuDNN NHWC activations, KRSC filters). A GPU cuvae
 # result must say which it ran ("layout"); any other result that states one is checked too.
 LAYOUTS = ("nchw", "nhwc")
+# What a result ran on ("device_kind"): gpu, or one of the CPU_KINDS: cpu (cuvae's fast CPU
+# engine, or PyTorch on the CPU) and cpu-ref (cuvae's slow CPU reference model).
+CPU_KINDS = ("cpu", "cpu-ref")
+DEVICE_KINDS = ("gpu",) + CPU_KINDS
 REQUIRED_KEYS = {
     "system": str,
     "device": str,
@@ -226,8 +230,9 @@ def validate_result(obj):
                                want.__name__ if isinstance(want, type) else "number"))
     if problems:
         return problems
-    if obj["device_kind"] not in ("gpu", "cpu"):
-        problems.append("device_kind %r is not 'gpu' or 'cpu'" % obj["device_kind"])
+    if obj["device_kind"] not in DEVICE_KINDS:
+        problems.append("device_kind %r is not one of %s"
+                        % (obj["device_kind"], ", ".join(repr(k) for k in DEVICE_KINDS)))
     if obj["precision"] not in PRECISIONS:
         problems.append("precision %r is not one of %s"
                         % (obj["precision"], ", ".join(repr(p) for p in PRECISIONS)))
@@ -238,6 +243,8 @@ def validate_result(obj):
     elif obj["system"] == "cuvae" and obj["device_kind"] == "gpu":
         problems.append("missing key 'layout' (cuvae on the GPU states its convolution "
                         "layout)")
+    if obj["system"] == "cuvae" and obj["device_kind"] in CPU_KINDS:
+        problems += sgemm_problems(obj)
     for i, ep in enumerate(obj["epochs"]):
         if not isinstance(ep, dict):
             problems.append("epochs[%d] is not an object" % i)
@@ -257,6 +264,25 @@ def validate_result(obj):
     for key in ("ms_per_epoch_median", "images_per_s"):
         if not problems and not obj[key] > 0:
             problems.append("%s must be > 0, got %r" % (key, obj[key]))
+    return problems
+
+
+def sgemm_problems(obj):
+    """cuvae on the CPU states the single-precision GEMM rate it measured in the same process
+    with the library its fast engine links ("sgemm_gflops", GFLOP/s) and how ("sgemm_what"):
+    the FLOP-floor denominator of the CPU rows. -> list of problems."""
+    problems = []
+    why = "(cuvae on the CPU reports the SGEMM rate it measured: the FLOP-floor denominator)"
+    v = obj.get("sgemm_gflops")
+    if "sgemm_gflops" not in obj:
+        problems.append("missing key 'sgemm_gflops' %s" % why)
+    elif isinstance(v, bool) or not isinstance(v, _NUM) or not (math.isfinite(v) and v > 0):
+        problems.append("sgemm_gflops must be a positive number, got %r" % (v,))
+    what = obj.get("sgemm_what")
+    if "sgemm_what" not in obj:
+        problems.append("missing key 'sgemm_what' %s" % why)
+    elif not isinstance(what, str) or not what.strip():
+        problems.append("sgemm_what must be a non-empty string, got %r" % (what,))
     return problems
 
 

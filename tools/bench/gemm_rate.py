@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Measures the device's dense matrix-multiply rate with torch.mm, as the denominator of the
-benchmark's FLOP-floor column.
+"""Measures the device's dense matrix-multiply rate with torch.mm. On the GPU it is the
+denominator of the benchmark's FLOP-floor column; on the CPU it is PyTorch's own BLAS rate,
+which bench.py reports beside the table and never divides by (the CPU floor is the SGEMM rate
+that `cuvae bench --device cpu` measures with the library its fast engine links: PyTorch's
+BLAS may be a generic one, far below what the processor can do).
 
 Usage:
   gemm_rate.py [--device gpu|cpu] [--n N] [--reps R] [--json FILE]

@@ -262,6 +262,36 @@ class Schema(unittest.TestCase):
         self.assertTrue(problems(epochs=[{"epoch": 1, "warmup": False, "ms": 1.0}]))
         self.assertTrue(bl.validate_result([1, 2]))
 
+    def test_cpu_kinds_and_sgemm_rate(self):
+        cpu = sample_result(device="cpu (oneDNN 2.6.3, 2 OpenMP threads)", device_kind="cpu",
+                            sgemm_gflops=61.5, sgemm_what="oneDNN sgemm, 2048 x 2048 x 2048, "
+                            "median of 5, on 2 OpenMP threads")
+        self.assertEqual(bl.validate_result(cpu), [])
+        self.assertEqual(bl.validate_result(dict(cpu, device_kind="cpu-ref")), [])
+        self.assertEqual(bl.validate_result(dict(cpu, device_kind="cpu-fast")),
+                         ["device_kind 'cpu-fast' is not one of 'gpu', 'cpu', 'cpu-ref'"])
+        # cuvae on the CPU, either engine, must state the SGEMM rate it measured and how
+        for kind in ("cpu", "cpu-ref"):
+            for key in ("sgemm_gflops", "sgemm_what"):
+                obj = dict(cpu, device_kind=kind)
+                del obj[key]
+                self.assertEqual(bl.validate_result(obj), [
+                    "missing key %r (cuvae on the CPU reports the SGEMM rate it measured: the "
+                    "FLOP-floor denominator)" % key], (kind, key))
+        for bad in (0, -1.0, "61.5", True, None, float("nan"), math.inf):
+            self.assertEqual(bl.validate_result(dict(cpu, sgemm_gflops=bad)),
+                             ["sgemm_gflops must be a positive number, got %r" % (bad,)],
+                             repr(bad))
+        for bad in ("", "  ", None, 5):
+            self.assertEqual(bl.validate_result(dict(cpu, sgemm_what=bad)),
+                             ["sgemm_what must be a non-empty string, got %r" % (bad,)],
+                             repr(bad))
+        # PyTorch on the CPU and cuvae on the GPU measure none
+        bare = dict(cpu)
+        del bare["sgemm_gflops"], bare["sgemm_what"]
+        self.assertEqual(bl.validate_result(dict(bare, system="pytorch-eager")), [])
+        self.assertEqual(bl.validate_result(sample_result()), [])
+
     def test_median(self):
         self.assertEqual(bl.median([3, 1, 2]), 2)
         self.assertEqual(bl.median([4, 1, 2, 3]), 2.5)
@@ -508,7 +538,8 @@ class Layout(unittest.TestCase):
         self.assertEqual(bl.validate_result(obj), [
             "missing key 'layout' (cuvae on the GPU states its convolution layout)"])
         # ... cuvae on the CPU (no --layout there) and PyTorch need not
-        self.assertEqual(bl.validate_result(dict(obj, device_kind="cpu")), [])
+        self.assertEqual(bl.validate_result(dict(obj, device_kind="cpu", sgemm_gflops=61.5,
+                                                 sgemm_what="oneDNN sgemm")), [])
         self.assertEqual(bl.validate_result(dict(obj, system="pytorch-eager")), [])
         self.assertTrue(bl.validate_result(dict(obj, system="pytorch-eager", layout="NCHW")))
 
@@ -561,11 +592,28 @@ if system == "cuvae" and "--layout" in args:
         loss = float(os.environ.get("FAKE_NHWC_LOSS", loss))
 if precision == "bf16":
     ms *= 0.8  # cuvae 8 ms, eager 64, compile 16
+device = flag("--device")
+if device == "cpu-ref" and os.environ.get("FAKE_IGNORE_REF"):
+    device = "cpu"  # a cuvae that runs its fast engine whatever --device says
+cpu = device in ("cpu", "cpu-ref")
+if cpu:
+    # on the CPU, over 2,048 images: fast engine 1,280 images/s, reference 200, eager 125,
+    # each torch.compile mode 250
+    ms = {"cpu": float(os.environ.get("FAKE_CPU_FAST_MS", "1600")), "cpu-ref": 10240.0}[device] \
+        if system == "cuvae" else {"pytorch-eager": 16384.0}.get(system, 8192.0)
+    if device == "cpu-ref":
+        loss = float(os.environ.get("FAKE_REF_LOSS", loss))
+        if os.environ.get("FAKE_FAIL_REF"):
+            print("error: the reference broke"); sys.exit(1)
 warm, timed = int(flag("--warmup-epochs")), int(flag("--epochs"))
 limit = int(flag("--limit")) or 60000
 epochs = [dict(epoch=i + 1, warmup=i < warm, ms=ms, loss=loss, recon=loss - 5, kl=5.0)
           for i in range(warm + timed)]
-obj = dict(system=system, version="0.1.0", device="Fake GPU", device_kind=flag("--device"),
+names = {"cpu": "cpu (oneDNN 9.9.9, 2 OpenMP threads)" if system == "cuvae"
+         else "cpu (Fake CPU, 2 threads)",
+         "cpu-ref": "cpu-ref (the reference model, 2 OpenMP threads)"}
+obj = dict(system=system, version="0.1.0", device=names.get(device, "Fake GPU"),
+           device_kind=device,
            batch_size=int(flag("--batch-size")),
            precision=os.environ.get("FAKE_PRECISION", precision), latent_dim=2, images=limit,
            seed=int(flag("--seed")), warmup_epochs=warm, epochs=epochs,
@@ -576,6 +624,11 @@ if system != "cuvae":
     obj.update(torch_version="9.9", cuda_version="12.9", cudnn_version=91000)
 else:
     obj.update(cuda_graph=graph)
+    # cuvae on the CPU: the SGEMM rate it measured; FAKE_SGEMM_GFLOPS "": a cuvae without it
+    sgemm = os.environ.get("FAKE_SGEMM_GFLOPS", "80.0" if device == "cpu" else "79.5")
+    if cpu and sgemm:
+        obj.update(sgemm_gflops=float(sgemm), sgemm_what="fake sgemm, 2048 x 2048 x 2048, "
+                   "median of 5, on 2 OpenMP threads")
     # the layout it ran; FAKE_LAYOUT: a cuvae that runs (and reports) another one, "" none
     layout = os.environ.get("FAKE_LAYOUT", flag("--layout", "nchw"))
     if layout:
@@ -586,11 +639,16 @@ json.dump(obj, open(flag("--json"), "w"))
 FAKE_GEMM = r'''
 import json, os, sys
 args = sys.argv[1:]
+if os.environ.get("FAKE_GEMM_FAIL"):
+    print("no torch here"); sys.exit(1)
 bf16 = os.environ.get("FAKE_BF16_TFLOPS", "800")
-json.dump({"device": "Fake GPU", "n": 8192, "reps": 10, "fp32_tflops": 50.0,
-           "tf32_tflops": 400.0, "bf16_tflops": float(bf16) if bf16 != "null" else None,
-           "torch_version": "9.9"},
-          open(args[args.index("--json") + 1], "w"))
+obj = {"device": "Fake GPU", "n": 8192, "reps": 10, "fp32_tflops": 50.0, "tf32_tflops": 400.0,
+       "bf16_tflops": float(bf16) if bf16 != "null" else None, "torch_version": "9.9"}
+if args[args.index("--device") + 1] == "cpu":
+    # a generic BLAS: 36 GFLOP/s, below the fast engine's 51 GFLOP/s of model work
+    obj.update(device="cpu (Fake CPU, 2 threads)", n=2048, fp32_tflops=0.036, tf32_tflops=None,
+               bf16_tflops=None, blas="generic")
+json.dump(obj, open(args[args.index("--json") + 1], "w"))
 '''
 
 
@@ -656,6 +714,11 @@ class EndToEnd(unittest.TestCase):
                       "it: 1.05x", text)
         self.assertIn("| gpu b128 fp32 | cuvae --no-cuda-graph | 15.0 |", text)
         self.assertNotIn("not replayed from a CUDA graph", text)
+        # the CPU reference runs on the CPU only; the GPU floor is still torch.mm's
+        self.assertFalse(any("reference" in n for n in os.listdir(
+            os.path.join(self.tmp.name, "work"))))
+        self.assertNotIn("cpu-ref", text)
+        self.assertNotIn("SGEMM", text)
         self.assertNotIn(self.tmp.name, text)  # no machine paths in the written file
         self.assertNotIn("--work-dir", text)
         self.assertIn("- Command: `tools/bench/bench.py --cuvae '<cuvae>'", text)
@@ -764,6 +827,147 @@ class EndToEnd(unittest.TestCase):
         with open(os.path.join(work, "cuvae-cpu-b128-fp32.log"), encoding="utf-8") as f:
             self.assertNotIn("--layout", f.read())
         self.assertNotIn("NHWC", text)
+
+    FAST, REF = "cuvae --device cpu (fast engine)", "cuvae --device cpu-ref (reference)"
+
+    @staticmethod
+    def cpu_rows(text, cfg="cpu b128 fp32"):
+        """{system: the cells after it} of a CPU configuration's rows, in the table's order."""
+        rows = {}
+        for line in text.splitlines():
+            if line.startswith("| %s |" % cfg):
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                rows[cells[1]] = cells[2:]
+        return rows
+
+    def test_cpu_rows_and_sgemm_floor(self):
+        p, text = self.bench("--device", "cpu")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("| configuration | system | images/s | ms/epoch | vs PyTorch eager | "
+                      "model GFLOP/s | % of FLOP floor | peak memory | final loss | loss vs "
+                      "fast engine (\\|diff\\|, tol) |", text)
+        rows = self.cpu_rows(text)
+        self.assertEqual(list(rows), [self.FAST, self.REF, "PyTorch eager"])
+        # 2,048 images: the fast engine in 1.6 s = 1,280 images/s, 39,965,568 FLOP x 1,280 =
+        # 51.2 GFLOP/s, over the 80 GFLOP/s SGEMM its run measured = 63.9% (over torch.mm's
+        # 36 GFLOP/s it would read 142.1%); PyTorch eager 16.384 s: 10.24x
+        self.assertEqual(rows[self.FAST], ["1280", "1600.0", "10.24x", "51.2", "63.9%",
+                                           "100 MiB", "160.00", "-"])
+        # the reference, 10.24 s: 200 images/s, 8.0 GFLOP/s = 10.0% of the same 80 GFLOP/s
+        self.assertEqual(rows[self.REF], ["200", "10240.0", "1.60x", "8.0", "10.0%",
+                                          "100 MiB", "160.00", "agree (0.00, tol 3.20)"])
+        self.assertEqual(rows["PyTorch eager"], ["125", "16384.0", "1.00x", "5.0", "6.2%",
+                                                 "100 MiB", "160.00",
+                                                 "agree (0.00, tol 3.20)"])
+        self.assertNotIn("142", text)
+        # the notes name the denominator and its value, and give torch.mm's apart
+        self.assertIn("over the processor's single-precision GEMM rate as cuvae measured it "
+                      "with the library its fast engine links", text)
+        self.assertIn("\n  - cpu b128 fp32: 80.0 GFLOP/s (fake sgemm, 2048 x 2048 x 2048, "
+                      "median of 5, on 2 OpenMP threads); the reference run's own "
+                      "measurement: 79.5 GFLOP/s\n", text)
+        self.assertIn("\n- PyTorch's own BLAS, for comparison (not the FLOP floor): torch.mm "
+                      "fp32 2048^3, median of 10, BLAS generic: 36.0 GFLOP/s "
+                      "(tools/bench/gemm_rate.py in this run).\n", text)
+        self.assertIn("the reference's and PyTorch's final losses are judged against the fast "
+                      "engine's", text)
+        # the issue's targets, measured
+        self.assertIn("\n  - cpu b128 fp32: the fast engine trains at 1,280 images/s (target "
+                      "1,000: met; goal 1,500: missed); 10.24x PyTorch eager's 125 images/s in "
+                      "this run (target 8x: met); 6.40x the reference\n", text)
+        self.assertIn("- cpu b128 fp32: the fast engine trains at", p.stdout)  # printed too
+        self.assertIn("cuvae reports 'cpu (oneDNN 9.9.9, 2 OpenMP threads)' (fast engine) and "
+                      "'cpu-ref (the reference model, 2 OpenMP threads)' (reference), PyTorch "
+                      "'cpu (Fake CPU, 2 threads)'", text)
+        # one table on the CPU, none of the GPU's notes
+        for gpu_only in ("Every run:", "cuDNN algorithms", "best torch.compile", "TF32"):
+            self.assertNotIn(gpu_only, text)
+        # each row its own process, with its own --device
+        work = os.path.join(self.tmp.name, "work")
+        for log, device in (("cuvae-cpu-b128-fp32.log", "cpu"),
+                            ("cuvae-reference-cpu-b128-fp32.log", "cpu-ref"),
+                            ("pytorch-eager-cpu-b128-fp32.log", "cpu")):
+            with open(os.path.join(work, log), encoding="utf-8") as f:
+                self.assertIn(" --device %s " % device, f.readline(), log)
+
+    def test_cpu_targets(self):
+        # 2,048 images in 4.096 s: 500 images/s, 4x PyTorch eager: both missed
+        p, text = self.bench("--device", "cpu", "--batches", "128,1024",
+                             env={"FAKE_CPU_FAST_MS": "4096"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("\n  - cpu b128 fp32: the fast engine trains at 500 images/s (target "
+                      "1,000: missed; goal 1,500: missed); 4.00x PyTorch eager's 125 images/s "
+                      "in this run (target 8x: missed); 2.50x the reference\n", text)
+        # stated at batch 128: another batch size is measured, not judged
+        self.assertIn("\n  - cpu b1024 fp32: the fast engine trains at 500 images/s; 4.00x "
+                      "PyTorch eager's 125 images/s in this run; 2.50x the reference (not "
+                      "judged: the targets are stated at batch 128)\n", text)
+        self.assertEqual(list(self.cpu_rows(text, "cpu b1024 fp32")),
+                         [self.FAST, self.REF, "PyTorch eager"])
+        # 1 s: 2,048 images/s, 16.38x: all met
+        p, text = self.bench("--device", "cpu", env={"FAKE_CPU_FAST_MS": "1000"})
+        self.assertIn("2,048 images/s (target 1,000: met; goal 1,500: met); 16.38x PyTorch "
+                      "eager's 125 images/s in this run (target 8x: met)", text)
+        # no PyTorch eager run: no speed-up, and the 8x target is not judged
+        p, text = self.bench("--device", "cpu", "--modes", "")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(list(self.cpu_rows(text)), [self.FAST, self.REF])
+        self.assertEqual(self.cpu_rows(text)[self.FAST][2], "-")
+        self.assertIn("(target 1,000: met; goal 1,500: missed); PyTorch eager not measured: "
+                      "the 8x target not judged; 6.40x the reference\n", text)
+
+    def test_cpu_without_sgemm_rate(self):
+        # a cuvae whose CPU runs do not report the SGEMM rate: both runs are refused, with the
+        # reason, and no row gets a floor (never torch.mm's in its place)
+        p, text = self.bench("--device", "cpu", env={"FAKE_SGEMM_GFLOPS": ""})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        rows = self.cpu_rows(text)
+        self.assertEqual(rows[self.FAST], ["failed"] + ["-"] * 7)
+        self.assertEqual(rows[self.REF], ["failed"] + ["-"] * 7)
+        self.assertEqual(rows["PyTorch eager"][4], "-")
+        for name in (self.FAST, self.REF):
+            self.assertRegex(text, "- Problem: cpu b128 fp32 %s: bad result JSON [^\n]*: "
+                             "missing key 'sgemm_gflops' \\(cuvae on the CPU reports the SGEMM "
+                             "rate it measured: the FLOP-floor denominator\\); missing key "
+                             "'sgemm_what'" % name.replace("(", "\\(").replace(")", "\\)"))
+        self.assertIn("\n  - cpu b128 fp32: not measured (no result from the fast engine's "
+                      "run): no floor\n", text)
+        self.assertIn("\n  - cpu b128 fp32: not measured (no result from the fast engine's "
+                      "run)\n", text)
+        # torch.mm's rate is still reported, as PyTorch's own BLAS
+        self.assertIn("BLAS generic: 36.0 GFLOP/s", text)
+
+    def test_cpu_reference_checked(self):
+        # its loss is judged against the fast engine's
+        p, text = self.bench("--device", "cpu", env={"FAKE_REF_LOSS": "175.0"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(self.cpu_rows(text)[self.REF][7], "DISAGREE (15.00, tol 3.50)")
+        self.assertIn("- Problem: cpu b128 fp32 cuvae --device cpu-ref (reference) final loss "
+                      "175.000 vs the fast engine 160.000: DISAGREE (|diff| 15.000, tolerance "
+                      "3.500)", text)
+        # a failed reference fails the bench; the other rows are still there
+        p, text = self.bench("--device", "cpu", env={"FAKE_FAIL_REF": "1"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        rows = self.cpu_rows(text)
+        self.assertEqual(rows[self.REF], ["failed"] + ["-"] * 7)
+        self.assertEqual(rows[self.FAST][:5], ["1280", "1600.0", "10.24x", "51.2", "63.9%"])
+        self.assertIn("- Problem: cpu b128 fp32 cuvae --device cpu-ref (reference): exit 1: "
+                      "error: the reference broke", text)
+        self.assertIn("(target 8x: met)\n", text)  # no reference ratio
+        self.assertNotIn("measurement: 79.5", text)
+        # a cuvae that runs its fast engine when asked for the reference is caught
+        p, text = self.bench("--device", "cpu", env={"FAKE_IGNORE_REF": "1"})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("- Problem: cpu b128 fp32 cuvae --device cpu-ref (reference): ran "
+                      "device_kind cpu, asked cpu-ref", text)
+
+    def test_cpu_without_torch_mm_rate(self):
+        # gemm_rate.py is only PyTorch's BLAS on the CPU: the floor does not need it
+        p, text = self.bench("--device", "cpu", env={"FAKE_GEMM_FAIL": "1"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.cpu_rows(text)[self.FAST][4], "63.9%")
+        self.assertIn("- PyTorch's own BLAS, for comparison (not the FLOP floor): not measured "
+                      "(tools/bench/gemm_rate.py did not finish: see its log).", text)
 
     def test_disagreement_and_failure(self):
         p, text = self.bench("--batches", "128", "--precisions", "fp32",
