@@ -72,6 +72,18 @@ void check_device_flag(const std::string& device) {
     throw InputError("--device: expected 'gpu', 'cpu' or 'cpu-ref', got " + quote_arg(device));
 }
 
+DeviceChoice resolve_device(const std::string& requested, bool explicit_flag, std::ostream& log) {
+  check_device_flag(requested);
+  DeviceChoice c{requested, GpuInfo{}};
+  if (requested != "gpu") return c;
+  c.gpu = query_gpus();
+  if (c.gpu.count > 0) return c;
+  if (explicit_flag) throw InputError("--device gpu: no usable CUDA device (" + c.gpu.reason + ")");
+  log << "cuvae: no usable GPU (" << c.gpu.reason << "); running on the CPU (--device cpu)\n";
+  c.device = "cpu";
+  return c;
+}
+
 std::string cpu_device_line(const std::string& device) {
   if (device == "cpu") return "cpu (" + cpu::fast_engine_library() + ")";
   return "cpu-ref (the reference model, " + std::to_string(omp_get_max_threads()) +

@@ -3,8 +3,10 @@
 
 #include <cstdint>
 #include <cxxopts.hpp>
+#include <ostream>
 #include <string>
 
+#include "cuda/device.cuh"
 #include "host/trainer_gpu.h"
 
 namespace cuvae {
@@ -28,6 +30,15 @@ inline bool is_cpu_device(const std::string& device) {
 }
 constexpr const char* kDeviceHelp =
     "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging)";
+// The device a command runs on, one policy for every command: --device validated; an explicit
+// --device gpu without a usable GPU is an InputError; the default (gpu) falls back to the fast
+// CPU engine with one note on `log`. `gpu` describes the GPU when the choice is "gpu".
+struct DeviceChoice {
+  std::string device;  // "gpu", "cpu" or "cpu-ref"
+  GpuInfo gpu;
+};
+DeviceChoice resolve_device(const std::string& requested, bool explicit_flag, std::ostream& log);
+
 // The CPU engine's description for the start-up lines: "cpu (oneDNN 2.6.3, 2 OpenMP
 // threads)" or "cpu-ref (the reference model, 2 OpenMP threads)".
 std::string cpu_device_line(const std::string& device);

@@ -60,7 +60,9 @@ int cmd_bench(int argc, char** argv) {
   options.add_options()
     ("data", "folder with the MNIST-format training files",
        cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("device", kDeviceHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
+               "no GPU is usable)",
+       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS")
     ("bf16", "mixed precision: bf16 activations and tensor-core convolutions (GPU only)")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")
@@ -114,16 +116,11 @@ int cmd_bench(int argc, char** argv) {
   const std::string json_path = r.count("json") ? r["json"].as<std::string>() : "";
   if (r.count("json") && json_path.empty()) throw InputError("--json: empty file name");
 
-  GpuInfo gpu;
-  std::string device_name;
-  if (cfg.device == "gpu") {
-    gpu = query_gpus();
-    if (gpu.count == 0)
-      throw InputError("--device gpu: no usable CUDA device (" + gpu.reason + ")");
-    device_name = gpu.name;
-  } else {
-    device_name = cpu_device_line(cfg.device);
-  }
+  // The note of a fallback goes to stderr: `--json -` writes the result to stdout.
+  const DeviceChoice choice = resolve_device(cfg.device, r.count("device") > 0, std::cerr);
+  cfg.device = choice.device;
+  const GpuInfo& gpu = choice.gpu;
+  const std::string device_name = cfg.device == "gpu" ? gpu.name : cpu_device_line(cfg.device);
   // The processor's GEMM rate, measured before training so that nothing else runs beside it.
   const double sgemm_gflops = is_cpu_device(cfg.device) ? cpu::measure_sgemm_gflops(2048, 5) : 0;
 

@@ -120,17 +120,12 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
-// Device choice as in `cuvae train`: an explicit --device gpu without a usable GPU is an
-// error; the default falls back to the CPU with a note on stderr.
+// Device choice as in every command (resolve_device); notes go to stderr, stdout holds the
+// result.
 std::unique_ptr<Inference> make_engine(const LoadedModel& m, const std::string& device,
                                        bool explicit_device) {
-  check_device_flag(device);
-  if (device == "gpu" && explicit_device) {
-    const GpuInfo gpu = query_gpus();
-    if (gpu.count == 0)
-      throw InputError("--device gpu: no usable CUDA device (" + gpu.reason + ")");
-  }
-  return make_inference(m.desc, m.params, device, std::cerr);
+  return make_inference(m.desc, m.params,
+                        resolve_device(device, explicit_device, std::cerr).device);
 }
 
 // Linear-interpolated quantile (numpy's default) of sorted values.

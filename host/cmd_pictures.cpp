@@ -43,8 +43,8 @@ void add_common_options(cxxopts::Options& options, const std::string& default_ou
   options.add_options()
     ("out", "PNG file to write (default: RUN/" + default_out + ")", cxxopts::value<std::string>(),
        "FILE")
-    ("device", std::string(kDeviceHelp) + "; without a usable GPU, gpu falls back to cpu with a "
-               "message",
+    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
+               "no GPU is usable)",
        cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("h,help", "show this help");
   // clang-format on
@@ -75,10 +75,9 @@ RunPaths locate_run(const cxxopts::ParseResult& r, const std::string& cmd) {
   return {run, dir.empty() ? "." : dir};
 }
 
+// The --device choice, by the policy every command shares (resolve_device); its note on stdout.
 std::string checked_device(const cxxopts::ParseResult& r) {
-  const std::string device = r["device"].as<std::string>();
-  check_device_flag(device);
-  return device;
+  return resolve_device(r["device"].as<std::string>(), r.count("device") > 0, std::cout).device;
 }
 
 // The output file: --out or RUN/<default_name>; its folder must exist and the path must not
@@ -100,7 +99,7 @@ std::string checked_out(const cxxopts::ParseResult& r, const RunPaths& run,
 
 std::unique_ptr<Inference> open_model(const RunPaths& run, const std::string& device) {
   LoadedModel m = load_model(run.model);
-  return make_inference(m.desc, m.params, device, std::cout);
+  return make_inference(m.desc, m.params, device);
 }
 
 void report(const std::string& path, const std::string& what, const Inference& model) {
@@ -223,7 +222,7 @@ int cmd_grid(int argc, char** argv) {
   else
     g.dim_x = 0, g.dim_y = dim > 1 ? 1 : 0;  // the default "0,1" means z[0] alone at D == 1
   check_grid_options(g, dim);
-  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device, std::cout);
+  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
   write_latent_grid(out, *model, g);
   const std::string range =
       " in [-" + r["extent"].as<std::string>() + ", " + r["extent"].as<std::string>() + "]";
@@ -261,7 +260,7 @@ int cmd_scatter(int argc, char** argv) {
   const std::string out = checked_out(r, run, "scatter.png");
   LoadedModel m = load_model(run.model);
   const Dataset test = load_test_split(r);
-  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device, std::cout);
+  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
   write_scatter(out, *model, test, limit);
   const int64_t shown = limit > 0 ? std::min(limit, test.size()) : test.size();
   report(out, "z_mean of " + with_commas(shown) + " test images", *model);
@@ -294,7 +293,7 @@ int cmd_reconstruct(int argc, char** argv) {
   if (count > test.size())
     throw InputError("--count: " + std::to_string(count) + " is more than the " +
                      with_commas(test.size()) + " images of " + test.images.path);
-  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device, std::cout);
+  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
   write_reconstructions(out, *model, test.images, count);
   report(out, std::to_string(count) + (count == 1 ? " test image" : " test images"), *model);
   return 0;

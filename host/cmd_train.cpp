@@ -550,16 +550,9 @@ int cmd_train(int argc, char** argv) {
     if (test_limit_flag) test_limit = *test_limit_flag;
   }
 
-  GpuInfo gpu;
-  if (cfg.device == "gpu") {
-    gpu = query_gpus();
-    if (gpu.count == 0) {
-      if (r.count("device"))
-        throw InputError("--device gpu: no usable CUDA device (" + gpu.reason + ")");
-      std::cout << "cuvae: no usable GPU (" << gpu.reason << "); training on the CPU instead\n";
-      cfg.device = "cpu";
-    }
-  }
+  const DeviceChoice choice = resolve_device(cfg.device, r.count("device") > 0, std::cout);
+  cfg.device = choice.device;
+  const GpuInfo& gpu = choice.gpu;
   if (test_limit < 0) test_limit = cfg.device == "cpu-ref" ? kCpuRefTestLimit : 0;
 
   const ModelDesc desc = make_vae(cfg.latent_dim);
@@ -701,8 +694,7 @@ int cmd_train(int argc, char** argv) {
 
   // One inference engine for the test loss and the pictures; its weights are replaced after
   // every epoch.
-  const std::unique_ptr<Inference> model =
-      make_inference(desc, state.params, cfg.device, std::cout);
+  const std::unique_ptr<Inference> model = make_inference(desc, state.params, cfg.device);
   // The scatter and the reconstructions show the test split or, without one, the first
   // 10,000 training images (the scatter encodes all it is given).
   Dataset shown_train;

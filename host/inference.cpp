@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <memory>
 
-#include "cuda/device.cuh"
 #include "host/cpu_fast.h"
 #include "host/cpu_model.h"
 #include "host/error.h"
@@ -131,13 +130,8 @@ std::unique_ptr<Inference> make_cpu_inference(const ModelDesc& desc,
 }
 
 std::unique_ptr<Inference> make_inference(const ModelDesc& desc, const std::vector<float>& params,
-                                          const std::string& device, std::ostream& log) {
-  if (device == "gpu") {
-    const GpuInfo gpu = query_gpus();
-    if (gpu.count > 0) return make_gpu_inference(desc, params);
-    log << "cuvae: no usable GPU (" << gpu.reason << "); running the model on the CPU\n";
-    return make_cpu_inference(desc, params, "cpu");
-  }
+                                          const std::string& device) {
+  if (device == "gpu") return make_gpu_inference(desc, params);
   return make_cpu_inference(desc, params, device);
 }
 

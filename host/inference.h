@@ -4,7 +4,6 @@
 #pragma once
 
 #include <memory>
-#include <ostream>
 #include <string>
 #include <vector>
 
@@ -36,9 +35,9 @@ std::unique_ptr<Inference> make_cpu_inference(const ModelDesc& desc,
 std::unique_ptr<Inference> make_gpu_inference(const ModelDesc& desc,
                                               const std::vector<float>& params);
 
-// device "gpu": the GPU engine, or the fast CPU one with a note on `log` when no GPU is
-// usable; "cpu" or "cpu-ref": that CPU engine.
+// The engine of a device resolve_device() chose (cli_util.h): "gpu" the GPU engine (which
+// throws if no GPU is usable), "cpu" or "cpu-ref" that CPU engine.
 std::unique_ptr<Inference> make_inference(const ModelDesc& desc, const std::vector<float>& params,
-                                          const std::string& device, std::ostream& log);
+                                          const std::string& device);
 
 }  // namespace cuvae

@@ -157,6 +157,33 @@ expect_error no-such-flag sample "$RUN" "${out[@]}" --no-such-flag
 expect_error "unexpected argument" sample "$RUN" "$RUN" "${out[@]}"
 expect_error "--n" grid "$RUN" "${out[@]}" --n
 
+# ---- the device policy every command shares ------------------------------------------------
+# Without a usable GPU: an explicit --device gpu is an error (exit 2, one line, nothing written),
+# the default falls back to the fast CPU engine with one note. (With a GPU both run on it.)
+if "$CUVAE" --version 2>/dev/null | grep -q '^GPU: none usable'; then
+  out=(--out "$TMP/bad/x.png")
+  expect_error "--device gpu: no usable CUDA device" grid "$RUN" --device gpu "${out[@]}"
+  expect_error "--device gpu: no usable CUDA device" sample "$RUN" --device gpu "${out[@]}"
+  expect_error "--device gpu: no usable CUDA device" eval "$RUN" --data "$DATA" --device gpu \
+    --iw-samples 0
+  expect_picture "$TMP/d.png" "$(grid_size 3)" grid "$RUN" --n 3 --out "$TMP/d.png"
+  if grep -q '^cuvae: no usable GPU (.*); running on the CPU (--device cpu)$' "$TMP/out"; then
+    echo "ok: grid without --device falls back to the CPU with its note"
+  else
+    fail "grid without --device: no fallback note on stdout"
+  fi
+  if "$CUVAE" eval "$RUN" --data "$DATA" --iw-samples 0 >"$TMP/out" 2>"$TMP/err" &&
+    grep -q '^cuvae: no usable GPU (.*); running on the CPU (--device cpu)$' "$TMP/err" &&
+    grep -q 'device cpu$' "$TMP/out"; then
+    echo "ok: eval without --device falls back to the CPU, its note on stderr"
+  else
+    fail "eval without --device: no fallback to the CPU with its note"
+    cat "$TMP/err"
+  fi
+else
+  echo "skip: the no-GPU device policy (this machine has a GPU)"
+fi
+
 # ---- help ----------------------------------------------------------------------------------
 for cmd in "grid --extent" "scatter --limit" "reconstruct --count" "sample --seed"; do
   set -- $cmd
