@@ -2,7 +2,7 @@
 # End-to-end check of the picture subcommands (grid, scatter, reconstruct, sample) on a model
 # trained here on a tiny synthetic MNIST-format dataset (train and t10k files made with
 # printf): each writes its PNG (exit 0, one "wrote" line) with the width and height the layout
-# of host/pictures.h gives, read from the PNG's IHDR chunk; every bad flag, a missing RUN and a
+# of host/eval/pictures.h gives, read from the PNG's IHDR chunk; every bad flag, a missing RUN and a
 # RUN without a model exit 2 with one stderr line and write nothing.
 # The pixels come from a seed printed first (CUVAE_TEST_SEED replays it).
 # usage: cli_pictures.sh <cuvae-binary> <repo-root>
@@ -33,7 +33,7 @@ fi
 [ -s "$RUN/model.safetensors" ] || { echo "FAIL: no $RUN/model.safetensors"; exit 1; }
 rm -f "$RUN"/*.png  # training may write pictures of its own; the commands must make theirs
 
-# ---- the layout of host/pictures.h (pixels) ------------------------------------------------
+# ---- the layout of host/eval/pictures.h (pixels) ------------------------------------------------
 CELL=28 AXES_LEFT=140 AXES_RIGHT=48 AXES_TOP=48 AXES_BOTTOM=72
 SCATTER_PLOT=560 SCATTER_RIGHT=120
 PAD=16 TITLE_BAND=28 ROW_LABEL=104 TILE=56 GAP=2

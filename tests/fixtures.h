@@ -5,9 +5,9 @@
 #include <random>
 #include <string>
 
-#include "host/cpu_model.h"
-#include "host/model.h"
-#include "host/trainer_cpu.h"
+#include "host/core/model.h"
+#include "host/cpu/cpu_model.h"
+#include "host/cpu/trainer_cpu.h"
 
 namespace cuvae::test {
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "cuda/device.cuh"
+#include "host/gpu/device_info.h"
 #include "tests/test_main.h"
 
 int main(int argc, char** argv) {

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "host/error.h"
-#include "host/idx.h"
-#include "host/safetensors.h"
+#include "host/core/error.h"
+#include "host/io/idx.h"
+#include "host/io/safetensors.h"
 #include "tests/test_support.h"
 
 namespace {

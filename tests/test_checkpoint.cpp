@@ -14,10 +14,10 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "host/checkpoint.h"
-#include "host/error.h"
-#include "host/safetensors.h"
-#include "host/trainer_cpu.h"
+#include "host/core/error.h"
+#include "host/cpu/trainer_cpu.h"
+#include "host/io/checkpoint.h"
+#include "host/io/safetensors.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <functional>
 
-#include "host/cli.h"
-#include "host/error.h"
+#include "host/app/cli.h"
+#include "host/core/error.h"
 
 using namespace cuvae;
 

@@ -1,5 +1,5 @@
-// ConvOp's algorithm choice without a GPU (cuda/conv_select.h): which of cuDNN's candidates each
-// policy and math mode accept, in which order they are set up, that a candidate whose set-up
+// ConvOp's algorithm choice without a GPU (cuda/libs/conv_select.h): which of cuDNN's candidates
+// each policy and math mode accept, in which order they are set up, that a candidate whose set-up
 // fails is skipped for the next one, and that the error lists every candidate with its reason
 // when none can be set up. The set-up is a callback here: conv.cu's sets the math type and
 // queries the workspace.
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "cuda/conv_select.h"
-#include "host/error.h"
+#include "cuda/libs/conv_select.h"
+#include "host/core/error.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;

@@ -1,4 +1,4 @@
-// The fast CPU engine (host/cpu_fast.h) against the reference model in double precision: every
+// The fast CPU engine (host/cpu/cpu_fast.h) against the reference model in double precision: every
 // activation, the loss parts, the logits' gradient and every parameter gradient, at awkward
 // batch sizes and latent dimensions; bit-identical repeated runs; encode/decode alone.
 //
@@ -18,9 +18,9 @@
 #include <random>
 #include <vector>
 
-#include "host/cpu_fast.h"
-#include "host/cpu_model.h"
-#include "host/inference.h"
+#include "host/cpu/cpu_fast.h"
+#include "host/cpu/cpu_model.h"
+#include "host/cpu/inference_cpu.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 
@@ -78,8 +78,8 @@ TEST_CASE("fast CPU engine: activations, loss and every gradient match the doubl
 
   cpu::FastModel fast(d, batch);
   load(fast, ref, dim);
-  const cpu::LossParts want = cpu::model_forward(d, pd.data(), ref, beta);
-  const cpu::LossParts got = fast.forward(pf.data(), beta);
+  const LossParts want = cpu::model_forward(d, pd.data(), ref, beta);
+  const LossParts got = fast.forward(pf.data(), beta);
 
   // Activations in forward order; each is compared on its own.
   const std::pair<cpu::FastTensor, const std::vector<double>*> acts[] = {
@@ -149,13 +149,13 @@ TEST_CASE("fast CPU engine: two engines on the same batch give the same bits", "
   load(b, ref, 2);
   std::vector<float> ga(d.num_params), gb(d.num_params);
   test::poison(ga), test::poison(gb);
-  const cpu::LossParts la = a.forward(p.data(), 1.0);
+  const LossParts la = a.forward(p.data(), 1.0);
   a.backward(p.data(), 1.0, ga.data());
   // The second engine runs twice: state left by a first pass must not leak into the next.
   b.forward(p.data(), 1.0);
   b.backward(p.data(), 1.0, gb.data());
   test::poison(gb);
-  const cpu::LossParts lb = b.forward(p.data(), 1.0);
+  const LossParts lb = b.forward(p.data(), 1.0);
   b.backward(p.data(), 1.0, gb.data());
   REQUIRE(std::isfinite(la.loss));
   REQUIRE(la.loss == lb.loss);

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <functional>
 
-#include "host/cpu_ref.h"
-#include "host/step_scalars.h"
+#include "host/core/step_scalars.h"
+#include "host/cpu/cpu_ref.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
@@ -327,9 +327,8 @@ TEST_CASE("BCE+KL loss: value, gradient and stability at extreme logits", "[cpu_
   Vec lv = test::random_vector<double>(rng, mu.size(), -1, 1);
   Vec dl(logits.size()), recon(static_cast<size_t>(batch)), kl(static_cast<size_t>(batch));
   test::poison(dl), test::poison(recon), test::poison(kl);
-  const cpu::LossParts p =
-      cpu::bce_kl_loss(dl.data(), recon.data(), kl.data(), logits.data(), x.data(), mu.data(),
-                       lv.data(), batch, pixels, dim, beta);
+  const LossParts p = cpu::bce_kl_loss(dl.data(), recon.data(), kl.data(), logits.data(), x.data(),
+                                       mu.data(), lv.data(), batch, pixels, dim, beta);
   // Direct (unstable but fine at |l| <= 8) definitions.
   double rsum = 0, ksum = 0;
   for (int b = 0; b < batch; ++b) {
@@ -384,7 +383,7 @@ TEST_CASE("Adam step follows the PyTorch formulation", "[cpu_ref]") {
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   const size_t n = GENERATE(1, 31, 4097);
-  cpu::AdamConfig cfg;
+  AdamConfig cfg;
   cfg.lr = 3e-3f;
   std::vector<float> p = test::random_vector<float>(rng, n, -1, 1), m(n, 0.f), v(n, 0.f);
   std::vector<double> pd(p.begin(), p.end()), md(n, 0), vd(n, 0);

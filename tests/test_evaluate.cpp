@@ -1,5 +1,5 @@
-// Evaluation (host/evaluate.h) on the CPU engine: the negative ELBO against a direct run of the
-// reference model on the same noise, independence from batching, the exact K = 1 identity of
+// Evaluation (host/eval/evaluate.h) on the CPU engine: the negative ELBO against a direct run of
+// the reference model on the same noise, independence from batching, the exact K = 1 identity of
 // the importance-weighted estimate, the bound tightening with K, and that a model with
 // non-finite outputs never yields a number. Models and images are fresh every run.
 #include <algorithm>
@@ -8,11 +8,11 @@
 #include <limits>
 #include <numeric>
 
-#include "host/batch.h"
-#include "host/cpu_model.h"
-#include "host/error.h"
-#include "host/evaluate.h"
-#include "host/inference.h"
+#include "host/core/batch.h"
+#include "host/core/error.h"
+#include "host/cpu/cpu_model.h"
+#include "host/cpu/inference_cpu.h"
+#include "host/eval/evaluate.h"
 #include "tests/stats.h"
 #include "tests/test_support.h"
 
@@ -112,7 +112,7 @@ TEST_CASE("evaluate_elbo matches the reference model run on the same noise", "[e
   std::iota(index.begin(), index.end(), 0);
   gather_batch(a.x.data(), images.pixels.data(), index.data(), n, kImagePixels);
   for (int i = 0; i < n; ++i) eval_noise(a.eps.data() + size_t(i) * dim, seed, i, 0, dim);
-  const cpu::LossParts want = cpu::model_forward(d, params.data(), a, 1.0);
+  const LossParts want = cpu::model_forward(d, params.data(), a, 1.0);
 
   const ElboStats got = evaluate_elbo(*m, images, seed, n);
   REQUIRE(got.images == n);

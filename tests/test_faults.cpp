@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "host/checkpoint.h"
-#include "host/error.h"
-#include "host/model.h"
-#include "host/safetensors.h"
-#include "host/trainer_cpu.h"
+#include "host/core/error.h"
+#include "host/core/model.h"
+#include "host/cpu/trainer_cpu.h"
+#include "host/io/checkpoint.h"
+#include "host/io/safetensors.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 

@@ -1,4 +1,4 @@
-// The GPU engines' device memory plan (host/gpu_plan.h), checked on the host: the parameter
+// The GPU engines' device memory plan (host/gpu/gpu_plan.h), checked on the host: the parameter
 // layout (aligned tensors, a bijection with PyTorch's order) and the bias-gradient scratch
 // reserved for every batch size a run launches.
 #include <algorithm>
@@ -7,9 +7,9 @@
 #include <random>
 #include <vector>
 
-#include "cuda/activations.cuh"
-#include "host/gpu_plan.h"
-#include "host/model.h"
+#include "cuda/kernels/activations.cuh"
+#include "host/core/model.h"
+#include "host/gpu/gpu_plan.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;
@@ -86,8 +86,8 @@ TEST_CASE(
 namespace {
 
 // What the bias/ReLU backward launcher is asked to reduce for `layer` at `batch` images,
-// written out from the kernels' convention (cuda/activations.cuh): rows of (channels, plane);
-// a channels-last convolution output with more than one channel is (batch*H*W, C, 1).
+// written out from the kernels' convention (cuda/kernels/activations.cuh): rows of (channels,
+// plane); a channels-last convolution output with more than one channel is (batch*H*W, C, 1).
 BiasActShape launched_shape(const Layer& layer, int batch, bool channels_last) {
   const int64_t plane = int64_t(layer.out_h) * layer.out_w;
   if (channels_last && layer.kind != LayerKind::Linear && layer.out_channels > 1)

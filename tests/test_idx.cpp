@@ -1,4 +1,4 @@
-// Tests of the IDX loader (host/idx.h).
+// Tests of the IDX loader (host/io/idx.h).
 //
 // Owns table-driven checks that valid IDX image/label files round-trip, raw and gzip, and
 // that every kind of malformed file (bad header, bad payload, broken gzip, missing or odd
@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "host/error.h"
-#include "host/idx.h"
+#include "host/core/error.h"
+#include "host/io/idx.h"
 #include "tests/test_support.h"
 
 namespace {

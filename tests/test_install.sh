@@ -13,11 +13,14 @@
 #   - share/cuvae/cuda_libs.sh finds a missing library in $CUDA_HOME and in a Python's nvidia-*
 #     wheel folders, and names it when it is nowhere;
 #   - the cpack .tar.gz: under 50 MB, and its cuvae runs once unpacked.
-# usage: test_install.sh <build-dir> <project-version> <repo-root>
+# A build without CUDA (CUVAE_CUDA=OFF) installs no GPU test executables, and its --version says
+# so on the build and libraries lines.
+# usage: test_install.sh <build-dir> <project-version> <repo-root> <cuda|no-cuda>
 set -u
 BUILD=$1
 VERSION=$2
 ROOT=$3
+CUDA=$4
 # shellcheck source=lib/cli.sh
 . "$ROOT/tests/lib/cli.sh"
 # shellcheck source=lib/idx.sh
@@ -33,8 +36,9 @@ mv "$TMP/staging" "$TMP/moved"  # what was installed must not depend on where
 P=$TMP/moved
 
 # ---- layout --------------------------------------------------------------------------------
-for f in bin/cuvae libexec/cuvae/cuvae_tests libexec/cuvae/cuvae_data_tests \
-         libexec/cuvae/cuvae_gpu_tests libexec/cuvae/cuvae_gpu_data_tests \
+gpu_tests=()
+[ "$CUDA" = cuda ] && gpu_tests=(libexec/cuvae/cuvae_gpu_tests libexec/cuvae/cuvae_gpu_data_tests)
+for f in bin/cuvae libexec/cuvae/cuvae_tests libexec/cuvae/cuvae_data_tests "${gpu_tests[@]}" \
          share/cuvae/gpu_check.sh share/cuvae/gpu_sanitize.sh share/cuvae/cuda_libs.sh \
          share/cuvae/tools/bench/bench.py share/cuvae/tools/bench/torch_vae.py \
          share/cuvae/tools/parity/check_model.py lib/libpng16.so.16 lib/libz.so.1 lib/libgomp.so.1 \
@@ -73,10 +77,17 @@ grep -rqs "$ROOT" "$P/share/cuvae" && fail "share/cuvae names the source folder 
 "$P/bin/cuvae" --version >"$TMP/version" 2>&1 || fail "cuvae --version exited $?"
 [ "$(sed -n 1p "$TMP/version")" = "cuvae $VERSION" ] ||
   fail "--version's first line '$(sed -n 1p "$TMP/version")', expected 'cuvae $VERSION'"
-grep -qE '^build: CUDA [0-9]+\.[0-9]+ runtime \(linked statically\); GPU code for sm_' "$TMP/version" ||
-  fail "--version has no build line: $(cat "$TMP/version")"
-grep -qE '^libraries: cuBLAS [0-9]+\.[0-9]+\.[0-9]+, cuDNN 9\.[0-9]+\.[0-9]+; ' "$TMP/version" ||
-  fail "--version has no libraries line: $(cat "$TMP/version")"
+if [ "$CUDA" = cuda ]; then
+  build_re='^build: CUDA [0-9]+\.[0-9]+ runtime \(linked statically\); GPU code for sm_'
+  libs_re='^libraries: cuBLAS [0-9]+\.[0-9]+\.[0-9]+, cuDNN 9\.[0-9]+\.[0-9]+; '
+else
+  build_re='^build: no CUDA: the CPU engines only$'
+  libs_re='^libraries: no cuBLAS, no cuDNN; '
+  grep -q '^GPU: none usable (this build has no CUDA' "$TMP/version" ||
+    fail "--version of a build without CUDA does not say so on its GPU line: $(cat "$TMP/version")"
+fi
+grep -qE "$build_re" "$TMP/version" || fail "--version has no build line: $(cat "$TMP/version")"
+grep -qE "$libs_re" "$TMP/version" || fail "--version has no libraries line: $(cat "$TMP/version")"
 gpu_line=$(grep '^GPU: ' "$TMP/version")
 [ -n "$gpu_line" ] || fail "--version has no GPU line"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "host/idx.h"
+#include "host/io/idx.h"
 #include "tests/test_support.h"
 
 namespace {

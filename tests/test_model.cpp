@@ -3,8 +3,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "host/error.h"
-#include "host/model.h"
+#include "host/core/error.h"
+#include "host/core/model.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;

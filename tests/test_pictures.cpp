@@ -10,12 +10,12 @@
 #include <set>
 #include <tuple>
 
-#include "host/error.h"
-#include "host/inference.h"
-#include "host/model.h"
-#include "host/philox.h"
-#include "host/pictures.h"
-#include "host/png.h"
+#include "host/core/error.h"
+#include "host/core/model.h"
+#include "host/core/philox.h"
+#include "host/cpu/inference_cpu.h"
+#include "host/eval/pictures.h"
+#include "host/io/png.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;

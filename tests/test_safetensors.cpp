@@ -10,8 +10,8 @@
 #include <functional>
 #include <random>
 
-#include "host/error.h"
-#include "host/safetensors.h"
+#include "host/core/error.h"
+#include "host/io/safetensors.h"
 #include "tests/test_support.h"
 
 using namespace cuvae;

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <vector>
 
-#include "host/batch.h"
-#include "host/cpu_model.h"
-#include "host/trainer_cpu.h"
+#include "host/core/batch.h"
+#include "host/cpu/cpu_model.h"
+#include "host/cpu/trainer_cpu.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 
@@ -41,7 +41,7 @@ TEST_CASE("the epoch loss is reconstruction + beta * KL, the image-weighted mean
       a.resize(d, count);
       gather_batch(a.x.data(), images.pixels.data(), perm.data() + first, count, kImagePixels);
       fill_eps(a.eps.data(), cfg.seed, uint64_t(r.step), count, d.latent_dim);
-      const cpu::LossParts parts = cpu::model_forward(d, r.params.data(), a, beta);
+      const LossParts parts = cpu::model_forward(d, r.params.data(), a, beta);
       // The batch's own loss obeys the formula too.
       REQUIRE(parts.loss == Approx(parts.recon + beta * parts.kl).epsilon(1e-12));
       cpu::model_backward(d, r.params.data(), a, beta, grads.data());

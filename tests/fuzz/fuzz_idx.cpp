@@ -1,4 +1,4 @@
-// libFuzzer target: the IDX parser (host/idx.h) on arbitrary bytes.
+// libFuzzer target: the IDX parser (host/io/idx.h) on arbitrary bytes.
 //
 // Each input is parsed as an image file and as a label file, from memory; input that does not
 // already start with the gzip magic is also gzip-compressed and parsed again, so the IDX checks
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "host/error.h"
-#include "host/idx.h"
+#include "host/core/error.h"
+#include "host/io/idx.h"
 
 namespace {
 

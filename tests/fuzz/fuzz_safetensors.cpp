@@ -1,5 +1,5 @@
-// libFuzzer target: the safetensors parser (host/safetensors.h) and, on what it accepts, the
-// checkpoint checks of host/checkpoint.h (model file and training state), on arbitrary bytes.
+// libFuzzer target: the safetensors parser (host/io/safetensors.h) and, on what it accepts, the
+// checkpoint checks of host/io/checkpoint.h (model file and training state), on arbitrary bytes.
 //
 // The contract checked: either a file whose every tensor holds exactly dtype size x shape
 // product bytes, or a cuvae::InputError with a one-line message "<name>: <reason>". Anything
@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "host/checkpoint.h"
-#include "host/error.h"
-#include "host/safetensors.h"
+#include "host/core/error.h"
+#include "host/io/checkpoint.h"
+#include "host/io/safetensors.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
-// Shared by the GPU tests of the bias gradient of bias_act_backward (cuda/activations.cuh): the
-// float forms in test_kernels.cpp, the bf16 forms in test_bf16.cpp. A per-channel reference sum
+// Shared by the GPU tests of the bias gradient of bias_act_backward (cuda/kernels/activations.cuh):
+// the float forms in test_kernels.cpp, the bf16 forms in test_bf16.cpp. A per-channel reference sum
 // in double (RefSum) and the bound a device sum of the same terms in another order must meet
 // (require_sums), and device memory for the scratch of the sliced column reduction (plane == 1,
 // see BiasGradScratch).
@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "cuda/activations.cuh"
-#include "cuda/device_buffer.cuh"
+#include "cuda/kernels/activations.cuh"
+#include "cuda/runtime/device_buffer.cuh"
 #include "tests/gpu/device_io.h"
 
 namespace cuvae::test {

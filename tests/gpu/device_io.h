@@ -6,7 +6,7 @@
 #include <catch2/catch.hpp>
 #include <vector>
 
-#include "cuda/device_buffer.cuh"
+#include "cuda/runtime/device_buffer.cuh"
 
 namespace cuvae::test {
 

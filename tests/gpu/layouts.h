@@ -14,8 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "cuda/conv.cuh"
-#include "host/model.h"
+#include "cuda/libs/conv.cuh"
+#include "host/core/model.h"
 
 namespace cuvae::test {
 

@@ -1,18 +1,17 @@
-// GPU tests of the bf16 mixed-precision kernels: to_bf16 and widen_spans (cuda/precision.cuh),
-// the bf16 forms of the bias/ReLU epilogue (cuda/activations.cuh), of the dense layers
-// (cuda/dense.cuh), of the convolutions (ConvMath::Bf16, cuda/conv.cuh) and of the fused loss
-// (cuda/loss.cuh).
-// The CPU side rounds exactly as the device does: <cuda_bf16.h>'s __float2bfloat16_rn (nearest,
-// ties to even) and __bfloat162float are host functions too, so every elementwise result is
-// compared bit for bit. The GEMM-shaped results (dense, conv) are compared with a double
-// reference on the same bf16 operands, element by element, against a bound derived from fp32
-// accumulation and the final rounding (see "tolerances" below); the sums in double (bias
-// gradients) against the bound of two double summations in different orders.
-// Inputs are fresh random numbers per run (the seed is printed; replay with
-// CUVAE_TEST_SEED=<seed>). Outputs are poisoned (every byte 0xFF: a NaN in float and in bf16)
-// before each launch and followed by guard elements that no launch may touch; with `shift` a
-// tensor also starts one element past its buffer's (aligned) start.
-// Compiled by the host compiler: it calls only the launchers and the CUDA runtime.
+// GPU tests of the bf16 mixed-precision kernels: to_bf16 and widen_spans
+// (cuda/kernels/precision.cuh), the bf16 forms of the bias/ReLU epilogue
+// (cuda/kernels/activations.cuh), of the dense layers (cuda/libs/dense.cuh), of the convolutions
+// (ConvMath::Bf16, cuda/libs/conv.cuh) and of the fused loss (cuda/kernels/loss.cuh). The CPU side
+// rounds exactly as the device does: <cuda_bf16.h>'s __float2bfloat16_rn (nearest, ties to even)
+// and __bfloat162float are host functions too, so every elementwise result is compared bit for bit.
+// The GEMM-shaped results (dense, conv) are compared with a double reference on the same bf16
+// operands, element by element, against a bound derived from fp32 accumulation and the final
+// rounding (see "tolerances" below); the sums in double (bias gradients) against the bound of two
+// double summations in different orders. Inputs are fresh random numbers per run (the seed is
+// printed; replay with CUVAE_TEST_SEED=<seed>). Outputs are poisoned (every byte 0xFF: a NaN in
+// float and in bf16) before each launch and followed by guard elements that no launch may touch;
+// with `shift` a tensor also starts one element past its buffer's (aligned) start. Compiled by the
+// host compiler: it calls only the launchers and the CUDA runtime.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -27,15 +26,15 @@
 #include <utility>
 #include <vector>
 
-#include "cuda/activations.cuh"
-#include "cuda/conv.cuh"
-#include "cuda/dense.cuh"
-#include "cuda/device_buffer.cuh"
-#include "cuda/loss.cuh"
-#include "cuda/precision.cuh"
-#include "host/cpu_ref.h"
-#include "host/error.h"
-#include "host/model.h"
+#include "cuda/kernels/activations.cuh"
+#include "cuda/kernels/loss.cuh"
+#include "cuda/kernels/precision.cuh"
+#include "cuda/libs/conv.cuh"
+#include "cuda/libs/dense.cuh"
+#include "cuda/runtime/device_buffer.cuh"
+#include "host/core/error.h"
+#include "host/core/model.h"
+#include "host/cpu/cpu_ref.h"
 #include "tests/gpu/bias_grad.h"
 #include "tests/gpu/device_io.h"
 #include "tests/gpu/layouts.h"

@@ -1,6 +1,6 @@
-// GPU tests of the cuDNN convolutions (ConvOp, cuda/conv.cuh) and the cuBLAS dense layers
-// (cuda/dense.cuh, single and paired) against the CPU reference (host/cpu_ref.h, evaluated in
-// double on the same fp32 inputs, with a zero bias; the bias gradient is not compared: bias is
+// GPU tests of the cuDNN convolutions (ConvOp, cuda/libs/conv.cuh) and the cuBLAS dense layers
+// (cuda/libs/dense.cuh, single and paired) against the CPU reference (host/cpu/cpu_ref.h, evaluated
+// in double on the same fp32 inputs, with a zero bias; the bias gradient is not compared: bias is
 // another kernel's). Every output is poisoned with NaN (0xFF bytes) before each call, so an element
 // a call forgot to write fails the comparison. Inputs are fresh random numbers per run; the seed is
 // printed (replay with CUVAE_TEST_SEED=<seed>).
@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "cuda/conv.cuh"
-#include "cuda/dense.cuh"
-#include "cuda/device_buffer.cuh"
-#include "host/cpu_ref.h"
-#include "host/model.h"
+#include "cuda/libs/conv.cuh"
+#include "cuda/libs/dense.cuh"
+#include "cuda/runtime/device_buffer.cuh"
+#include "host/core/model.h"
+#include "host/cpu/cpu_ref.h"
 #include "tests/gpu/layouts.h"
 #include "tests/test_support.h"
 

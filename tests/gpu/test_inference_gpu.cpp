@@ -3,8 +3,9 @@
 #include <cmath>
 #include <vector>
 
-#include "host/cpu_model.h"
-#include "host/inference.h"
+#include "host/cpu/cpu_model.h"
+#include "host/cpu/inference_cpu.h"
+#include "host/gpu/inference_gpu.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 

@@ -1,7 +1,7 @@
 // GPU tests of the small kernels (cuda/data, shuffle, activations, reparam, loss, adam, and
 // their step-table forms) against the CPU
-// reference (host/cpu_ref.h, host/batch.h): fresh random inputs at awkward sizes, every output
-// poisoned with NaN before each launch, each compared tensor with its own tolerance and the
+// reference (host/cpu/cpu_ref.h, host/core/batch.h): fresh random inputs at awkward sizes, every
+// output poisoned with NaN before each launch, each compared tensor with its own tolerance and the
 // reason for it, and each launch repeated to check the results are bit-identical run to run.
 // Compiled by the host compiler: it calls only the launchers and the CUDA runtime.
 #include <algorithm>
@@ -14,16 +14,16 @@
 #include <string>
 #include <vector>
 
-#include "cuda/activations.cuh"
-#include "cuda/adam.cuh"
-#include "cuda/data.cuh"
-#include "cuda/device_buffer.cuh"
-#include "cuda/loss.cuh"
-#include "cuda/reparam.cuh"
-#include "cuda/shuffle.cuh"
-#include "host/batch.h"
-#include "host/cpu_ref.h"
-#include "host/step_scalars.h"
+#include "cuda/kernels/activations.cuh"
+#include "cuda/kernels/adam.cuh"
+#include "cuda/kernels/data.cuh"
+#include "cuda/kernels/loss.cuh"
+#include "cuda/kernels/reparam.cuh"
+#include "cuda/kernels/shuffle.cuh"
+#include "cuda/runtime/device_buffer.cuh"
+#include "host/core/batch.h"
+#include "host/core/step_scalars.h"
+#include "host/cpu/cpu_ref.h"
 #include "tests/gpu/bias_grad.h"
 #include "tests/gpu/device_io.h"
 #include "tests/test_support.h"
@@ -975,7 +975,7 @@ struct AdamState {
 // GPU state after `steps` Adam steps from `start` with grads[k] at step first_step + k, and the
 // same on the CPU; compared after every step.
 void check_adam(const AdamState& start, const std::vector<std::vector<float>>& grads,
-                int64_t first_step, const cpu::AdamConfig& cfg, cudaStream_t s) {
+                int64_t first_step, const AdamConfig& cfg, cudaStream_t s) {
   const size_t n = start.params.size();
   AdamState cpu_state = start;
   auto d_params = to_device(start.params, s), d_m = to_device(start.m, s),
@@ -1038,13 +1038,13 @@ TEST_CASE("adam_step matches cpu::adam_step", "[gpu][kernels]") {
   };
 
   SECTION("the first steps from zero moments (large bias corrections)") {
-    const cpu::AdamConfig cfg;  // lr 1e-3, betas 0.9 / 0.999, eps 1e-7: the reference setup
+    const AdamConfig cfg;  // lr 1e-3, betas 0.9 / 0.999, eps 1e-7: the reference setup
     const AdamState start{uniform(rng, n, -1, 1), std::vector<float>(n, 0.0f),
                           std::vector<float>(n, 0.0f)};
     check_adam(start, {make_grads(), make_grads(), make_grads()}, 1, cfg, s);
   }
   SECTION("a late step with warm moments and another configuration") {
-    cpu::AdamConfig cfg;
+    AdamConfig cfg;
     cfg.lr = 1e-2f, cfg.beta1 = 0.8f, cfg.beta2 = 0.99f, cfg.eps = 1e-8f;
     // sqrt(v) >= |m| keeps the updates ~lr, so |p| stays below 2 (the params tolerance).
     const AdamState start{uniform(rng, n, -1, 1), uniform(rng, n, -0.1, 0.1),
@@ -1068,7 +1068,7 @@ TEST_CASE("adam_step reports the earliest non-finite gradient", "[gpu][kernels]"
   DeviceBuffer<float> d_grads(n);
   DeviceBuffer<unsigned long long> flag =
       to_device(std::vector<unsigned long long>{kNoNonfinite}, s);
-  const cpu::AdamConfig cfg;
+  const AdamConfig cfg;
   auto step = [&](int64_t t, const std::vector<float>& g) {
     upload(d_grads, g, s);
     adam_step(d_params.data(), d_m.data(), d_v.data(), flag.data(), d_grads.data(), n, cfg.lr,
@@ -1118,7 +1118,7 @@ TEST_CASE("the step-table launchers equal the argument launchers bit for bit", "
   std::mt19937_64 rng(seed);
   CudaStream stream;
   const cudaStream_t s = stream.get();
-  const cpu::AdamConfig cfg;
+  const AdamConfig cfg;
   // Entries for steps t - 1, t, t + 1; the cursor names the middle one, so a kernel that
   // reads the wrong entry (or the argument path's zero scalars) gives other numbers.
   const int64_t t = 2 + int64_t(rng() % 100000);

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "host/idx.h"
-#include "host/trainer_gpu.h"
+#include "host/gpu/trainer_gpu.h"
+#include "host/io/idx.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 

@@ -14,11 +14,11 @@
 #include <utility>
 #include <vector>
 
-#include "host/batch.h"
-#include "host/cpu_model.h"
-#include "host/error.h"
-#include "host/idx.h"
-#include "host/trainer_gpu.h"
+#include "host/core/batch.h"
+#include "host/core/error.h"
+#include "host/cpu/cpu_model.h"
+#include "host/gpu/trainer_gpu.h"
+#include "host/io/idx.h"
 #include "tests/fixtures.h"
 #include "tests/test_support.h"
 
@@ -35,7 +35,7 @@ struct StepAgainstCpu {
   TrainConfig cfg;
   TrainState st;
   cpu::Activations<float> a;  // the batch and the CPU's activations
-  cpu::LossParts lg, lc;      // GPU, CPU
+  LossParts lg, lc;           // GPU, CPU
   std::vector<float> g_gpu, g_cpu;
 };
 
@@ -478,7 +478,7 @@ TEST_CASE("one bf16 mixed-precision step follows the fp32 CPU reference within b
   // model than to the fp32 reference by half: a GPU step that rounds elsewhere than the model
   // says (or not at all) is as far from the model as from fp32.
   cpu::Activations<float> am = a;
-  const cpu::LossParts lm = cpu::model_forward_mixed(d, st.params.data(), am, beta);
+  const LossParts lm = cpu::model_forward_mixed(d, st.params.data(), am, beta);
   std::vector<float> g_mixed(d.num_params);
   cpu::model_backward_mixed(d, st.params.data(), am, beta, g_mixed.data());
   INFO("loss gpu " << lg.loss << ", the CPU model of the mixed step " << lm.loss);
@@ -575,7 +575,7 @@ TEST_CASE("channels-last training keeps PyTorch's parameter order at every inter
   const TrainState fresh = fresh_state(d, seed);
   const std::vector<float> x = synthetic_batch(seed, 64);
   std::vector<float> grads[2];
-  cpu::LossParts loss[2];
+  LossParts loss[2];
   std::vector<float> eps(size_t(64) * size_t(dim));  // the noise of the steps (the same in both)
   for (int layout = 0; layout < 2; ++layout) {
     GpuOptions opts;
@@ -618,7 +618,7 @@ TEST_CASE("the layout chosen by --layout auto: both timed, training as the one c
   REQUIRE_THAT(about, Catch::Contains("chosen by --layout auto: convolution passes"));
   REQUIRE_THAT(about, Catch::Contains(chosen.nhwc() ? "layout: NHWC" : "layout: NCHW"));
   chosen.set_state(st);
-  const cpu::LossParts l_auto = chosen.step_on_batch(x.data(), 64, false);
+  const LossParts l_auto = chosen.step_on_batch(x.data(), 64, false);
   std::vector<float> g_auto(d.num_params);
   chosen.download_grads(g_auto.data());
 
@@ -643,7 +643,7 @@ TEST_CASE("the layout chosen by --layout auto: both timed, training as the one c
   named.nhwc = chosen.nhwc();
   GpuTrainer direct(d, cfg, named, 64, 17);
   direct.set_state(st);
-  const cpu::LossParts l_named = direct.step_on_batch(x.data(), 64, false);
+  const LossParts l_named = direct.step_on_batch(x.data(), 64, false);
   std::vector<float> g_named(d.num_params);
   direct.download_grads(g_named.data());
   std::vector<float> eps(size_t(64) * size_t(d.latent_dim));

@@ -1,0 +1,83 @@
+// Shared subcommand helpers (cli_util.h).
+#include "host/app/cli_util.h"
+
+#include <sstream>
+
+#include "host/core/error.h"
+
+namespace cuvae {
+namespace {
+
+// cxxopts quotes the option name in its messages ("Option \u2018epochs\u2019 ..."); we lead
+// with the flag as the user typed it.
+std::string flag_of(const std::string& message) {
+  const std::string open = "\u2018", close = "\u2019";
+  const size_t a = message.find(open);
+  const size_t b = a == std::string::npos ? a : message.find(close, a + open.size());
+  if (b == std::string::npos) return message;
+  const std::string name = message.substr(a + open.size(), b - a - open.size());
+  return name.size() == 1 ? "-" + name : "--" + name;
+}
+
+}  // namespace
+
+// cxxopts throws its own exceptions for unknown flags and missing values; give them our
+// one-line form and exit code.
+cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv) {
+  try {
+    cxxopts::ParseResult r = options.parse(argc, argv);
+    if (!r.unmatched().empty())
+      throw InputError("unexpected argument " + quote_arg(r.unmatched().front()) + " (see --help)");
+    return r;
+  } catch (const cxxopts::exceptions::no_such_option& e) {
+    throw InputError(flag_of(e.what()) + ": unknown option (see --help)");
+  } catch (const cxxopts::exceptions::missing_argument& e) {
+    throw InputError(flag_of(e.what()) + ": missing its value (see --help)");
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw InputError(std::string(e.what()) + " (see --help)");
+  }
+}
+
+GpuOptions parse_gpu_flags(const cxxopts::ParseResult& r) {
+  GpuOptions opts;
+  opts.tf32 = r.count("tf32") > 0;
+  const std::string algo = r["algo"].as<std::string>();
+  if (algo != "deterministic" && algo != "fastest")
+    throw InputError("--algo: expected 'deterministic' or 'fastest', got " + quote_arg(algo));
+  opts.deterministic = algo == "deterministic";
+  opts.cuda_graph = r.count("no-cuda-graph") == 0;
+  opts.fused = r.count("no-fusion") == 0;  // a bench flag: 0 where undeclared
+  opts.bf16 = r.count("bf16") > 0;
+  const std::string layout = r["layout"].as<std::string>();
+  if (layout != "nchw" && layout != "nhwc" && layout != "auto")
+    throw InputError("--layout: expected 'nchw', 'nhwc' or 'auto', got " + quote_arg(layout));
+  opts.nhwc = layout == "nhwc";
+  opts.layout_auto = layout == "auto";
+  if (opts.bf16 && opts.tf32)
+    throw InputError(
+        "--bf16: cannot be combined with --tf32 (mixed precision runs the "
+        "convolutions in bf16 and keeps the rest in strict fp32)");
+  if (opts.bf16 && !opts.fused)
+    throw InputError(
+        "--bf16: cannot be combined with --no-fusion (mixed precision runs on the "
+        "fused loss and latent kernels only)");
+  return opts;
+}
+
+const char* precision_name(const GpuOptions& opts) {
+  return opts.bf16 ? "bf16 mixed precision" : opts.tf32 ? "TF32" : "strict fp32";
+}
+
+const char* precision_key(const GpuOptions& opts) {
+  return opts.bf16 ? "bf16" : opts.tf32 ? "tf32" : "fp32";
+}
+
+const char* layout_key(const GpuOptions& opts) {
+  return opts.layout_auto ? "auto" : opts.nhwc ? "nhwc" : "nchw";
+}
+
+const char* algo_name(const GpuOptions& opts) {
+  return opts.deterministic ? "deterministic" : "fastest";
+}
+
+}  // namespace cuvae

@@ -1,0 +1,336 @@
+// `cuvae grid`, `cuvae scatter`, `cuvae reconstruct`, `cuvae sample`: the pictures of
+// pictures.h for a trained model.
+//
+// RUN is a run folder holding model.safetensors (as `cuvae train --out RUN` leaves it) or the
+// path of a model file. Each picture goes to --out or, by default, into the run folder (the
+// folder of the model file). Every flag, the model and the data are checked before the model
+// runs, and every problem is one InputError line (exit 2). One line per file written.
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <vector>
+
+#include "host/app/cli.h"
+#include "host/app/cli_util.h"
+#include "host/app/commands.h"
+#include "host/core/error.h"
+#include "host/core/inference.h"
+#include "host/eval/pictures.h"
+#include "host/io/checkpoint.h"
+#include "host/io/idx.h"
+
+namespace cuvae {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kRunHelp =
+    "\nRUN is a run folder holding model.safetensors (cuvae train --out RUN) or the path of a "
+    "model file.\n";
+
+// A picture command's options: RUN (positional); the command adds its own, then
+// add_common_options() the shared --out, --device and --help.
+cxxopts::Options picture_options(const std::string& cmd, const std::string& what) {
+  cxxopts::Options options("cuvae " + cmd, what);
+  options.positional_help("RUN");
+  options.add_options()("run", "run folder or model file", cxxopts::value<std::string>(), "RUN");
+  options.parse_positional({"run"});
+  return options;
+}
+
+void add_common_options(cxxopts::Options& options, const std::string& default_out) {
+  // clang-format off
+  options.add_options()
+    ("out", "PNG file to write (default: RUN/" + default_out + ")", cxxopts::value<std::string>(),
+       "FILE")
+    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
+               "no GPU is usable)",
+       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("h,help", "show this help");
+  // clang-format on
+}
+
+// Where a run's model file and its folder are.
+struct RunPaths {
+  std::string model;  // the .safetensors file
+  std::string dir;    // where pictures go by default
+};
+
+RunPaths locate_run(const cxxopts::ParseResult& r, const std::string& cmd) {
+  if (!r.count("run"))
+    throw InputError("RUN: missing the run folder or model file (usage: cuvae " + cmd +
+                     " RUN [options], see --help)");
+  const std::string run = r["run"].as<std::string>();
+  std::error_code ec;
+  if (run.empty()) throw InputError("RUN: empty path");
+  if (fs::is_directory(run, ec)) {
+    const std::string model = (fs::path(run) / "model.safetensors").string();
+    if (!fs::exists(fs::symlink_status(model, ec)))
+      throw InputError(run + ": no model.safetensors in this folder (not a cuvae run folder?)");
+    return {model, run};
+  }
+  if (!fs::exists(fs::symlink_status(run, ec)))
+    throw InputError(run + ": no such run folder or model file");
+  std::string dir = fs::path(run).parent_path().string();
+  return {run, dir.empty() ? "." : dir};
+}
+
+// The --device choice, by the policy every command shares (resolve_device); its note on stdout.
+std::string checked_device(const cxxopts::ParseResult& r) {
+  return resolve_device(r["device"].as<std::string>(), r.count("device") > 0, std::cout).device;
+}
+
+// The output file: --out or RUN/<default_name>; its folder must exist and the path must not
+// be a folder, checked before any work is done.
+std::string checked_out(const cxxopts::ParseResult& r, const RunPaths& run,
+                        const std::string& default_name) {
+  std::error_code ec;
+  if (!r.count("out")) return (fs::path(run.dir) / default_name).string();
+  const std::string out = r["out"].as<std::string>();
+  if (out.empty()) throw InputError("--out: empty file name");
+  if (fs::is_directory(out, ec))
+    throw InputError("--out " + out + ": is a folder, expected a PNG file name");
+  std::string parent = fs::path(out).parent_path().string();
+  if (parent.empty()) parent = ".";
+  if (!fs::is_directory(parent, ec))
+    throw InputError("--out " + out + ": the folder " + parent + " does not exist");
+  return out;
+}
+
+std::unique_ptr<Inference> open_model(const RunPaths& run, const std::string& device) {
+  LoadedModel m = load_model(run.model);
+  return make_inference(m.desc, m.params, device);
+}
+
+void report(const std::string& path, const std::string& what, const Inference& model) {
+  std::cout << "cuvae: wrote " << path << " (" << what << ", latent dim " << model.desc().latent_dim
+            << ", " << model.device() << ")\n";
+}
+
+// --dims "X,Y" (or "X" alone, for a model of latent dimension 1): the dimensions as written,
+// checked for form and distinctness; check_dims() checks them against the model.
+std::vector<int> parse_dims(const std::string& text) {
+  const auto one = [&](const std::string& s) {
+    return int(parse_int_flag("--dims", s, 0, kMaxLatentDim - 1));
+  };
+  const size_t comma = text.find(',');
+  if (comma == std::string::npos) return {one(text)};
+  const std::vector<int> dims = {one(text.substr(0, comma)), one(text.substr(comma + 1))};
+  if (dims[0] == dims[1]) throw InputError("--dims: " + text + ": the two dimensions must differ");
+  return dims;
+}
+
+void check_dims(const std::vector<int>& dims, int latent_dim, GridOptions& g) {
+  const std::string dims_text =
+      std::to_string(dims[0]) + (dims.size() > 1 ? "," + std::to_string(dims[1]) : "");
+  if (latent_dim == 1 && (dims.size() != 1 || dims[0] != 0))
+    throw InputError("--dims: the model has latent dim 1, so only '--dims 0' is possible, got " +
+                     quote_arg(dims_text));
+  if (latent_dim > 1 && dims.size() != 2)
+    throw InputError("--dims: expected two latent dimensions 'X,Y', got " + quote_arg(dims_text));
+  for (const int d : dims)
+    if (d >= latent_dim)
+      throw InputError("--dims: dimension " + std::to_string(d) + " does not exist (latent dim " +
+                       std::to_string(latent_dim) + ": 0.." + std::to_string(latent_dim - 1) + ")");
+  g.dim_x = dims[0];
+  g.dim_y = dims.size() > 1 ? dims[1] : 0;
+}
+
+// cxxopts wants long option names of two or more characters, so `--n` is registered as the
+// short option -n: these rewrite the user's `--n V` / `--n=V` to it before parsing, and the
+// help and the messages back to `--n`.
+struct ShortNArgs {
+  std::vector<std::string> text;
+  std::vector<char*> argv;
+  ShortNArgs(int argc, char** argv_in) : text(argv_in, argv_in + argc) {
+    for (size_t i = 1; i < text.size(); ++i) {
+      if (text[i] == "--n")
+        text[i] = "-n";
+      else if (text[i].rfind("--n=", 0) == 0)
+        text[i] = "-n" + text[i].substr(4);
+    }
+    for (std::string& t : text) argv.push_back(t.data());
+    argv.push_back(nullptr);
+  }
+  int argc() const { return int(text.size()); }
+};
+
+cxxopts::ParseResult parse_with_short_n(cxxopts::Options& options, int argc, char** argv) {
+  ShortNArgs args(argc, argv);
+  try {
+    return parse_or_throw(options, args.argc(), args.argv.data());
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    if (msg.rfind("-n:", 0) == 0) throw InputError("-" + msg);
+    throw;
+  }
+}
+
+std::string help_with_long_n(const cxxopts::Options& options) {
+  std::string help = options.help();
+  // "  -n N     " -> "      --n N": the same width, so the columns stay aligned.
+  const size_t at = help.find("  -n N     ");
+  if (at != std::string::npos) help.replace(at, 11, "      --n N");
+  return help;
+}
+
+// Loads the test split of --data, checked before the model runs.
+Dataset load_test_split(const cxxopts::ParseResult& r) {
+  const std::string dir = r["data"].as<std::string>();
+  if (dir.empty()) throw InputError("--data: empty folder name");
+  return load_dataset(dir, Split::Test);
+}
+
+}  // namespace
+
+int cmd_grid(int argc, char** argv) {
+  cxxopts::Options options = picture_options(
+      "grid",
+      "Decode a regular grid of two latent dimensions (the Keras example's plot_latent_space).");
+  // clang-format off
+  options.add_options()
+    ("n", "digits per side (1-" + std::to_string(kGridMaxN) + ")",
+       cxxopts::value<std::string>()->default_value("15"), "N")
+    ("extent", "the grid spans [-X, X] in both dimensions (1e-6 <= X <= 1e6)",
+       cxxopts::value<std::string>()->default_value("1"), "X")
+    ("dims", "latent dimensions along x and y, 'X,Y' (other dimensions are 0)",
+       cxxopts::value<std::string>()->default_value("0,1"), "X,Y");
+  // clang-format on
+  add_common_options(options, "grid_<n>.png");
+  const cxxopts::ParseResult r = parse_with_short_n(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << help_with_long_n(options) << kRunHelp
+              << "Cell (row, col) shows sigmoid(decoder(z)) with z[X] running from -extent "
+                 "(left) to +extent (right)\nand z[Y] from +extent (top) to -extent (bottom). A "
+                 "model of latent dim 1 gives one row along z[0].\n";
+    return 0;
+  }
+  GridOptions g;
+  g.n = int(parse_int_flag("--n", r["n"].as<std::string>(), 1, kGridMaxN));
+  g.extent = parse_real_flag("--extent", r["extent"].as<std::string>(), 0.0, 1e6, false);
+  if (g.extent < 1e-6)
+    throw InputError("--extent: " + r["extent"].as<std::string>() +
+                     " is too small, expected a number >= 1e-6 and <= 1e6");
+  const std::vector<int> dims = parse_dims(r["dims"].as<std::string>());
+  const std::string device = checked_device(r);
+  const RunPaths run = locate_run(r, "grid");
+  const std::string out = checked_out(r, run, "grid_" + std::to_string(g.n) + ".png");
+  LoadedModel m = load_model(run.model);
+  const int dim = m.desc.latent_dim;
+  if (r.count("dims"))
+    check_dims(dims, dim, g);
+  else
+    g.dim_x = 0, g.dim_y = dim > 1 ? 1 : 0;  // the default "0,1" means z[0] alone at D == 1
+  check_grid_options(g, dim);
+  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
+  write_latent_grid(out, *model, g);
+  const std::string range =
+      " in [-" + r["extent"].as<std::string>() + ", " + r["extent"].as<std::string>() + "]";
+  const std::string what =
+      dim == 1 ? (g.n == 1 ? "one digit at z[0] = 0"
+                           : "a row of " + std::to_string(g.n) + " digits along z[0]" + range)
+               : std::to_string(g.n) + " x " + std::to_string(g.n) + " grid over z[" +
+                     std::to_string(g.dim_x) + "], z[" + std::to_string(g.dim_y) + "]" + range;
+  report(out, what, *model);
+  return 0;
+}
+
+int cmd_scatter(int argc, char** argv) {
+  cxxopts::Options options = picture_options(
+      "scatter", "Plot z_mean of the test images, coloured by label (plot_label_clusters).");
+  // clang-format off
+  options.add_options()
+    ("data", "folder with the MNIST-format test files (t10k-images-idx3-ubyte[.gz], ...)",
+       cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
+    ("limit", "plot the first N test images only (0: all)",
+       cxxopts::value<std::string>()->default_value("0"), "N");
+  // clang-format on
+  add_common_options(options, "scatter.png");
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help() << kRunHelp
+              << "The axes show z[0] and z[1] (z[0] against the label for a model of latent dim "
+                 "1) and span the\n0.5th-99.5th percentiles of the points; points outside are "
+                 "counted in the title.\n";
+    return 0;
+  }
+  const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  const std::string device = checked_device(r);
+  const RunPaths run = locate_run(r, "scatter");
+  const std::string out = checked_out(r, run, "scatter.png");
+  LoadedModel m = load_model(run.model);
+  const Dataset test = load_test_split(r);
+  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
+  write_scatter(out, *model, test, limit);
+  const int64_t shown = limit > 0 ? std::min(limit, test.size()) : test.size();
+  report(out, "z_mean of " + with_commas(shown) + " test images", *model);
+  return 0;
+}
+
+int cmd_reconstruct(int argc, char** argv) {
+  cxxopts::Options options = picture_options(
+      "reconstruct", "Show test images (top row) above their reconstructions decoder(z_mean).");
+  // clang-format off
+  options.add_options()
+    ("data", "folder with the MNIST-format test files (t10k-images-idx3-ubyte[.gz], ...)",
+       cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
+    ("count", "how many of the first test images (1-" + std::to_string(kMaxReconstructions) + ")",
+       cxxopts::value<std::string>()->default_value("10"), "N");
+  // clang-format on
+  add_common_options(options, "reconstructions.png");
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help() << kRunHelp;
+    return 0;
+  }
+  const int count =
+      int(parse_int_flag("--count", r["count"].as<std::string>(), 1, kMaxReconstructions));
+  const std::string device = checked_device(r);
+  const RunPaths run = locate_run(r, "reconstruct");
+  const std::string out = checked_out(r, run, "reconstructions.png");
+  LoadedModel m = load_model(run.model);
+  const Dataset test = load_test_split(r);
+  if (count > test.size())
+    throw InputError("--count: " + std::to_string(count) + " is more than the " +
+                     with_commas(test.size()) + " images of " + test.images.path);
+  const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
+  write_reconstructions(out, *model, test.images, count);
+  report(out, std::to_string(count) + (count == 1 ? " test image" : " test images"), *model);
+  return 0;
+}
+
+int cmd_sample(int argc, char** argv) {
+  cxxopts::Options options =
+      picture_options("sample", "Decode latents drawn from the prior z ~ N(0, I).");
+  // clang-format off
+  options.add_options()
+    ("rows", "rows of samples (1-" + std::to_string(kMaxSampleSide) + ")",
+       cxxopts::value<std::string>()->default_value("8"), "N")
+    ("cols", "columns of samples (1-" + std::to_string(kMaxSampleSide) + ")",
+       cxxopts::value<std::string>()->default_value("8"), "N")
+    ("seed", "seed of the latent draws (Philox)", cxxopts::value<std::string>()->default_value("0"),
+       "N");
+  // clang-format on
+  add_common_options(options, "samples.png");
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help() << kRunHelp
+              << "Each image is sigmoid(decoder(z)); the same seed gives the same samples.\n";
+    return 0;
+  }
+  const int rows = int(parse_int_flag("--rows", r["rows"].as<std::string>(), 1, kMaxSampleSide));
+  const int cols = int(parse_int_flag("--cols", r["cols"].as<std::string>(), 1, kMaxSampleSide));
+  const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
+  const std::string device = checked_device(r);
+  const RunPaths run = locate_run(r, "sample");
+  const std::string out = checked_out(r, run, "samples.png");
+  const std::unique_ptr<Inference> model = open_model(run, device);
+  write_samples(out, *model, rows, cols, seed);
+  report(out,
+         std::to_string(rows) + " x " + std::to_string(cols) + " samples, seed " +
+             std::to_string(seed),
+         *model);
+  return 0;
+}
+
+}  // namespace cuvae

@@ -1,0 +1,452 @@
+// The pictures of a trained VAE (pictures.h), drawn on a Canvas and written by write_png.
+//
+// Math: a decoded digit is p = sigmoid(logits) = 1 / (1 + exp(-l)) per pixel (the Bernoulli
+// mean of the decoder), drawn as gray round(255 p). The latent grid puts
+// z[dim_x] = grid_value(col), z[dim_y] = grid_value(n - 1 - row), every other z[k] = 0 in
+// cell (row, col). The scatter uses z_mean = encoder.mu(x), the reconstructions
+// sigmoid(decode(z_mean)), the samples sigmoid(decode(z)) with z ~ N(0, I) from Philox.
+// Axes get "nice" ticks (1, 2 or 5 times a power of ten) spaced so their labels never touch.
+#include "host/eval/pictures.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "host/core/error.h"
+#include "host/core/philox.h"
+#include "host/core/text.h"
+#include "host/io/png.h"
+
+namespace cuvae {
+namespace {
+
+constexpr Rgb kInk{0, 0, 0};                       // text, axes, ticks
+constexpr Rgb kGuide{225, 225, 225};               // scatter grid lines at the ticks
+constexpr int kLinePx = kGlyphRows * kTextScale;   // height of a line of text
+constexpr int kCapPx = kGlyphAscent * kTextScale;  // height of digits and capitals
+constexpr int kMinTickSpacing = 40;                // pixels between neighbouring ticks, at least
+constexpr int kMaxTicks = 11;
+constexpr int kChunk = 1024;                 // images per encode / decode call
+constexpr uint64_t kScatterJitterTag = 101;  // Philox counter word of the D == 1 jitter
+
+// The categorical palette of matplotlib ("tab10"), one colour per class 0-9.
+constexpr Rgb kClassColors[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
+                                  {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
+                                  {188, 189, 34},  {23, 190, 207}};
+
+int text_px(const std::string& s) {
+  return text_width(s, kTextScale);
+}
+
+void text(Canvas& c, int x, int y, const std::string& s) {
+  draw_text(c, x, y, s, kInk, kTextScale);
+}
+
+// The first of `candidates` that fits between x_min and x_max, centred on cx as far as the
+// bounds allow; nothing when none fits (a very narrow picture).
+void draw_fitting(Canvas& c, int cx, int y, const std::vector<std::string>& candidates, int x_min,
+                  int x_max) {
+  for (const std::string& s : candidates) {
+    const int w = text_px(s);
+    if (w > x_max - x_min) continue;
+    const int x = std::clamp(cx - w / 2, x_min, x_max - w);
+    text(c, x, y, s);
+    return;
+  }
+}
+
+// ---- model calls ---------------------------------------------------------------------------
+float sigmoid(float l) {
+  return 1.0f / (1.0f + std::exp(-l));
+}
+
+// sigmoid(decode(z)) for `count` latents (count, D) -> (count, 784).
+std::vector<float> decode_means(Inference& model, const std::vector<float>& z, int64_t count) {
+  const int dim = model.desc().latent_dim;
+  std::vector<float> p(size_t(count) * kImagePixels);
+  for (int64_t first = 0; first < count; first += kChunk) {
+    const int n = int(std::min<int64_t>(kChunk, count - first));
+    model.decode(p.data() + size_t(first) * kImagePixels, z.data() + size_t(first) * dim, n);
+  }
+  for (float& v : p) v = sigmoid(v);
+  return p;
+}
+
+// z_mean of the first `count` images (count, D).
+std::vector<float> encode_means(Inference& model, const ImageSet& images, int64_t count) {
+  const int dim = model.desc().latent_dim;
+  std::vector<float> mu(size_t(count) * dim), logvar(size_t(kChunk) * dim);
+  std::vector<float> x(size_t(kChunk) * kImagePixels);
+  for (int64_t first = 0; first < count; first += kChunk) {
+    const int n = int(std::min<int64_t>(kChunk, count - first));
+    const uint8_t* src = images.pixels.data() + size_t(first) * kImagePixels;
+    for (size_t i = 0; i < size_t(n) * kImagePixels; ++i) x[i] = float(src[i]) / 255.0f;
+    model.encode(mu.data() + size_t(first) * dim, logvar.data(), x.data(), n);
+  }
+  return mu;
+}
+
+void check_images(const ImageSet& images, const std::string& what) {
+  if (images.rows != kImageSide || images.cols != kImageSide)
+    throw InputError(what + ": " + images.path + " holds " + std::to_string(images.rows) + "x" +
+                     std::to_string(images.cols) + " images, expected 28x28");
+  if (images.count < 1) throw InputError(what + ": " + images.path + " holds no images");
+}
+
+// ---- axes ----------------------------------------------------------------------------------
+struct Tick {
+  double value;
+  std::string label;
+};
+
+// A tick value as text with the decimals its step needs ("-0.5", "2", "0.25"), in at most
+// kTickLabelChars characters: too long in fixed point (huge or tiny values) it becomes a
+// short exponent form ("2.5e-6", "1e5").
+std::string tick_label(double v, double step) {
+  const int decimals = std::max(0, int(-std::floor(std::log10(step) + 1e-9)));
+  std::string s = fixed(v, decimals);
+  if (int(s.size()) <= kTickLabelChars) return s;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1e", v);
+  std::string m = buf;
+  const size_t e = m.find('e');
+  std::string mantissa = m.substr(0, e);
+  const int exponent = std::atoi(m.c_str() + e + 1);
+  if (mantissa.size() > 2 && mantissa.compare(mantissa.size() - 2, 2, ".0") == 0)
+    mantissa.resize(mantissa.size() - 2);
+  return mantissa + "e" + std::to_string(exponent);
+}
+
+// Ticks at multiples of the smallest step in {1, 2, 5} x 10^k that keeps neighbouring ticks
+// far enough apart for their labels (`horizontal`: labels side by side) and at most kMaxTicks.
+std::vector<Tick> nice_ticks(double lo, double hi, double px_per_unit, bool horizontal) {
+  const double range = hi - lo;
+  if (!(range > 0) || !std::isfinite(range)) return {{lo, tick_label(lo, 1.0)}};
+  int k = int(std::floor(std::log10(range))) - 2;
+  for (int iter = 0; iter < 40; ++iter, ++k) {
+    for (const double m : {1.0, 2.0, 5.0}) {
+      const double step = m * std::pow(10.0, k);
+      const double first = std::ceil(lo / step - 1e-9), last = std::floor(hi / step + 1e-9);
+      if (last - first + 1 > kMaxTicks) continue;
+      std::vector<Tick> ticks;
+      int widest = 0;
+      for (double i = first; i <= last; ++i) {
+        const double v = i == 0 ? 0.0 : i * step;  // never "-0.0"
+        ticks.push_back({v, tick_label(v, step)});
+        widest = std::max(widest, text_px(ticks.back().label));
+      }
+      const int need = std::max(kMinTickSpacing, (horizontal ? widest : kLinePx) + 16);
+      if (ticks.size() <= 1 || step * px_per_unit >= need) return ticks;
+    }
+  }
+  return {};
+}
+
+// A linear map from values to pixels: value lo at pixel p_lo, hi at p_hi (p_hi < p_lo for a
+// y axis, whose values grow upwards).
+struct AxisMap {
+  double lo, hi;
+  int p_lo, p_hi;
+  double px_per_unit() const { return hi > lo ? std::abs(p_hi - p_lo) / (hi - lo) : 0.0; }
+  double to_px(double v) const {
+    if (!(hi > lo)) return 0.5 * (p_lo + p_hi);
+    return p_lo + (v - lo) / (hi - lo) * (p_hi - p_lo);
+  }
+};
+
+// The plot rectangle of an axes picture.
+struct PlotArea {
+  int x, y, w, h;
+  int right() const { return x + w; }   // first column after the plot
+  int bottom() const { return y + h; }  // first row below the plot
+};
+
+// Ticks, tick labels and the axis name below the plot. `guides` draws light lines across.
+void draw_x_axis(Canvas& c, const PlotArea& plot, const AxisMap& map,
+                 const std::vector<Tick>& ticks, const std::string& name, bool guides) {
+  const int label_y = plot.bottom() + 1 + kTickLength + 4;
+  for (const Tick& t : ticks) {
+    const int px = int(std::lround(map.to_px(t.value)));
+    if (guides) c.vline(px, plot.y, plot.bottom() - 1, kGuide);
+    c.vline(px, plot.bottom() + 1, plot.bottom() + kTickLength, kInk);
+    text(c, px - text_px(t.label) / 2, label_y, t.label);
+  }
+  const int cx = plot.x + plot.w / 2;
+  draw_fitting(c, cx, label_y + kLinePx + 8, {name}, 0, c.width());
+}
+
+// Ticks, right-aligned tick labels and the turned axis name left of the plot.
+void draw_y_axis(Canvas& c, const PlotArea& plot, const AxisMap& map,
+                 const std::vector<Tick>& ticks, const std::string& name, bool guides) {
+  const int label_right = plot.x - 1 - kTickLength - 6;
+  int widest = 0;
+  for (const Tick& t : ticks) {
+    const int py = int(std::lround(map.to_px(t.value)));
+    if (guides) c.hline(plot.x, plot.right() - 1, py, kGuide);
+    c.hline(plot.x - 1 - kTickLength, plot.x - 2, py, kInk);
+    text(c, label_right - text_px(t.label), py - kCapPx / 2, t.label);
+    widest = std::max(widest, text_px(t.label));
+  }
+  // Beside the widest tick label, as matplotlib places it; never into the outer margin.
+  const int name_x = std::max(kPicturePad, label_right - widest - 12 - kLinePx);
+  draw_text_up(c, name_x, plot.y + plot.h / 2 + text_px(name) / 2, name, kInk, kTextScale);
+}
+
+// A one-pixel frame just outside the plot.
+void draw_frame(Canvas& c, const PlotArea& plot) {
+  c.frame(plot.x - 1, plot.y - 1, plot.w + 2, plot.h + 2, kInk);
+}
+
+std::string dim_name(int d) {
+  return "z[" + std::to_string(d) + "]";
+}
+
+// ---- scatter range -------------------------------------------------------------------------
+// [0.5th percentile, 99.5th percentile] of the finite values, widened by 5% each side; a
+// degenerate range is widened around its value.
+std::pair<double, double> robust_range(const std::vector<double>& values) {
+  std::vector<double> v;
+  v.reserve(values.size());
+  for (double x : values)
+    if (std::isfinite(x)) v.push_back(x);
+  if (v.empty()) return {-1.0, 1.0};
+  std::sort(v.begin(), v.end());
+  const double last = double(v.size() - 1);
+  double lo = v[size_t(std::floor(0.005 * last))];
+  double hi = v[size_t(std::ceil(0.995 * last))];
+  const double span = hi - lo;
+  if (!(span > 1e-9 * std::max({1.0, std::abs(lo), std::abs(hi)}))) {
+    const double mid = 0.5 * (lo + hi), half = std::max(1e-3, 0.05 * std::abs(mid));
+    return {mid - half, mid + half};
+  }
+  return {lo - 0.05 * span, hi + 0.05 * span};
+}
+
+}  // namespace
+
+// ---- latent grid ---------------------------------------------------------------------------
+double grid_value(int i, int n, double extent) {
+  if (n <= 1) return 0.0;
+  return -extent + 2.0 * extent * double(i) / double(n - 1);
+}
+
+void check_grid_options(const GridOptions& opt, int latent_dim) {
+  if (opt.n < 1 || opt.n > kGridMaxN)
+    throw InputError("latent grid: n must be between 1 and " + std::to_string(kGridMaxN) +
+                     ", got " + std::to_string(opt.n));
+  if (!std::isfinite(opt.extent) || opt.extent < 1e-6 || opt.extent > 1e6)
+    throw InputError("latent grid: extent must be a finite number between 1e-6 and 1e6, got " +
+                     exact_text(opt.extent));
+  const std::string range =
+      " (latent dim " + std::to_string(latent_dim) + ": 0.." + std::to_string(latent_dim - 1) + ")";
+  if (opt.dim_x < 0 || opt.dim_x >= latent_dim)
+    throw InputError("latent grid: x dimension " + std::to_string(opt.dim_x) + " does not exist" +
+                     range);
+  if (latent_dim == 1) return;  // one row along z[0]; dim_y unused
+  if (opt.dim_y < 0 || opt.dim_y >= latent_dim)
+    throw InputError("latent grid: y dimension " + std::to_string(opt.dim_y) + " does not exist" +
+                     range);
+  if (opt.dim_x == opt.dim_y)
+    throw InputError("latent grid: the x and y dimensions must differ, both are " +
+                     std::to_string(opt.dim_x));
+}
+
+void write_latent_grid(const std::string& path, Inference& model, const GridOptions& opt) {
+  const int dim = model.desc().latent_dim;
+  check_grid_options(opt, dim);
+  const int n = opt.n, rows = dim == 1 ? 1 : n;
+
+  std::vector<float> z(size_t(rows) * n * dim, 0.0f);
+  for (int r = 0; r < rows; ++r)
+    for (int col = 0; col < n; ++col) {
+      float* zc = &z[(size_t(r) * n + col) * dim];
+      zc[opt.dim_x] = float(grid_value(col, n, opt.extent));
+      if (dim > 1) zc[opt.dim_y] = float(grid_value(n - 1 - r, n, opt.extent));
+    }
+  const std::vector<float> p = decode_means(model, z, int64_t(rows) * n);
+
+  const PlotArea plot{kAxesLeft, kAxesTop, n * kGridCell, rows * kGridCell};
+  Canvas c(kAxesLeft + plot.w + kAxesRight, kAxesTop + plot.h + kAxesBottom, kWhite);
+  for (int r = 0; r < rows; ++r)
+    for (int col = 0; col < n; ++col)
+      c.blit_gray(plot.x + col * kGridCell, plot.y + r * kGridCell,
+                  &p[(size_t(r) * n + col) * kImagePixels], kImageSide, kImageSide);
+  draw_frame(c, plot);
+
+  // Cell centres carry the values: the first at -extent, the last at +extent.
+  const int half = kGridCell / 2;
+  const double lo = n > 1 ? -opt.extent : 0.0, hi = n > 1 ? opt.extent : 0.0;
+  const AxisMap xmap{lo, hi, plot.x + half, plot.x + (n - 1) * kGridCell + half};
+  // Both axes span the same values over the same pixels: one set of ticks (spaced for the
+  // side-by-side x labels) serves both.
+  const std::vector<Tick> ticks = nice_ticks(lo, hi, xmap.px_per_unit(), true);
+  draw_x_axis(c, plot, xmap, ticks, dim_name(opt.dim_x), false);
+  std::vector<std::string> title;
+  if (dim == 1) {
+    title = {"decoded digits along z[0] (latent dim 1)", "z[0] only (latent dim 1)",
+             "latent dim 1"};
+  } else {
+    const AxisMap ymap{lo, hi, plot.bottom() - 1 - half, plot.y + half};
+    draw_y_axis(c, plot, ymap, ticks, dim_name(opt.dim_y), false);
+    if (dim == 2)
+      title = {"decoded digits over the latent plane", "decoded latent grid"};
+    else
+      title = {"decoded grid, the other " + std::to_string(dim - 2) + " latent dims 0",
+               "other latent dims 0"};
+  }
+  draw_fitting(c, plot.x + plot.w / 2, kPicturePad, title, kPicturePad, c.width() - kPicturePad);
+  write_png(path, c);
+}
+
+// ---- scatter -------------------------------------------------------------------------------
+void write_scatter(const std::string& path, Inference& model, const Dataset& data, int64_t limit) {
+  const std::string what = "scatter";
+  if (limit < 0) throw InputError(what + ": limit must be >= 0, got " + std::to_string(limit));
+  check_images(data.images, what);
+  const int64_t count = limit > 0 ? std::min(limit, data.images.count) : data.images.count;
+  if (int64_t(data.labels.labels.size()) < count)
+    throw InputError(what + ": " + data.labels.path + " holds fewer labels than " +
+                     data.images.path + " holds images");
+  const int dim = model.desc().latent_dim;
+  const std::vector<float> mu = encode_means(model, data.images, count);
+
+  std::vector<double> xs(static_cast<size_t>(count)), ys(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    xs[size_t(i)] = mu[size_t(i) * dim];
+    if (dim >= 2) {
+      ys[size_t(i)] = mu[size_t(i) * dim + 1];
+    } else {  // one band per class, jittered so the points do not hide each other
+      const Philox4 w = random_words(0, Stream::Data, kScatterJitterTag, uint32_t(i));
+      ys[size_t(i)] = data.labels.labels[size_t(i)] + 0.6 * (double(uniform01(w.v[0])) - 0.5);
+    }
+  }
+  const auto [x_lo, x_hi] = robust_range(xs);
+  const auto [y_lo, y_hi] = dim >= 2 ? robust_range(ys) : std::pair<double, double>{-0.7, 9.7};
+
+  const PlotArea plot{kAxesLeft, kAxesTop, kScatterPlot, kScatterPlot};
+  Canvas c(kAxesLeft + kScatterPlot + kScatterRight, kAxesTop + kScatterPlot + kAxesBottom, kWhite);
+  const AxisMap xmap{x_lo, x_hi, plot.x, plot.right() - 1};
+  const AxisMap ymap{y_lo, y_hi, plot.bottom() - 1, plot.y};
+  draw_x_axis(c, plot, xmap, nice_ticks(x_lo, x_hi, xmap.px_per_unit(), true), "z[0]", true);
+  draw_y_axis(c, plot, ymap, nice_ticks(y_lo, y_hi, ymap.px_per_unit(), false),
+              dim >= 2 ? "z[1]" : "label", true);
+
+  int64_t outside = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const double x = xs[size_t(i)], y = ys[size_t(i)];
+    if (!(x >= x_lo && x <= x_hi && y >= y_lo && y <= y_hi)) {  // also NaN
+      ++outside;
+      continue;
+    }
+    const int px = int(std::lround(xmap.to_px(x))), py = int(std::lround(ymap.to_px(y)));
+    const Rgb colour = kClassColors[data.labels.labels[size_t(i)] % 10];
+    // Keep the dot inside the plot so it never covers the frame.
+    c.disc(std::clamp(px, plot.x + kScatterDotRadius, plot.right() - 1 - kScatterDotRadius),
+           std::clamp(py, plot.y + kScatterDotRadius, plot.bottom() - 1 - kScatterDotRadius),
+           kScatterDotRadius, colour);
+  }
+  draw_frame(c, plot);
+
+  // Legend: a swatch and the class for each label.
+  const int lx = plot.right() + 24, swatch = 12, row = 24;
+  text(c, lx, plot.y, "label");
+  for (int k = 0; k < 10; ++k) {
+    const int y = plot.y + kLinePx + 10 + k * row;
+    c.fill_rect(lx, y + (kCapPx - swatch) / 2, swatch, swatch, kClassColors[k]);
+    text(c, lx + swatch + 10, y, std::to_string(k));
+  }
+
+  std::string title = "z_mean of " + with_commas(count) + (count == 1 ? " image" : " images");
+  if (dim == 1) title += " by label (latent dim 1)";
+  if (dim > 2) title += " (z[0], z[1] of " + std::to_string(dim) + ")";
+  std::string note;
+  if (outside > 0) note = ", " + with_commas(outside) + " outside the axes";
+  draw_fitting(c, plot.x + plot.w / 2, kPicturePad, {title + note, title}, kPicturePad,
+               c.width() - kPicturePad);
+  write_png(path, c);
+}
+
+// ---- reconstructions -----------------------------------------------------------------------
+void write_reconstructions(const std::string& path, Inference& model, const ImageSet& images,
+                           int count) {
+  const std::string what = "reconstructions";
+  check_images(images, what);
+  const int64_t most = std::min<int64_t>(kMaxReconstructions, images.count);
+  if (count < 1 || count > most)
+    throw InputError(what + ": count must be between 1 and " + std::to_string(most) + " (" +
+                     images.path + " holds " + with_commas(images.count) + " images), got " +
+                     std::to_string(count));
+  const std::vector<float> mu = encode_means(model, images, count);
+  const std::vector<float> p = decode_means(model, mu, count);
+
+  const int strip = count * kTile + (count - 1) * kTileGap;
+  Canvas c(2 * kPicturePad + kRowLabelWidth + strip,
+           2 * kPicturePad + kTitleBand + 2 * kTile + kTileGap, kWhite);
+  const int x0 = kPicturePad + kRowLabelWidth, y0 = kPicturePad + kTitleBand;
+  const int y1 = y0 + kTile + kTileGap;
+  std::vector<float> original(kImagePixels);
+  for (int i = 0; i < count; ++i) {
+    const uint8_t* src = images.pixels.data() + size_t(i) * kImagePixels;
+    for (int j = 0; j < kImagePixels; ++j) original[size_t(j)] = float(src[j]) / 255.0f;
+    const int x = x0 + i * (kTile + kTileGap);
+    c.blit_gray(x, y0, original.data(), kImageSide, kImageSide, kTileScale);
+    c.blit_gray(x, y1, &p[size_t(i) * kImagePixels], kImageSide, kImageSide, kTileScale);
+  }
+  text(c, kPicturePad, y0 + (kTile - kCapPx) / 2, "original");
+  text(c, kPicturePad, y1 + (kTile - kCapPx) / 2, "decoded");
+  draw_fitting(c, x0 + strip / 2, kPicturePad,
+               {"reconstructions: decoder(z_mean)", "decoder(z_mean)"}, kPicturePad,
+               c.width() - kPicturePad);
+  write_png(path, c);
+}
+
+// ---- samples -------------------------------------------------------------------------------
+void write_samples(const std::string& path, Inference& model, int rows, int cols, uint64_t seed) {
+  if (rows < 1 || rows > kMaxSampleSide || cols < 1 || cols > kMaxSampleSide)
+    throw InputError("samples: rows and cols must be between 1 and " +
+                     std::to_string(kMaxSampleSide) + ", got " + std::to_string(rows) + " x " +
+                     std::to_string(cols));
+  const int dim = model.desc().latent_dim;
+  const int64_t count = int64_t(rows) * cols;
+  std::vector<float> z(size_t(count) * dim);
+  for (size_t i = 0; i < z.size(); ++i) {
+    const Philox4 w = random_words(seed, Stream::Data, kSampleStreamTag, uint32_t(i));
+    z[i] = normal_from(w.v[0], w.v[1]);
+  }
+  const std::vector<float> p = decode_means(model, z, count);
+
+  const int sheet_w = cols * kTile + (cols - 1) * kTileGap;
+  Canvas c(2 * kPicturePad + sheet_w,
+           2 * kPicturePad + kTitleBand + rows * kTile + (rows - 1) * kTileGap, kWhite);
+  const int x0 = kPicturePad, y0 = kPicturePad + kTitleBand;
+  for (int r = 0; r < rows; ++r)
+    for (int col = 0; col < cols; ++col)
+      c.blit_gray(x0 + col * (kTile + kTileGap), y0 + r * (kTile + kTileGap),
+                  &p[(size_t(r) * cols + col) * kImagePixels], kImageSide, kImageSide, kTileScale);
+  draw_fitting(c, x0 + sheet_w / 2, kPicturePad,
+               {"samples: decoded z ~ N(0, I), seed " + std::to_string(seed), "decoded z ~ N(0, I)",
+                "z ~ N(0, I)"},
+               kPicturePad, c.width() - kPicturePad);
+  write_png(path, c);
+}
+
+// ---- run pictures --------------------------------------------------------------------------
+void write_run_pictures(const std::string& dir, Inference& model, const Dataset& test,
+                        const std::string& suffix, uint64_t seed) {
+  const std::string base = dir + "/";
+  for (const int n : {15, 30}) {
+    GridOptions g;
+    g.n = n;
+    write_latent_grid(base + "grid_" + std::to_string(n) + suffix + ".png", model, g);
+  }
+  if (test.size() > 0) {
+    write_scatter(base + "scatter" + suffix + ".png", model, test, 0);
+    write_reconstructions(base + "reconstructions" + suffix + ".png", model, test.images,
+                          int(std::min<int64_t>(10, test.size())));
+  }
+  write_samples(base + "samples" + suffix + ".png", model, 8, 8, seed);
+}
+
+}  // namespace cuvae

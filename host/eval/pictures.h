@@ -1,0 +1,98 @@
+// The pictures a VAE user looks at, as PNG files (libpng):
+//   latent grid    the decoder's output over a regular n x n grid of two latent dimensions
+//                  (the others 0), with the axis values written beside it;
+//   scatter        z_mean of a labelled set, coloured by class, with axes and a legend;
+//   reconstructions originals (top row) above their reconstructions (decoded z_mean);
+//   samples        images decoded from z ~ N(0, I).
+// Every decoded digit is the Bernoulli mean sigmoid(logits) drawn as gray round(255 p):
+// white ink on black, as MNIST stores it (and as the Keras example shows it, cmap Greys_r).
+// Digits are drawn 1:1 (28 x 28 pixels) in the latent grid, like the Keras example, and
+// 2x (56 x 56) in the reconstructions and samples, which hold few of them.
+//
+// Latent dimension 1 (documented choice): the grid is a single row of n digits along z[0]
+// (dim_y is ignored, dim_x must be 0) and says "latent dim 1" in its title; the scatter plots
+// z_mean[0] (x) against the label (y, one jittered band per class).
+// Bad options are InputErrors. Layout constants below give every picture's size in pixels.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "host/core/inference.h"
+#include "host/core/model.h"
+#include "host/io/idx.h"
+
+namespace cuvae {
+
+// ---- layout (pixels) ------------------------------------------------------------------------
+constexpr int kTextScale = 2;                   // every text is the 5 x 9 font of png.h drawn 2x
+constexpr int kPicturePad = 16;                 // outer margin
+constexpr int kTickLength = 6;                  // axis tick marks, outside the plot
+constexpr int kTickLabelChars = 7;              // tick labels never exceed this many characters
+constexpr int kGridCell = kImageSide;           // one grid digit, 1:1
+constexpr int kTileScale = 2;                   // reconstructions and samples: digits drawn 2x
+constexpr int kTile = kImageSide * kTileScale;  // 56
+constexpr int kTileGap = 2;                     // white gap between tiles
+
+// Axes pictures (grid, scatter): the plot area plus fixed margins; the left margin holds the
+// turned y-axis name, the tick labels and the ticks, the bottom the ticks, tick labels and the
+// x-axis name, the top a title line.
+constexpr int kAxesLeft = 140;
+constexpr int kAxesRight = 48;  // room for the last x tick label, centred on the plot edge
+constexpr int kAxesTop = 48;
+constexpr int kAxesBottom = 72;
+// Latent grid: (kAxesLeft + n kGridCell + kAxesRight) x (kAxesTop + rows kGridCell +
+// kAxesBottom), rows = n (rows = 1 when D == 1).
+constexpr int kGridMaxN = 100;
+// Scatter: a square plot of kScatterPlot pixels, the legend in a wider right margin:
+// (kAxesLeft + kScatterPlot + kScatterRight) x (kAxesTop + kScatterPlot + kAxesBottom).
+constexpr int kScatterPlot = 560;
+constexpr int kScatterRight = 120;
+constexpr int kScatterDotRadius = 1;  // Canvas::disc radius of one point
+// Tile sheets (reconstructions, samples): kPicturePad around, a title band on top.
+constexpr int kTitleBand = 28;
+constexpr int kRowLabelWidth = 104;  // reconstructions: "original" / "decoded" left of the rows
+// Reconstructions: (2 kPicturePad + kRowLabelWidth + count kTile + (count - 1) kTileGap) x
+// (2 kPicturePad + kTitleBand + 2 kTile + kTileGap).
+constexpr int kMaxReconstructions = 100;
+// Samples: (2 kPicturePad + cols kTile + (cols - 1) kTileGap) x
+// (2 kPicturePad + kTitleBand + rows kTile + (rows - 1) kTileGap).
+constexpr int kMaxSampleSide = 100;
+
+struct GridOptions {
+  int n = 15;           // digits per side, 1..kGridMaxN
+  double extent = 1.0;  // the grid spans [-extent, extent]; finite, 1e-6 <= extent <= 1e6
+  int dim_x = 0;        // latent dimension along x
+  int dim_y = 1;        // latent dimension along y (must differ from dim_x; ignored if D == 1)
+};
+
+// The latent value of grid position i of n along an axis: -extent + 2 extent i / (n - 1), so
+// the first and last cells sit exactly on -extent and +extent (numpy's linspace); 0 for n == 1.
+// Along x i counts from the left, along y from the bottom (z[dim_y] = +extent on the top row).
+double grid_value(int i, int n, double extent);
+
+// Throws InputError when `opt` does not fit a model of latent dimension `latent_dim`.
+void check_grid_options(const GridOptions& opt, int latent_dim);
+
+void write_latent_grid(const std::string& path, Inference& model, const GridOptions& opt);
+// limit > 0: only the first `limit` images. The axes span the 0.5th to 99.5th percentile of
+// each plotted coordinate (plus 5% each side), so a few outliers do not squeeze the rest; the
+// points outside are counted in the title. Points are drawn in data order.
+void write_scatter(const std::string& path, Inference& model, const Dataset& data, int64_t limit);
+// count in 1..min(kMaxReconstructions, images.count).
+void write_reconstructions(const std::string& path, Inference& model, const ImageSet& images,
+                           int count);
+// rows, cols in 1..kMaxSampleSide. Sample s (row-major), latent j: z = normal_from(w[0], w[1])
+// with w = random_words(seed, Stream::Data, kSampleStreamTag, s * D + j) (philox.h).
+constexpr uint64_t kSampleStreamTag = 100;
+void write_samples(const std::string& path, Inference& model, int rows, int cols, uint64_t seed);
+
+// The set of pictures of a run folder (written at the end of training and every K epochs
+// with --snapshot-every K): grid_15<suffix>.png and grid_30<suffix>.png (extent 1, dims 0 and
+// 1), scatter<suffix>.png (all of `test`), reconstructions<suffix>.png (its first 10 images,
+// fewer if it holds fewer), samples<suffix>.png (8 x 8, noise from `seed`). `test` supplies
+// the scatter and the reconstructions.
+void write_run_pictures(const std::string& dir, Inference& model, const Dataset& test,
+                        const std::string& suffix, uint64_t seed);
+
+}  // namespace cuvae

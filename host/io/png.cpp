@@ -1,0 +1,353 @@
+// Canvas drawing, the bitmap font and atomic PNG output (png.h).
+//
+// PNG encoding goes through libpng's setjmp/longjmp error protocol; the function that calls
+// setjmp holds no C++ object with a destructor, so a longjmp out of libpng skips nothing.
+#include "host/io/png.h"
+
+#include <fcntl.h>
+#include <png.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+
+#include "host/core/error.h"
+
+namespace cuvae {
+namespace {
+
+// ---- the font ------------------------------------------------------------------------------
+// One glyph: 9 rows of 5 pixels, top row first; bit 4 (0x10) is the leftmost column. Rows 0-6
+// reach from the cap height to the baseline (row 6); rows 7-8 hold descenders (g j p q y ,).
+// Lower-case letters without ascenders start at row 2 (the x-height).
+struct Glyph {
+  char c;
+  std::array<uint8_t, kGlyphRows> rows;
+};
+
+// clang-format off
+constexpr Glyph kFont[] = {
+    // digits
+    {'0', {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E, 0x00, 0x00}},
+    {'1', {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E, 0x00, 0x00}},
+    {'2', {0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F, 0x00, 0x00}},
+    {'3', {0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E, 0x00, 0x00}},
+    {'4', {0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02, 0x00, 0x00}},
+    {'5', {0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E, 0x00, 0x00}},
+    {'6', {0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E, 0x00, 0x00}},
+    {'7', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08, 0x00, 0x00}},
+    {'8', {0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E, 0x00, 0x00}},
+    {'9', {0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C, 0x00, 0x00}},
+    // punctuation
+    {'-', {0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00, 0x00, 0x00}},
+    {'+', {0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00, 0x00, 0x00}},
+    {'.', {0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C, 0x00, 0x00}},
+    {',', {0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C, 0x04, 0x08}},
+    {'=', {0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00, 0x00, 0x00}},
+    {':', {0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00, 0x00, 0x00}},
+    {'[', {0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E, 0x00, 0x00}},
+    {']', {0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E, 0x00, 0x00}},
+    {'(', {0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02, 0x00, 0x00}},
+    {')', {0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08, 0x00, 0x00}},
+    {'/', {0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00, 0x00, 0x00}},
+    {'~', {0x00, 0x00, 0x08, 0x15, 0x02, 0x00, 0x00, 0x00, 0x00}},
+    {'_', {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F, 0x00}},
+    {'%', {0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03, 0x00, 0x00}},
+    {'|', {0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x00}},
+    {'!', {0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x04, 0x00, 0x00}},
+    {'?', {0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04, 0x00, 0x00}},
+    {'\'', {0x04, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}},
+    {'<', {0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02, 0x00, 0x00}},
+    {'>', {0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08, 0x00, 0x00}},
+    {'*', {0x00, 0x04, 0x15, 0x0E, 0x15, 0x04, 0x00, 0x00, 0x00}},
+    // upper case
+    {'A', {0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x00, 0x00}},
+    {'B', {0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E, 0x00, 0x00}},
+    {'C', {0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E, 0x00, 0x00}},
+    {'D', {0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C, 0x00, 0x00}},
+    {'E', {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F, 0x00, 0x00}},
+    {'F', {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10, 0x00, 0x00}},
+    {'G', {0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F, 0x00, 0x00}},
+    {'H', {0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11, 0x00, 0x00}},
+    {'I', {0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E, 0x00, 0x00}},
+    {'J', {0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C, 0x00, 0x00}},
+    {'K', {0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11, 0x00, 0x00}},
+    {'L', {0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F, 0x00, 0x00}},
+    {'M', {0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11, 0x00, 0x00}},
+    {'N', {0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11, 0x00, 0x00}},
+    {'O', {0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E, 0x00, 0x00}},
+    {'P', {0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10, 0x00, 0x00}},
+    {'Q', {0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D, 0x00, 0x00}},
+    {'R', {0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11, 0x00, 0x00}},
+    {'S', {0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E, 0x00, 0x00}},
+    {'T', {0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x00}},
+    {'U', {0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E, 0x00, 0x00}},
+    {'V', {0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04, 0x00, 0x00}},
+    {'W', {0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A, 0x00, 0x00}},
+    {'X', {0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11, 0x00, 0x00}},
+    {'Y', {0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04, 0x00, 0x00}},
+    {'Z', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F, 0x00, 0x00}},
+    // lower case
+    {'a', {0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F, 0x00, 0x00}},
+    {'b', {0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E, 0x00, 0x00}},
+    {'c', {0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E, 0x00, 0x00}},
+    {'d', {0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F, 0x00, 0x00}},
+    {'e', {0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E, 0x00, 0x00}},
+    {'f', {0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08, 0x00, 0x00}},
+    {'g', {0x00, 0x00, 0x0F, 0x11, 0x11, 0x11, 0x0F, 0x01, 0x0E}},
+    {'h', {0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11, 0x00, 0x00}},
+    {'i', {0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E, 0x00, 0x00}},
+    {'j', {0x02, 0x00, 0x06, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C}},
+    {'k', {0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12, 0x00, 0x00}},
+    {'l', {0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E, 0x00, 0x00}},
+    {'m', {0x00, 0x00, 0x1A, 0x15, 0x15, 0x11, 0x11, 0x00, 0x00}},
+    {'n', {0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11, 0x00, 0x00}},
+    {'o', {0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E, 0x00, 0x00}},
+    {'p', {0x00, 0x00, 0x1E, 0x11, 0x11, 0x11, 0x1E, 0x10, 0x10}},
+    {'q', {0x00, 0x00, 0x0F, 0x11, 0x11, 0x11, 0x0F, 0x01, 0x01}},
+    {'r', {0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10, 0x00, 0x00}},
+    {'s', {0x00, 0x00, 0x0F, 0x10, 0x0E, 0x01, 0x1E, 0x00, 0x00}},
+    {'t', {0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06, 0x00, 0x00}},
+    {'u', {0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0D, 0x00, 0x00}},
+    {'v', {0x00, 0x00, 0x11, 0x11, 0x11, 0x0A, 0x04, 0x00, 0x00}},
+    {'w', {0x00, 0x00, 0x11, 0x11, 0x15, 0x15, 0x0A, 0x00, 0x00}},
+    {'x', {0x00, 0x00, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x00, 0x00}},
+    {'y', {0x00, 0x00, 0x11, 0x11, 0x11, 0x11, 0x0F, 0x01, 0x0E}},
+    {'z', {0x00, 0x00, 0x1F, 0x02, 0x04, 0x08, 0x1F, 0x00, 0x00}},
+};
+// clang-format on
+
+// The glyph of `c`, or nullptr when the font lacks it.
+const Glyph* find_glyph(char c) {
+  static const std::array<const Glyph*, 128> table = [] {
+    std::array<const Glyph*, 128> t{};
+    for (const Glyph& g : kFont) t[size_t(uint8_t(g.c))] = &g;
+    return t;
+  }();
+  const auto u = uint8_t(c);
+  return u < 128 ? table[u] : nullptr;
+}
+
+// A character the font lacks: a hollow box over the cap height, so it is visibly missing.
+constexpr Glyph kMissing{'\0', {0x1F, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1F, 0x00, 0x00}};
+
+// Calls plot(gx, gy) for every lit font pixel of `text`, gx counted along the whole line.
+template <typename Plot>
+void for_each_text_pixel(const std::string& text, const Plot& plot) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == ' ') continue;
+    const Glyph* g = find_glyph(text[i]);
+    if (!g) g = &kMissing;
+    for (int row = 0; row < kGlyphRows; ++row)
+      for (int col = 0; col < kGlyphCols; ++col)
+        if (g->rows[size_t(row)] & (0x10 >> col)) plot(int(i) * kGlyphAdvance + col, row);
+  }
+}
+
+// ---- PNG encoding ----------------------------------------------------------------------------
+struct PngStatus {
+  char message[256];
+};
+
+[[noreturn]] void on_png_error(png_structp png, png_const_charp msg) {
+  auto* st = static_cast<PngStatus*>(png_get_error_ptr(png));
+  std::snprintf(st->message, sizeof st->message, "%s", msg);
+  png_longjmp(png, 1);
+}
+
+void on_png_warning(png_structp, png_const_charp) {}
+
+// Encodes the rows into `f`. Returns false with st->message set on a libpng failure. Nothing
+// in this frame has a destructor, so libpng's longjmp is safe here.
+bool encode_png(std::FILE* f, int width, int height, png_bytep* rows, PngStatus* st) {
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, st, on_png_error, on_png_warning);
+  if (!png) {
+    std::snprintf(st->message, sizeof st->message, "cannot create the libpng writer");
+    return false;
+  }
+  png_infop info = png_create_info_struct(png);
+  if (!info) {
+    png_destroy_write_struct(&png, nullptr);
+    std::snprintf(st->message, sizeof st->message, "cannot create the libpng info block");
+    return false;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return false;
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, png_uint_32(width), png_uint_32(height), 8, PNG_COLOR_TYPE_RGB,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  png_write_image(png, rows);
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return true;
+}
+
+std::string parent_dir(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+// ---- Canvas --------------------------------------------------------------------------------
+Canvas::Canvas(int width, int height, Rgb background) : width_(width), height_(height) {
+  if (width < 1 || height < 1 || width > kMaxCanvasSide || height > kMaxCanvasSide)
+    throw Error("Canvas: bad size " + std::to_string(width) + " x " + std::to_string(height));
+  pixels_.resize(size_t(width) * size_t(height) * 3);
+  fill(background);
+}
+
+Rgb Canvas::at(int x, int y) const {
+  if (x < 0 || y < 0 || x >= width_ || y >= height_)
+    throw Error("Canvas::at: (" + std::to_string(x) + ", " + std::to_string(y) +
+                ") is outside the canvas");
+  const uint8_t* p = &pixels_[(size_t(y) * size_t(width_) + size_t(x)) * 3];
+  return Rgb{p[0], p[1], p[2]};
+}
+
+void Canvas::fill(Rgb c) {
+  for (size_t i = 0; i < pixels_.size(); i += 3) {
+    pixels_[i] = c.r;
+    pixels_[i + 1] = c.g;
+    pixels_[i + 2] = c.b;
+  }
+}
+
+void Canvas::set(int x, int y, Rgb c) {
+  if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
+  uint8_t* p = &pixels_[(size_t(y) * size_t(width_) + size_t(x)) * 3];
+  p[0] = c.r;
+  p[1] = c.g;
+  p[2] = c.b;
+}
+
+void Canvas::fill_rect(int x, int y, int w, int h, Rgb c) {
+  const int x0 = std::max(x, 0), y0 = std::max(y, 0);
+  const int x1 = std::min<int64_t>(int64_t(x) + w, width_);
+  const int y1 = std::min<int64_t>(int64_t(y) + h, height_);
+  for (int yy = y0; yy < y1; ++yy)
+    for (int xx = x0; xx < x1; ++xx) set(xx, yy, c);
+}
+
+void Canvas::hline(int x0, int x1, int y, Rgb c) {
+  if (x0 > x1) std::swap(x0, x1);
+  fill_rect(x0, y, x1 - x0 + 1, 1, c);
+}
+
+void Canvas::vline(int x, int y0, int y1, Rgb c) {
+  if (y0 > y1) std::swap(y0, y1);
+  fill_rect(x, y0, 1, y1 - y0 + 1, c);
+}
+
+void Canvas::frame(int x, int y, int w, int h, Rgb c) {
+  if (w < 1 || h < 1) return;
+  hline(x, x + w - 1, y, c);
+  hline(x, x + w - 1, y + h - 1, c);
+  vline(x, y, y + h - 1, c);
+  vline(x + w - 1, y, y + h - 1, c);
+}
+
+void Canvas::disc(int cx, int cy, int radius, Rgb c) {
+  // r^2 + r rather than r^2 rounds the outline: a radius-1 disc is a plus, radius 2 a
+  // 5 x 5 block without its corners.
+  const int limit = radius * radius + radius;
+  for (int dy = -radius; dy <= radius; ++dy)
+    for (int dx = -radius; dx <= radius; ++dx)
+      if (dx * dx + dy * dy <= limit) set(cx + dx, cy + dy, c);
+}
+
+uint8_t gray_level(float v) {
+  if (!(v > 0.0f)) return 0;  // also NaN
+  if (v >= 1.0f) return 255;
+  return uint8_t(std::lround(double(v) * 255.0));
+}
+
+void Canvas::blit_gray(int x, int y, const float* values, int w, int h, int scale) {
+  for (int row = 0; row < h; ++row)
+    for (int col = 0; col < w; ++col) {
+      const uint8_t g = gray_level(values[size_t(row) * size_t(w) + size_t(col)]);
+      fill_rect(x + col * scale, y + row * scale, scale, scale, Rgb{g, g, g});
+    }
+}
+
+// ---- text ----------------------------------------------------------------------------------
+const std::string& font_characters() {
+  static const std::string chars = [] {
+    std::string s;
+    for (const Glyph& g : kFont) s += g.c;
+    return s;
+  }();
+  return chars;
+}
+
+bool font_has(char c) {
+  return find_glyph(c) != nullptr;
+}
+
+int text_width(const std::string& text, int scale) {
+  if (text.empty()) return 0;
+  return (int(text.size()) * kGlyphAdvance - (kGlyphAdvance - kGlyphCols)) * scale;
+}
+
+void draw_text(Canvas& canvas, int x, int y, const std::string& text, Rgb color, int scale) {
+  for_each_text_pixel(text, [&](int gx, int gy) {
+    canvas.fill_rect(x + gx * scale, y + gy * scale, scale, scale, color);
+  });
+}
+
+void draw_text_up(Canvas& canvas, int x, int y, const std::string& text, Rgb color, int scale) {
+  // Turning counter-clockwise: along the line (gx) becomes upwards, down the glyph (gy)
+  // becomes rightwards.
+  for_each_text_pixel(text, [&](int gx, int gy) {
+    canvas.fill_rect(x + gy * scale, y - (gx + 1) * scale + 1, scale, scale, color);
+  });
+}
+
+// ---- PNG -----------------------------------------------------------------------------------
+void write_png(const std::string& path, const Canvas& canvas) {
+  auto fail = [&](const std::string& why) { throw InputError(path + ": " + why); };
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail("cannot create the picture file: " + std::string(std::strerror(errno)));
+
+  std::vector<png_bytep> rows(size_t(canvas.height()));
+  // libpng takes non-const row pointers but only reads them when writing.
+  auto* base = const_cast<uint8_t*>(canvas.pixels().data());
+  for (size_t y = 0; y < rows.size(); ++y) rows[y] = base + y * size_t(canvas.width()) * 3;
+  PngStatus st{};
+  const bool encoded = encode_png(f, canvas.width(), canvas.height(), rows.data(), &st);
+  std::string why;
+  if (!encoded) why = std::string("PNG encoding failed: ") + st.message;
+  if (why.empty() && std::fflush(f) != 0)
+    why = "cannot write: " + std::string(std::strerror(errno));
+  if (why.empty() && ::fsync(::fileno(f)) != 0)
+    why = "cannot sync: " + std::string(std::strerror(errno));
+  if (std::fclose(f) != 0 && why.empty())
+    why = "cannot close: " + std::string(std::strerror(errno));
+  if (!why.empty()) {
+    std::remove(tmp.c_str());
+    fail(why);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    fail("cannot rename the temporary file into place: " + why);
+  }
+  const int dir = ::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+}  // namespace cuvae
