@@ -340,7 +340,7 @@ TEST_CASE("broken or foreign checkpoints are refused, naming the file", "[checkp
 }
 
 TEST_CASE("resume: 2 epochs + save/load + 2 more == 4 epochs straight, bit for bit",
-          "[checkpoint]") {
+          "[checkpoint][trainer][slow]") {
   const uint64_t seed = test::fresh_seed();
   const std::string device = GENERATE("cpu", "cpu-ref");  // the fast engine and the reference
   INFO("seed " << seed << " device " << device);

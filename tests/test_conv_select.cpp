@@ -93,7 +93,7 @@ std::optional<size_t> former_choice(const std::vector<AlgoCandidate>& cands, Con
 }  // namespace
 
 TEST_CASE("conv algorithm choice: a candidate whose set-up fails is skipped for the next one",
-          "[conv]") {
+          "[conv][conv_select]") {
   // Fp32Strict on a TF32 GPU: the heuristic ranks a tensor-op candidate first; under the FMA
   // descriptor it has no kernel for this geometry, so its workspace query fails.
   const std::vector<AlgoCandidate> cands = {
@@ -139,7 +139,7 @@ TEST_CASE("conv algorithm choice: a candidate whose set-up fails is skipped for 
   }
 }
 
-TEST_CASE("conv algorithm choice: each policy's order of preference", "[conv]") {
+TEST_CASE("conv algorithm choice: each policy's order of preference", "[conv][conv_select]") {
   // The heuristic's ranking, as cuDNN lists it, with the times Find would have measured.
   const std::vector<AlgoCandidate> cands = {
       candidate("A_nondet_fma", AlgoMath::Fma, false, 0.1f),
@@ -178,7 +178,7 @@ TEST_CASE("conv algorithm choice: each policy's order of preference", "[conv]") 
 }
 
 TEST_CASE("conv algorithm choice: the first choice is the one made before set-up could fail",
-          "[conv]") {
+          "[conv][conv_select]") {
   // Random result lists (times with ties, every math type, failed entries): when every set-up
   // succeeds, the choice is the former rule's, and there is a choice exactly when it had one.
   const uint64_t seed = test::fresh_seed();
@@ -207,7 +207,7 @@ TEST_CASE("conv algorithm choice: the first choice is the one made before set-up
 }
 
 TEST_CASE("conv algorithm choice: when no candidate can be set up, the error names each and why",
-          "[conv]") {
+          "[conv][conv_select]") {
   const std::vector<AlgoCandidate> cands = {
       candidate("IMPLICIT_GEMM", AlgoMath::Fma, true),
       candidate("WINOGRAD", AlgoMath::Fma, false),

@@ -39,7 +39,8 @@ TrainRun run_of(const TrainConfig& cfg, const ImageSet& images) {
 
 }  // namespace
 
-TEST_CASE("a stop between any two steps, saved and resumed, equals the straight run", "[faults]") {
+TEST_CASE("a stop between any two steps, saved and resumed, equals the straight run",
+          "[faults][trainer][checkpoint][slow]") {
   const uint64_t seed = test::fresh_seed();
   const std::string device = GENERATE("cpu", "cpu-ref");  // the fast engine and the reference
   INFO("seed " << seed << " device " << device);
@@ -95,7 +96,7 @@ TEST_CASE("a stop between any two steps, saved and resumed, equals the straight 
   fs::remove_all(dir);
 }
 
-TEST_CASE("the position inside an epoch is checked when a state loads", "[faults]") {
+TEST_CASE("the position inside an epoch is checked when a state loads", "[faults][checkpoint]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const ModelDesc d = make_vae(2);
@@ -168,7 +169,8 @@ TEST_CASE("the position inside an epoch is checked when a state loads", "[faults
   fs::remove_all(dir);
 }
 
-TEST_CASE("a non-finite forward pass stops training, naming the step and the tensor", "[faults]") {
+TEST_CASE("a non-finite forward pass stops training, naming the step and the tensor",
+          "[faults][trainer][slow]") {
   const uint64_t seed = test::fresh_seed();
   const std::string device = GENERATE("cpu", "cpu-ref");  // the fast engine and the reference
   INFO("seed " << seed << " device " << device);
@@ -211,7 +213,7 @@ TEST_CASE("a non-finite forward pass stops training, naming the step and the ten
   }
 }
 
-TEST_CASE("non-finite parameter elements are named by tensor and element", "[faults]") {
+TEST_CASE("non-finite parameter elements are named by tensor and element", "[faults][model]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);

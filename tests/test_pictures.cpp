@@ -145,7 +145,7 @@ void require_input_error(const F& f, const std::string& words) {
 }  // namespace
 
 // ---- PNG -----------------------------------------------------------------------------------
-TEST_CASE("write_png round trip is exact for a random canvas", "[pictures]") {
+TEST_CASE("write_png round trip is exact for a random canvas", "[pictures][png]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
@@ -171,7 +171,8 @@ TEST_CASE("write_png round trip is exact for a random canvas", "[pictures]") {
   REQUIRE(other_files(dir.path, {"round0.png", "round1.png", "round2.png", "round3.png"}).empty());
 }
 
-TEST_CASE("write_png failures are InputErrors naming the file and leave nothing", "[pictures]") {
+TEST_CASE("write_png failures are InputErrors naming the file and leave nothing",
+          "[pictures][png]") {
   TempDir dir;
   const Canvas c(4, 4);
   const std::string missing = dir.file("no-such-folder/x.png");
@@ -483,7 +484,7 @@ TEST_CASE("samples: the decoder of the documented Philox normals and reproducibl
 }
 
 // ---- run pictures --------------------------------------------------------------------------
-TEST_CASE("write_run_pictures writes the five pictures with the suffix", "[pictures]") {
+TEST_CASE("write_run_pictures writes the five pictures with the suffix", "[pictures][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);

@@ -95,7 +95,7 @@ TEST_CASE("safetensors round trip is bit-exact, with metadata", "[safetensors]")
   fs::remove_all(dir);
 }
 
-TEST_CASE("a failed write leaves the previous file intact", "[safetensors]") {
+TEST_CASE("a failed write leaves the previous file intact", "[safetensors][atomic_file]") {
   const fs::path dir = temp_dir();
   const std::string path = (dir / "m.safetensors").string();
   const float one = 1.0f;

@@ -1,8 +1,8 @@
-// Shared by the GPU tests of the bias gradient of bias_act_backward (cuda/kernels/activations.cuh):
-// the float forms in test_kernels.cpp, the bf16 forms in test_bf16.cpp. A per-channel reference sum
-// in double (RefSum) and the bound a device sum of the same terms in another order must meet
-// (require_sums), and device memory for the scratch of the sliced column reduction (plane == 1,
-// see BiasGradScratch).
+// Shared by the GPU tests of the bias gradient of bias_act_backward (cuda/kernels/activations.cuh,
+// its float and bf16 forms in test_activations.cpp) and of the fused loss (test_loss.cpp): a
+// per-channel reference sum in double (RefSum) and the bound a device sum of the same terms in
+// another order must meet (require_sums), and device memory for the scratch of the sliced column
+// reduction (plane == 1, see BiasGradScratch).
 #pragma once
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Host helpers for the GPU tests of ConvOp (test_conv_dense.cpp in fp32, test_bf16.cpp in bf16):
+// Host helpers for the GPU tests of ConvOp (test_conv.cpp, fp32 and bf16):
 // the model's convolution layers and a label for a case, and the permutations between the
 // convolution layouts for the tests in channels-last order (ConvLayout::Nhwc).
 // An NHWC op reads and writes tensors (batch, H, W, C) and filters [K, 3, 3, C] (cuDNN's KRSC).

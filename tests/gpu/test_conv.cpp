@@ -1,23 +1,27 @@
-// GPU tests of the cuDNN convolutions (ConvOp, cuda/libs/conv.cuh) and the cuBLAS dense layers
-// (cuda/libs/dense.cuh, single and paired) against the CPU reference (host/cpu/cpu_ref.h, evaluated
-// in double on the same fp32 inputs, with a zero bias; the bias gradient is not compared: bias is
-// another kernel's). Every output is poisoned with NaN (0xFF bytes) before each call, so an element
-// a call forgot to write fails the comparison. Inputs are fresh random numbers per run; the seed is
-// printed (replay with CUVAE_TEST_SEED=<seed>).
+// GPU tests of the cuDNN convolutions (ConvOp, cuda/libs/conv.cuh) against the CPU reference
+// (host/cpu/cpu_ref.h, in double on the same inputs, zero bias): strict fp32 with both policies,
+// NCHW and NHWC, bit-reproducible with the deterministic policy, TF32 within a LOOSE bound,
+// argument checks; and ConvMath::Bf16 against a double reference on the bf16 inputs. Every output
+// is poisoned before each call; the seed is printed (replay with CUVAE_TEST_SEED=<seed>).
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/libs/conv.cuh"
-#include "cuda/libs/dense.cuh"
 #include "cuda/runtime/device_buffer.cuh"
+#include "host/core/error.h"
 #include "host/core/model.h"
 #include "host/cpu/cpu_ref.h"
+#include "tests/gpu/checks.h"
+#include "tests/gpu/device_io.h"
 #include "tests/gpu/layouts.h"
 #include "tests/test_support.h"
 
@@ -26,27 +30,7 @@ using namespace cuvae::test;
 
 namespace {
 
-// ---- tolerances --------------------------------------------------------------------------
-//
-// Each output element is a sum of n fp32 products; the reference sums the same fp32 inputs in
-// double, so the whole difference is the GPU's fp32 rounding. With round-to-nearest
-// (unit roundoff u = 2^-24) and terms of random sign, the rounding errors of a sum of n terms
-// behave like a random walk and give a relative (L2) error of order u * sqrt(n); blocked and
-// tree-shaped GPU reductions do better. So the bound is 1e-5 (about 170 u: far above any
-// correct fp32 result for the short sums here, far below the O(1) error of a wrong index,
-// transpose or stride), widened to 4 u sqrt(n) for the long sums of the filter gradients
-// (n = batch x output positions, up to 101,136 terms for decoder.out at batch 129, which
-// gives 7.6e-5). A layout or indexing bug shows up as rel L2 ~ 1, far above either.
-constexpr double kUnitRoundoff = 1.0 / 16777216.0;  // 2^-24
-double fp32_rel_l2_tol(int64_t terms) {
-  return std::max(1e-5, 4.0 * kUnitRoundoff * std::sqrt(double(terms)));
-}
-
-// LOOSE, on purpose: TF32 tensor cores round each fp32 input to a 10-bit mantissa (relative
-// error up to 2^-11 ~ 4.9e-4 per operand), so a TF32 result differs from the fp32 one by a few
-// 1e-4 in rel L2. This bound only shows that the TF32 path runs and computes the right thing;
-// the exactness of the layout and indexing is checked by the fp32-strict tests.
-constexpr double kTf32RelL2Tol = 5e-3;
+// ---- tolerances of the FFT and Winograd passes --------------------------------------------------
 
 // LOOSER, for a pass whose chosen algorithm is FFT or Winograd (ConvOp::uses_transform), as the
 // Fastest policy may choose. These do not sum an output's own products: they transform tiles of
@@ -101,45 +85,6 @@ constexpr int kBatches[] = {1, 3, 127, 129};
 size_t weight_count(const Layer& l) {
   return size_t(l.in_channels) * l.out_channels * l.kernel * l.kernel;
 }
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
-
-DeviceBuffer<float> upload(const std::vector<float>& h, const CudaStream& s) {
-  DeviceBuffer<float> d(h.size(), "a test tensor");
-  d.upload(h.data(), h.size(), s.get());
-  return d;
-}
-
-// Every byte 0xFF: each float reads as a NaN.
-void poison(DeviceBuffer<float>& d, const CudaStream& s) {
-  CUDA_CHECK(cudaMemsetAsync(d.data(), 0xFF, d.bytes(), s.get()));
-}
-
-std::vector<float> download(const DeviceBuffer<float>& d, const CudaStream& s) {
-  std::vector<float> h(d.size());
-  d.download(h.data(), h.size(), s.get());
-  s.synchronize();
-  return h;
-}
-
-bool all_finite(const std::vector<float>& v) {
-  return std::all_of(v.begin(), v.end(), [](float f) { return std::isfinite(f); });
-}
-
-bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-// CHECK (not REQUIRE) so that one run on a GPU reports every tensor that is off. abs_floor: see
-// Diff::within_l2 (0: the relative bound alone).
-void check_rel_l2(const Diff& d, const std::string& name, double tol, double abs_floor = 0) {
-  INFO(d.report(name) << "; tolerance " << tol << ", absolute floor " << abs_floor);
-  CHECK_FALSE(d.non_finite);
-  CHECK(d.within_l2(tol, abs_floor));
-}
-
 // Random inputs of one conv layer at one batch, and the CPU reference outputs in double.
 struct ConvCase {
   std::vector<float> x, w, dy;          // (B,in,H,W), weight, (B,out,Ho,Wo)
@@ -252,7 +197,6 @@ std::vector<LayerAtBatch> strict_cases(ConvLayout layout) {
     if (l.name.rfind("odd.", 0) == 0) v.push_back({l, 3});
   return v;
 }
-
 }  // namespace
 
 // ---- convolutions ------------------------------------------------------------------------
@@ -465,198 +409,164 @@ TEST_CASE("ConvOp reports its layout: NCHW unless built with ConvLayout::Nhwc", 
   }
 }
 
-// ---- dense -------------------------------------------------------------------------------
+// ---- convolutions in bf16 (ConvMath::Bf16) ------------------------------------------------------
 
 namespace {
 
-struct DenseSize {
-  int batch, in, out;
-};
-// encoder.fc at batch 1, tiny odd sizes, decoder.fc at an odd batch, a single output.
-constexpr DenseSize kDenseSizes[] = {{1, 3136, 16}, {3, 16, 17}, {127, 2, 3136}, {129, 16, 1}};
-
-struct DenseOutputs {
-  std::vector<float> y, dx, dw;
+struct Bf16ConvCase {
+  std::vector<bf16> x, w, dy;  // (B,in,H,W), weight, (B,out,Ho,Wo)
+  GemmRef y, dx, dw;           // forward, backward data, backward filter
 };
 
-// The dense layer's three GEMMs on |x|, |w| and |dy| (double, zero bias): per output element
-// the sum of |term| it adds up. An output whose sum nearly cancels (a tensor of one or a few
-// elements can) has an error that scales with these, not with the output; check_dense and the
-// paired test give each comparison the floor tol * ||magnitudes|| besides the relative bound
-// tol, the same allowance relative to the terms (rounding errors of a sum are bounded by
-// multiples of sum |t|, and are far smaller relative to it than to a sum that cancels).
-struct DenseMagnitudes {
-  std::vector<double> y, dx, dw;
-};
-
-DenseMagnitudes dense_magnitudes(const float* x, const float* w, const float* dy, int batch, int in,
-                                 int out) {
-  auto abs_of = [](const float* v, size_t n) {
-    std::vector<double> a(n);
-    for (size_t i = 0; i < n; ++i) a[i] = std::abs(double(v[i]));
-    return a;
-  };
-  const size_t nx = size_t(batch) * size_t(in), nw = size_t(out) * size_t(in),
-               ny = size_t(batch) * size_t(out);
-  const std::vector<double> xa = abs_of(x, nx), wa = abs_of(w, nw), dya = abs_of(dy, ny);
-  const std::vector<double> zero_bias(size_t(out), 0.0);
-  std::vector<double> db(static_cast<size_t>(out));
-  DenseMagnitudes m{std::vector<double>(ny), std::vector<double>(nx), std::vector<double>(nw)};
-  cpu::linear_forward(m.y.data(), xa.data(), wa.data(), zero_bias.data(), batch, in, out);
-  cpu::linear_backward(m.dx.data(), m.dw.data(), db.data(), dya.data(), xa.data(), wa.data(), batch,
-                       in, out);
-  return m;
-}
-
-double norm_of(const std::vector<double>& v) {
-  return l2_norm(v, 0, v.size());
-}
-
-DenseOutputs run_dense(const CublasHandle& h, const DenseSize& n, const DeviceBuffer<float>& x,
-                       const DeviceBuffer<float>& w, const DeviceBuffer<float>& dy,
-                       DeviceBuffer<float>& y, DeviceBuffer<float>& dx, DeviceBuffer<float>& dw,
-                       const CudaStream& s) {
-  poison(y, s), poison(dx, s), poison(dw, s);
-  dense_forward(h, y.data(), x.data(), w.data(), n.batch, n.in, n.out);
-  dense_backward_data(h, dx.data(), dy.data(), w.data(), n.batch, n.in, n.out);
-  dense_backward_filter(h, dw.data(), x.data(), dy.data(), n.batch, n.in, n.out);
-  return {download(y, s), download(dx, s), download(dw, s)};
-}
-
-void check_dense(bool tf32) {
-  const uint64_t seed = test::fresh_seed();
-  INFO("seed " << seed);
-  std::mt19937_64 rng(seed);
-  CudaStream stream;
-  const CublasHandle h(stream.get(), tf32);
-  for (const DenseSize& n : kDenseSizes) {
-    INFO("dense batch " << n.batch << " in " << n.in << " out " << n.out
-                        << (tf32 ? " (TF32)" : " (strict fp32)"));
-    const std::vector<float> x = test::random_vector<float>(rng, size_t(n.batch) * n.in, -1, 1);
-    const std::vector<float> w = test::random_vector<float>(rng, size_t(n.out) * n.in, -0.5, 0.5);
-    const std::vector<float> dy = test::random_vector<float>(rng, size_t(n.batch) * n.out, -1, 1);
-    const std::vector<double> xd = widen(x), wd = widen(w), dyd = widen(dy);
-    const std::vector<double> zero_bias(size_t(n.out), 0.0);
-    std::vector<double> y_ref(dy.size()), dx_ref(x.size()), dw_ref(w.size()), db(size_t(n.out));
-    cpu::linear_forward(y_ref.data(), xd.data(), wd.data(), zero_bias.data(), n.batch, n.in, n.out);
-    cpu::linear_backward(dx_ref.data(), dw_ref.data(), db.data(), dyd.data(), xd.data(), wd.data(),
-                         n.batch, n.in, n.out);
-
-    DeviceBuffer<float> d_x = upload(x, stream), d_w = upload(w, stream), d_dy = upload(dy, stream);
-    DeviceBuffer<float> d_y(dy.size(), "y"), d_dx(x.size(), "dx"), d_dw(w.size(), "dw");
-    const DenseOutputs got = run_dense(h, n, d_x, d_w, d_dy, d_y, d_dx, d_dw, stream);
-    // Terms per element: y sums over in, dx over out, dW over the batch. With the floor of the
-    // terms' magnitudes (dense_magnitudes): {129, 16, 1} has a 16-element dW, {1, 3136, 16} a
-    // 16-element y.
-    const DenseMagnitudes m = dense_magnitudes(x.data(), w.data(), dy.data(), n.batch, n.in, n.out);
-    const double tol_floor = tf32 ? kTf32RelL2Tol : 0.0;  // LOOSE under TF32, see top
-    const double y_tol = std::max(tol_floor, fp32_rel_l2_tol(n.in)),
-                 dx_tol = std::max(tol_floor, fp32_rel_l2_tol(n.out)),
-                 dw_tol = std::max(tol_floor, fp32_rel_l2_tol(n.batch));
-    check_rel_l2(compare(got.y.data(), y_ref.data(), y_ref.size()), "dense forward y", y_tol,
-                 y_tol * norm_of(m.y));
-    check_rel_l2(compare(got.dx.data(), dx_ref.data(), dx_ref.size()), "dense backward_data dx",
-                 dx_tol, dx_tol * norm_of(m.dx));
-    check_rel_l2(compare(got.dw.data(), dw_ref.data(), dw_ref.size()), "dense backward_filter dW",
-                 dw_tol, dw_tol * norm_of(m.dw));
-
-    if (!tf32) {  // the same call twice gives the same bits
-      const DenseOutputs again = run_dense(h, n, d_x, d_w, d_dy, d_y, d_dx, d_dw, stream);
-      CHECK(bit_identical(got.y, again.y));
-      CHECK(bit_identical(got.dx, again.dx));
-      CHECK(bit_identical(got.dw, again.dw));
+// bf16 inputs and the CPU reference (double, on the same values and on their magnitudes).
+Bf16ConvCase make_conv_case(const Layer& l, int batch, std::mt19937_64& rng) {
+  Bf16ConvCase c;
+  c.x = uniform_bf16(rng, size_t(batch) * size_t(l.in_size()), -1, 1);
+  c.w = uniform_bf16(rng, size_t(l.in_channels) * l.out_channels * l.kernel * l.kernel, -0.5, 0.5);
+  c.dy = uniform_bf16(rng, size_t(batch) * size_t(l.out_size()), -1, 1);
+  const int64_t taps = int64_t(l.kernel) * l.kernel;
+  c.y.terms = l.in_channels * taps;
+  c.dx.terms = l.out_channels * taps;
+  // The filter gradient sums over the batch and the positions of the conv's output grid: the
+  // layer output for a Conv2d, the layer input for a transposed one.
+  c.dw.terms = int64_t(batch) * (l.kind == LayerKind::Conv2d ? int64_t(l.out_h) * l.out_w
+                                                             : int64_t(l.in_h) * l.in_w);
+  const std::vector<double> zero_bias(size_t(l.out_channels), 0.0);
+  for (bool absolute : {false, true}) {
+    const std::vector<double> x = to_double(c.x, absolute), w = to_double(c.w, absolute),
+                              dy = to_double(c.dy, absolute);
+    std::vector<double> y(dy.size()), dx(x.size()), dw(w.size()), db(size_t(l.out_channels));
+    if (l.kind == LayerKind::Conv2d) {
+      cpu::conv2d_forward(y.data(), x.data(), w.data(), zero_bias.data(), batch, l);
+      cpu::conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), batch,
+                           l);
+    } else {
+      cpu::conv_transpose2d_forward(y.data(), x.data(), w.data(), zero_bias.data(), batch, l);
+      cpu::conv_transpose2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(),
+                                     batch, l);
     }
+    (absolute ? c.y.abs : c.y.ref) = std::move(y);
+    (absolute ? c.dx.abs : c.dx.ref) = std::move(dx);
+    (absolute ? c.dw.abs : c.dw.ref) = std::move(dw);
   }
+  return c;
 }
+
+struct Bf16ConvOutputs {
+  std::vector<bf16> y, dx, dw;
+};
+
+// Device copies of a case's inputs and guarded room for the three outputs.
+struct Bf16ConvBuffers {
+  DeviceBuffer<bf16> x, w, dy;
+  Guarded<bf16> y, dx, dw;
+  Bf16ConvBuffers(const Bf16ConvCase& c, cudaStream_t s)
+      : x(to_device(c.x, s)),
+        w(to_device(c.w, s)),
+        dy(to_device(c.dy, s)),
+        y(c.dy.size()),
+        dx(c.x.size()),
+        dw(c.w.size()) {}
+
+  // Poisons the outputs, runs the three passes, downloads the results.
+  Bf16ConvOutputs run(const ConvOp& op, DeviceBuffer<unsigned char>& ws, cudaStream_t s) {
+    y.poison(s), dx.poison(s), dw.poison(s);
+    op.forward(y.data(), x.data(), w.data(), ws.data(), ws.size());
+    op.backward_data(dx.data(), dy.data(), w.data(), ws.data(), ws.size());
+    op.backward_filter(dw.data(), x.data(), dy.data(), ws.data(), ws.size());
+    return {y.get(s, "y"), dx.get(s, "dx"), dw.get(s, "dw")};
+  }
+};
 
 }  // namespace
 
-TEST_CASE("dense layers match the CPU reference in strict fp32", "[gpu][dense]") {
-  check_dense(false);
-}
-
-TEST_CASE("dense layers with TF32 run and stay within a LOOSE bound", "[gpu][dense]") {
-  check_dense(true);
-}
-
-TEST_CASE("the paired dense launchers compute both latent heads in strict fp32", "[gpu][dense]") {
-  // Two layers laid out as encoder.mu and encoder.logvar are: weight, bias, weight, bias (the
-  // weight stride is out * in + out), outputs and output gradients max_batch * out apart.
+TEST_CASE("ConvOp with ConvMath::Bf16 matches a double reference on the bf16 inputs",
+          "[gpu][bf16][conv]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  const int in = 16;
-  const int out = GENERATE(1, 2, 17);
-  const int batch = GENERATE(1, 129);
-  const int max_batch = batch + 3;  // a stride longer than the batch, as for the last batch
-  INFO("batch " << batch << " out " << out);
   CudaStream stream;
-  const CublasHandle h(stream.get(), false);
-  const long long w_stride = (long long)out * in + out, y_stride = (long long)max_batch * out;
-  const std::vector<float> x = test::random_vector<float>(rng, size_t(batch) * in, -1, 1);
-  const std::vector<float> w = test::random_vector<float>(rng, size_t(2 * w_stride), -0.5, 0.5);
-  const std::vector<float> dy = test::random_vector<float>(rng, size_t(2 * y_stride), -1, 1);
-  DeviceBuffer<float> d_x = upload(x, stream), d_w = upload(w, stream), d_dy = upload(dy, stream);
-  DeviceBuffer<float> d_y(size_t(2 * y_stride), "y"), d_dx(x.size(), "dx");
-  DeviceBuffer<float> d_dw(size_t(2 * w_stride), "dW");
-  poison(d_y, stream), poison(d_dx, stream), poison(d_dw, stream);
-  dense_forward_pair(h, d_y.data(), y_stride, d_x.data(), d_w.data(), w_stride, batch, in, out);
-  dense_backward_filter_pair(h, d_dw.data(), w_stride, d_x.data(), d_dy.data(), y_stride, batch, in,
-                             out);
-  dense_backward_data(h, d_dx.data(), d_dy.data(), d_w.data(), batch, in, out);
-  dense_backward_data(h, d_dx.data(), d_dy.data() + y_stride, d_w.data() + w_stride, batch, in, out,
-                      true);
-  const std::vector<float> y = download(d_y, stream), dx = download(d_dx, stream),
-                           dw = download(d_dw, stream);
-
-  const std::vector<double> xd = widen(x), zero_bias(size_t(out), 0.0);
-  std::vector<double> dx_ref(x.size(), 0.0), dx_terms(x.size(), 0.0);
-  for (int head = 0; head < 2; ++head) {
-    INFO("head " << head);
-    const size_t wo = size_t(head * w_stride), yo = size_t(head * y_stride);
-    const std::vector<double> wd(w.begin() + long(wo), w.begin() + long(wo) + out * in);
-    const std::vector<double> dyd(dy.begin() + long(yo), dy.begin() + long(yo) + batch * out);
-    std::vector<double> y_ref(size_t(batch) * out), dx_head(x.size()), dw_ref(wd.size()),
-        db(static_cast<size_t>(out));
-    cpu::linear_forward(y_ref.data(), xd.data(), wd.data(), zero_bias.data(), batch, in, out);
-    cpu::linear_backward(dx_head.data(), dw_ref.data(), db.data(), dyd.data(), xd.data(), wd.data(),
-                         batch, in, out);
-    for (size_t i = 0; i < dx_ref.size(); ++i) dx_ref[i] += dx_head[i];
-    // With the floor of the terms' magnitudes (dense_magnitudes): at out = 1 and batch = 1, y is
-    // a single sum of 16 products.
-    const DenseMagnitudes m =
-        dense_magnitudes(x.data(), w.data() + wo, dy.data() + yo, batch, in, out);
-    for (size_t i = 0; i < dx_terms.size(); ++i) dx_terms[i] += m.dx[i];
-    check_rel_l2(compare(y.data() + yo, y_ref.data(), y_ref.size()), "paired forward y",
-                 fp32_rel_l2_tol(in), fp32_rel_l2_tol(in) * norm_of(m.y));
-    check_rel_l2(compare(dw.data() + wo, dw_ref.data(), dw_ref.size()), "paired dW",
-                 fp32_rel_l2_tol(batch), fp32_rel_l2_tol(batch) * norm_of(m.dw));
-    // The bias slots between the weights are not the GEMM's: still poison (NaN).
-    for (int j = 0; j < out; ++j) CHECK(std::isnan(dw[wo + size_t(out * in + j)]));
-  }
-  // dx = dy_0 W_0 + dy_1 W_1, the second GEMM adding to the first's result.
-  check_rel_l2(compare(dx.data(), dx_ref.data(), dx_ref.size()), "accumulated dx",
-               2 * fp32_rel_l2_tol(out), 2 * fp32_rel_l2_tol(out) * norm_of(dx_terms));
+  const cudaStream_t s = stream.get();
+  CudnnHandle cudnn(s);
+  // NHWC: the same inputs permuted into channels-last order, the outputs permuted back.
+  const ConvLayout layout = GENERATE(ConvLayout::Nchw, ConvLayout::Nhwc);
+  const bool nhwc = layout == ConvLayout::Nhwc;
+  for (const Layer& l : model_conv_layers())
+    for (int batch : {1, 3, 129}) {
+      INFO(conv_label(l, batch) << ", " << layout_name(layout));
+      const Bf16ConvCase c = make_conv_case(l, batch, rng);
+      Bf16ConvBuffers b(nhwc ? channels_last(c, l, batch) : c, s);
+      auto run = [&](const ConvOp& op, DeviceBuffer<unsigned char>& ws) {
+        return in_reference_layout(b.run(op, ws, s), l, batch, layout);
+      };
+      for (ConvAlgoPolicy policy : {ConvAlgoPolicy::Deterministic, ConvAlgoPolicy::Fastest}) {
+        INFO("policy " << (policy == ConvAlgoPolicy::Deterministic ? "Deterministic" : "Fastest"));
+        const ConvOp op(cudnn, l, batch, ConvMath::Bf16, policy, layout);
+        INFO(op.describe());
+        REQUIRE(op.is_bf16());
+        REQUIRE(op.layout() == layout);
+        DeviceBuffer<unsigned char> ws(op.workspace_bytes(), "the conv workspace");
+        const Bf16ConvOutputs got = run(op, ws);
+        // Every output bf16, each rounded once from its fp32 accumulation (dw too); LOOSER for a
+        // pass the Fastest policy gave to FFT or Winograd (kTransformRmsFraction).
+        check_gemm(got.y, c.y, "forward y", op.uses_transform(ConvPass::Forward));
+        check_gemm(got.dx, c.dx, "backward_data dx", op.uses_transform(ConvPass::BackwardData));
+        check_gemm(got.dw, c.dw, "backward_filter dw", op.uses_transform(ConvPass::BackwardFilter));
+        if (policy == ConvAlgoPolicy::Deterministic) {  // and the same bits again
+          const Bf16ConvOutputs again = run(op, ws);
+          require_same_run(again.y, got.y, "y");
+          require_same_run(again.dx, got.dx, "dx");
+          require_same_run(again.dw, got.dw, "dw");
+        }
+      }
+    }
 }
 
-TEST_CASE("dense layers reject bad sizes and null pointers", "[gpu][dense]") {
+TEST_CASE("ConvOp refuses float tensors on a Bf16 op and bf16 tensors on an fp32 op",
+          "[gpu][bf16][conv]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
   CudaStream stream;
-  const CublasHandle h(stream.get(), false);
-  DeviceBuffer<float> a(64, "a"), b(64, "b"), c(64, "c");
-  // The last call launches a GEMM that reads b and c: zeroed, as cudaMalloc leaves memory
-  // uninitialised (compute-sanitizer's initcheck would flag the reads); a too, the output.
-  for (DeviceBuffer<float>* buf : {&a, &b, &c})
-    CUDA_CHECK(cudaMemsetAsync(buf->data(), 0, buf->bytes(), stream.get()));
-  CHECK_THROWS_AS(dense_forward(h, a.data(), b.data(), c.data(), 0, 2, 2), Error);
-  CHECK_THROWS_AS(dense_forward(h, a.data(), b.data(), c.data(), 2, 0, 2), Error);
-  CHECK_THROWS_AS(dense_backward_data(h, a.data(), b.data(), c.data(), 2, 2, -1), Error);
-  CHECK_THROWS_AS(dense_forward(h, nullptr, b.data(), c.data(), 2, 2, 2), Error);
-  CHECK_THROWS_AS(dense_backward_data(h, a.data(), nullptr, c.data(), 2, 2, 2), Error);
-  CHECK_THROWS_AS(dense_backward_filter(h, a.data(), b.data(), nullptr, 2, 2, 2), Error);
-  CHECK_THROWS_AS(dense_forward_pair(h, a.data(), -1, b.data(), c.data(), 4, 2, 2, 2), Error);
-  CHECK_THROWS_AS(dense_forward_pair(h, a.data(), 8, nullptr, c.data(), 4, 2, 2, 2), Error);
-  CHECK_THROWS_AS(dense_backward_filter_pair(h, a.data(), 4, b.data(), c.data(), 8, 0, 2, 2),
+  const cudaStream_t s = stream.get();
+  CudnnHandle cudnn(s);
+  const Layer l = make_vae(2).layer(kEncConv2);
+  const int batch = 3;
+  INFO(conv_label(l, batch));
+  const size_t nx = size_t(batch) * size_t(l.in_size()), ny = size_t(batch) * size_t(l.out_size()),
+               nw = size_t(l.in_channels) * l.out_channels * l.kernel * l.kernel;
+  const DeviceBuffer<float> fx = to_device(uniform(rng, nx, -1, 1), s),
+                            fw = to_device(uniform(rng, nw, -1, 1), s),
+                            fdy = to_device(uniform(rng, ny, -1, 1), s);
+  const DeviceBuffer<bf16> hx = to_device(uniform_bf16(rng, nx, -1, 1), s),
+                           hw = to_device(uniform_bf16(rng, nw, -1, 1), s),
+                           hdy = to_device(uniform_bf16(rng, ny, -1, 1), s);
+  DeviceBuffer<float> fy(ny), fdx(nx), fdw(nw);
+  DeviceBuffer<bf16> hy(ny), hdx(nx), hdw(nw);
+  for (auto* buf : {&fy, &fdx, &fdw}) poison_device(*buf, s);
+  for (auto* buf : {&hy, &hdx, &hdw}) poison_device(*buf, s);
+
+  const ConvOp lo(cudnn, l, batch, ConvMath::Bf16, ConvAlgoPolicy::Deterministic);
+  const ConvOp hi(cudnn, l, batch, ConvMath::Fp32Strict, ConvAlgoPolicy::Deterministic);
+  CHECK(lo.is_bf16());
+  CHECK_FALSE(hi.is_bf16());
+  CHECK_FALSE(ConvOp(cudnn, l, batch, ConvMath::Tf32, ConvAlgoPolicy::Deterministic).is_bf16());
+  DeviceBuffer<unsigned char> ws(std::max(lo.workspace_bytes(), hi.workspace_bytes()), "ws");
+  CHECK_THROWS_AS(lo.forward(fy.data(), fx.data(), fw.data(), ws.data(), ws.size()), Error);
+  CHECK_THROWS_AS(lo.backward_data(fdx.data(), fdy.data(), fw.data(), ws.data(), ws.size()), Error);
+  CHECK_THROWS_AS(lo.backward_filter(fdw.data(), fx.data(), fdy.data(), ws.data(), ws.size()),
                   Error);
-  CHECK_NOTHROW(dense_forward(h, a.data(), b.data(), c.data(), 2, 2, 2));
-  stream.synchronize();
+  CHECK_THROWS_AS(hi.forward(hy.data(), hx.data(), hw.data(), ws.data(), ws.size()), Error);
+  CHECK_THROWS_AS(hi.backward_data(hdx.data(), hdy.data(), hw.data(), ws.data(), ws.size()), Error);
+  CHECK_THROWS_AS(hi.backward_filter(hdw.data(), hx.data(), hdy.data(), ws.data(), ws.size()),
+                  Error);
+  // Nothing was launched: every output still holds the poison.
+  for (const auto* buf : {&fy, &fdx, &fdw}) {
+    const std::vector<float> v = to_host(*buf, s);
+    CHECK(std::all_of(v.begin(), v.end(), [](float f) { return is_poison(f); }));
+  }
+  for (const auto* buf : {&hy, &hdx, &hdw}) {
+    const std::vector<bf16> v = to_host(*buf, s);
+    CHECK(std::all_of(v.begin(), v.end(), [](bf16 f) { return is_poison(f); }));
+  }
 }
