@@ -1,7 +1,7 @@
 // ConvOp's algorithm choice without a GPU (cuda/libs/conv_select.h): which of cuDNN's candidates
 // each policy and math mode accept, in which order they are set up, that a candidate whose set-up
 // fails is skipped for the next one, and that the error lists every candidate with its reason
-// when none can be set up. The set-up is a callback here: conv.cu's sets the math type and
+// when none can be set up. The set-up is a callback here: conv_algo.cu's sets the math type and
 // queries the workspace.
 #include <catch2/catch.hpp>
 #include <cstddef>

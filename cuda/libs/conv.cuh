@@ -10,7 +10,8 @@
 // Owns: the cuDNN handle (CudnnHandle) and, per layer and batch size, the tensor / filter /
 // convolution descriptors and the three chosen algorithms (ConvOp). Everything expensive
 // (descriptors, algorithm choice, workspace sizes) happens once in the ConvOp constructor; the
-// calls only bind pointers. cuDNN's header stays inside conv.cu (pimpl).
+// calls only bind pointers. cuDNN's header stays inside conv.cu, conv_algo.cu and their private
+// conv_impl.cuh (pimpl).
 #pragma once
 
 #include <cuda_runtime.h>
