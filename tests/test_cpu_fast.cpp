@@ -81,28 +81,19 @@ TEST_CASE("fast CPU engine: activations, loss and every gradient match the doubl
   const LossParts want = cpu::model_forward(d, pd.data(), ref, beta);
   const LossParts got = fast.forward(pf.data(), beta);
 
-  // Activations in forward order; each is compared on its own.
-  const std::pair<cpu::FastTensor, const std::vector<double>*> acts[] = {
-      {cpu::FastTensor::H1, &ref.h1},          {cpu::FastTensor::H2, &ref.h2},
-      {cpu::FastTensor::H3, &ref.h3},          {cpu::FastTensor::Mu, &ref.mu},
-      {cpu::FastTensor::Logvar, &ref.logvar},  {cpu::FastTensor::Z, &ref.z},
-      {cpu::FastTensor::D0, &ref.d0},          {cpu::FastTensor::D1, &ref.d1},
-      {cpu::FastTensor::D2, &ref.d2},          {cpu::FastTensor::Logits, &ref.logits},
-      {cpu::FastTensor::DLogits, &ref.dlogits}};
-  const char* names[] = {"h1", "h2", "h3", "mu",     "logvar", "z",
-                         "d0", "d1", "d2", "logits", "dlogits"};
-  for (size_t i = 0; i < std::size(acts); ++i) {
-    const std::vector<float> v = fast.read(acts[i].first);
-    REQUIRE(v.size() == acts[i].second->size());
-    REQUIRE_REL_L2(compare(v.data(), acts[i].second->data(), v.size()), names[i], kRelTol);
+  // Activations in forward order, then the logits' gradient; each is compared on its own.
+  for (const int slot : d.forward_slots()) {
+    const std::vector<float> v = fast.read(slot);
+    REQUIRE(v.size() == ref.slot(slot).size());
+    REQUIRE_REL_L2(compare(v.data(), ref.slot(slot).data(), v.size()), d.slot_name(slot), kRelTol);
   }
+  const std::vector<float> dlogits = fast.read_dlogits();
+  REQUIRE(dlogits.size() == ref.dlogits.size());
+  REQUIRE_REL_L2(compare(dlogits.data(), ref.dlogits.data(), dlogits.size()), "dlogits", kRelTol);
   int flips = 0;
-  flips += align_relu_masks(ref.h1, fast.read(cpu::FastTensor::H1), "h1");
-  flips += align_relu_masks(ref.h2, fast.read(cpu::FastTensor::H2), "h2");
-  flips += align_relu_masks(ref.h3, fast.read(cpu::FastTensor::H3), "h3");
-  flips += align_relu_masks(ref.d0, fast.read(cpu::FastTensor::D0), "d0");
-  flips += align_relu_masks(ref.d1, fast.read(cpu::FastTensor::D1), "d1");
-  flips += align_relu_masks(ref.d2, fast.read(cpu::FastTensor::D2), "d2");
+  for (size_t id = 0; id < d.layers.size(); ++id)
+    if (d.layers[id].relu)
+      flips += align_relu_masks(ref.out[id], fast.read(int(id)), d.layers[id].name.c_str());
   INFO(flips << " ReLU units on the other side of 0 in the reference, aligned");
   INFO("loss " << got.loss << " vs " << want.loss);
   // The KL, 0.5 sum_j (mu^2 + exp(logvar) - 1 - logvar), nearly cancels for a fresh model (a
@@ -112,7 +103,8 @@ TEST_CASE("fast CPU engine: activations, loss and every gradient match the doubl
   std::vector<double> kl_terms(size_t(batch), 0.0);
   for (int b = 0; b < batch; ++b)
     for (int j = 0; j < dim; ++j) {
-      const double m = ref.mu[size_t(b) * dim + j], lv = ref.logvar[size_t(b) * dim + j];
+      const double m = ref.out[kEncMu][size_t(b) * dim + j],
+                   lv = ref.out[kEncLogvar][size_t(b) * dim + j];
       kl_terms[size_t(b)] += 0.5 * (m * m + std::exp(lv) + 1.0 + std::abs(lv));
     }
   double kl_terms_mean = 0;
@@ -176,15 +168,15 @@ TEST_CASE("fast CPU engine: encode and decode alone give the forward pass's valu
   load(m, ref, 3);
   m.encode(p.data());
   const size_t n = size_t(batch) * 3;
-  REQUIRE_REL_L2(compare(m.mu(), ref.mu.data(), n), "mu", kRelTol);
-  REQUIRE_REL_L2(compare(m.logvar(), ref.logvar.data(), n), "logvar", kRelTol);
+  REQUIRE_REL_L2(compare(m.mu(), ref.out[kEncMu].data(), n), "mu", kRelTol);
+  REQUIRE_REL_L2(compare(m.logvar(), ref.out[kEncLogvar].data(), n), "logvar", kRelTol);
   // Decode an arbitrary latent (not the encoder's).
   for (size_t i = 0; i < n; ++i) ref.z[i] = 2.0 * ref.eps[i];
   for (size_t i = 0; i < n; ++i) m.z()[i] = float(ref.z[i]);
   cpu::model_decode(d, pd.data(), ref);
   m.decode(p.data());
-  REQUIRE_REL_L2(compare(m.logits(), ref.logits.data(), size_t(batch) * kImagePixels), "logits",
-                 kRelTol);
+  REQUIRE_REL_L2(compare(m.logits(), ref.out[kDecOut].data(), size_t(batch) * kImagePixels),
+                 "logits", kRelTol);
 }
 
 TEST_CASE("fast CPU engine: a non-finite weight is traced to the first layer it reaches",

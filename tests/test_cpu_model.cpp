@@ -41,11 +41,10 @@ TEST_CASE("whole-model gradients match finite differences (double)", "[cpu_model
   // compared with the unperturbed one; if a unit flipped, h shrinks tenfold (three tries),
   // and a coordinate that still crosses a kink is not judged (and counted).
   auto same_relu_pattern = [&] {
-    for (auto m : {&cpu::Activations<double>::h1, &cpu::Activations<double>::h2,
-                   &cpu::Activations<double>::h3, &cpu::Activations<double>::d0,
-                   &cpu::Activations<double>::d1, &cpu::Activations<double>::d2}) {
-      const std::vector<double>& base = a.*m;
-      const std::vector<double>& now = probe.*m;
+    for (size_t id = 0; id < d.layers.size(); ++id) {
+      if (!d.layers[id].relu) continue;
+      const std::vector<double>& base = a.out[id];
+      const std::vector<double>& now = probe.out[id];
       for (size_t i = 0; i < base.size(); ++i)
         if ((base[i] > 0) != (now[i] > 0)) return false;
     }
@@ -153,15 +152,15 @@ TEST_CASE("the model of the bf16 mixed-precision step stores bf16 values and fol
   auto bf16_valued = [](const std::vector<float>& v) {
     return std::all_of(v.begin(), v.end(), [](float x) { return round_bf16(x) == x; });
   };
-  CHECK(bf16_valued(mixed.h1));
-  CHECK(bf16_valued(mixed.h2));
-  CHECK(bf16_valued(mixed.d0));
-  CHECK(bf16_valued(mixed.d1));
-  CHECK(bf16_valued(mixed.d2));
+  CHECK(bf16_valued(mixed.out[kEncConv1]));
+  CHECK(bf16_valued(mixed.out[kEncConv2]));
+  CHECK(bf16_valued(mixed.out[kDecFc]));
+  CHECK(bf16_valued(mixed.out[kDecDeconv1]));
+  CHECK(bf16_valued(mixed.out[kDecDeconv2]));
   CHECK(bf16_valued(mixed.dlogits));
-  CHECK_FALSE(bf16_valued(mixed.h3));
-  CHECK_FALSE(bf16_valued(mixed.logits));  // a float bias added to bf16 sums
-  CHECK_FALSE(bf16_valued(ref.h1));
+  CHECK_FALSE(bf16_valued(mixed.out[kEncFc]));
+  CHECK_FALSE(bf16_valued(mixed.out[kDecOut]));  // a float bias added to bf16 sums
+  CHECK_FALSE(bf16_valued(ref.out[kEncConv1]));
   // It is the same model: the loss within 1e-3 (measured: ~5e-5; bf16 keeps 8 significand
   // bits and the BCE averages its errors over 784 pixels), and the whole gradient points the
   // same way (measured cosine > 0.9999; single small tensors move more, up to ~0.1 relative at
@@ -411,11 +410,15 @@ TEST_CASE("the model's layers read in channels-last order give the model's activ
     for (size_t i = 0; i < got.size(); ++i)
       REQUIRE(std::fabs(got[i] - want[i]) <= 1e-12 * (1 + scale));
   };
-  check(kEncConv1, a.x, shape_in(kEncConv1), a.h1, shape_out(kEncConv1));
-  check(kEncConv2, a.h1, shape_in(kEncConv2), a.h2, shape_out(kEncConv2));
-  check(kEncFc, a.h2, shape_out(kEncConv2), a.h3, {});  // its input: conv2's (64, 7, 7)
-  check(kDecFc, a.z, {}, a.d0, shape_in(kDecDeconv1));  // its output: deconv1's (64, 7, 7)
-  check(kDecDeconv1, a.d0, shape_in(kDecDeconv1), a.d1, shape_out(kDecDeconv1));
-  check(kDecDeconv2, a.d1, shape_in(kDecDeconv2), a.d2, shape_out(kDecDeconv2));
-  check(kDecOut, a.d2, shape_in(kDecOut), a.logits, shape_out(kDecOut));  // no ReLU: the logits
+  check(kEncConv1, a.x, shape_in(kEncConv1), a.out[kEncConv1], shape_out(kEncConv1));
+  check(kEncConv2, a.out[kEncConv1], shape_in(kEncConv2), a.out[kEncConv2], shape_out(kEncConv2));
+  check(kEncFc, a.out[kEncConv2], shape_out(kEncConv2), a.out[kEncFc],
+        {});                                                     // its input: conv2's (64, 7, 7)
+  check(kDecFc, a.z, {}, a.out[kDecFc], shape_in(kDecDeconv1));  // its output: deconv1's (64, 7, 7)
+  check(kDecDeconv1, a.out[kDecFc], shape_in(kDecDeconv1), a.out[kDecDeconv1],
+        shape_out(kDecDeconv1));
+  check(kDecDeconv2, a.out[kDecDeconv1], shape_in(kDecDeconv2), a.out[kDecDeconv2],
+        shape_out(kDecDeconv2));
+  check(kDecOut, a.out[kDecDeconv2], shape_in(kDecOut), a.out[kDecOut],
+        shape_out(kDecOut));  // no ReLU: the logits
 }

@@ -63,6 +63,28 @@ TEST_CASE("layer shapes follow the Keras-example architecture", "[model]") {
   for (LayerId id : {kEncConv1, kEncConv2, kEncFc, kDecFc, kDecDeconv1, kDecDeconv2})
     CHECK(d.layer(id).relu);
   for (LayerId id : {kEncMu, kEncLogvar, kDecOut}) CHECK_FALSE(d.layer(id).relu);
+  // The topology the engines walk: two chains, the heads on encoder.fc's output, z read by
+  // decoder.fc, every other layer reading the one before it.
+  CHECK(d.encoder == std::vector<LayerId>{kEncConv1, kEncConv2, kEncFc, kEncMu, kEncLogvar});
+  CHECK(d.decoder == std::vector<LayerId>{kDecFc, kDecDeconv1, kDecDeconv2, kDecOut});
+  CHECK(d.mu_head == kEncMu);
+  CHECK(d.logvar_head == kEncLogvar);
+  CHECK(d.output == kDecOut);
+  CHECK(d.layer(kEncConv1).input == kImageSlot);
+  CHECK(d.layer(kEncLogvar).input == kEncFc);
+  CHECK(d.layer(kDecFc).input == kLatentSlot);
+  for (LayerId id : {kEncConv2, kEncFc, kEncMu, kDecDeconv1, kDecDeconv2, kDecOut})
+    CHECK(d.layer(id).input == id - 1);
+  CHECK(d.readers(kEncFc) == std::vector<LayerId>{kEncMu, kEncLogvar});
+  CHECK(d.readers(kLatentSlot) == std::vector<LayerId>{kDecFc});
+  CHECK(d.readers(kDecOut).empty());
+  CHECK(d.slot_size(kLatentSlot) == size_t(dim));
+  CHECK(d.slot_size(kImageSlot) == size_t(kImagePixels));
+  CHECK(d.forward_slots().size() == size_t(kNumLayers) + 1);
+  CHECK(d.slot_name(kEncConv1) == "the output of encoder.conv1");
+  CHECK(d.slot_name(kEncMu) == "mu (encoder.mu)");
+  CHECK(d.slot_name(kLatentSlot) == "z");
+  CHECK(d.slot_name(kDecOut) == "the logits (decoder.out)");
 }
 
 TEST_CASE("latent dimension out of range is refused", "[model]") {

@@ -9,8 +9,11 @@
 // Parameter names and shapes are those of the equivalent PyTorch module (tools/parity/
 // cuvae_torch.py): Conv2d weight [out,in,kh,kw], ConvTranspose2d weight [in,out,kh,kw],
 // Linear weight [out,in]. All parameters live in one flat float buffer; each tensor is a
-// named view (offset, numel) into it. The CPU reference, the GPU trainer and checkpoints
-// all read this description.
+// named view (offset, numel) into it. The description also holds the topology: which tensor
+// each layer reads and the order the layers run in (the encoder chain, the two latent heads on
+// one input, the reparameterization, the decoder chain); the CPU engines and the inference
+// engines walk it. The CPU engines, the GPU trainer, inference and checkpoints all read this
+// description.
 #pragma once
 
 #include <cstddef>
@@ -43,12 +46,13 @@ struct Layer {
   int in_h = 1, in_w = 1, out_h = 1, out_w = 1;  // spatial sizes (1 for Linear)
   bool relu = false;                             // ReLU after the layer
   int weight = -1, bias = -1;                    // indices into ModelDesc::params
+  int input = -1;  // the slot it reads: kImageSlot, kLatentSlot or an earlier layer's LayerId
 
   int64_t in_size() const { return int64_t(in_channels) * in_h * in_w; }      // per image
   int64_t out_size() const { return int64_t(out_channels) * out_h * out_w; }  // per image
 };
 
-// Layer indices, in execution order.
+// Layer indices, in execution order (make_vae builds them in this order).
 enum LayerId : int {
   kEncConv1 = 0,
   kEncConv2,
@@ -62,17 +66,47 @@ enum LayerId : int {
   kNumLayers
 };
 
+// The tensors a pass moves between layers, each (B, per-image size) and called a slot: a
+// layer's output after its ReLU is the slot numbered by its LayerId; the image x (B, 784) and
+// the latent z (B, D) have slots of their own. Engines keep their activations (and gradients)
+// in arrays indexed by slot.
+constexpr int kImageSlot = kNumLayers;
+constexpr int kLatentSlot = kNumLayers + 1;
+constexpr int kNumSlots = kNumLayers + 2;
+
 struct ModelDesc {
   int latent_dim = 2;
   std::vector<Layer> layers;        // indexed by LayerId
   std::vector<ParamTensor> params;  // in state_dict order
   size_t num_params = 0;            // floats in the flat buffer
 
+  // The topology. A forward pass runs the encoder in order (x -> ... -> the two heads), then the
+  // reparameterization z = mu + exp(logvar / 2) * eps on the heads' outputs, then the decoder in
+  // order (z -> ... -> the logits); the loss reads the logits, x, mu and logvar. A backward pass
+  // walks the same steps in reverse, and a slot read by several layers (the heads' input) gets
+  // the sum of their input gradients.
+  std::vector<LayerId> encoder;      // the layers from x to the heads, in execution order
+  std::vector<LayerId> decoder;      // the layers from z to the logits, in execution order
+  LayerId mu_head = kEncMu;          // (B, D) mu
+  LayerId logvar_head = kEncLogvar;  // (B, D) logvar, reading the same slot as mu_head
+  LayerId output = kDecOut;          // (B, 784) the logits
+
   const Layer& layer(LayerId id) const { return layers[static_cast<size_t>(id)]; }
   const ParamTensor& weight(LayerId id) const { return params[layer(id).weight]; }
   const ParamTensor& bias(LayerId id) const { return params[layer(id).bias]; }
   // Throws cuvae::Error for an unknown name.
   const ParamTensor& param(const std::string& name) const;
+
+  // The layers that read `slot`, in execution order.
+  std::vector<LayerId> readers(int slot) const;
+  // Floats per image in `slot`: 784 for the image, D for the latent, a layer's out_size().
+  size_t slot_size(int slot) const;
+  // The slots a forward pass fills, in the order it fills them: the encoder's outputs, z, the
+  // decoder's outputs.
+  std::vector<int> forward_slots() const;
+  // How an error message names a slot: "the output of encoder.conv1", "mu (encoder.mu)",
+  // "logvar (encoder.logvar)", "z", "the logits (decoder.out)", "the image".
+  std::string slot_name(int slot) const;
 };
 
 // The VAE for latent dimension D (1 <= D <= kMaxLatentDim).

@@ -29,10 +29,6 @@
 
 namespace cuvae::cpu {
 
-// The activations a FastModel can hand back in the reference's plain layout (cpu_model.h):
-// each layer's output after its ReLU, then the loss gradient.
-enum class FastTensor { H1, H2, H3, Mu, Logvar, Z, D0, D1, D2, Logits, DLogits };
-
 class FastModel {
  public:
   FastModel(const ModelDesc& desc, int batch);
@@ -60,8 +56,11 @@ class FastModel {
   const float* logvar() const;  // (B, D)
   const float* logits() const;  // (B, 784)
 
-  // An activation of the last pass in the reference's layout (cpu::Activations' sizes).
-  std::vector<float> read(FastTensor t) const;
+  // An activation of the last pass in the reference's layout (cpu::Activations' sizes): a
+  // layer's output after its ReLU (slot = its LayerId) or z (kLatentSlot), see model.h.
+  std::vector<float> read(int slot) const;
+  // The gradient of the last forward()'s batch loss w.r.t. the logits (B, 784).
+  std::vector<float> read_dlogits() const;
   // The first activation of the last forward() holding a NaN or an infinity, named as the
   // reference trainer names it; "the loss" when every activation is finite.
   std::string first_nonfinite_activation() const;

@@ -12,20 +12,12 @@ void Activations<T>::resize(const ModelDesc& desc, int batch_size) {
   batch = batch_size;
   latent_dim = desc.latent_dim;
   const size_t b = size_t(batch_size), d = size_t(latent_dim);
-  auto out = [&](LayerId id) { return b * size_t(desc.layer(id).out_size()); };
   x.resize(b * kImagePixels);
   eps.resize(b * d);
-  h1.resize(out(kEncConv1));
-  h2.resize(out(kEncConv2));
-  h3.resize(out(kEncFc));
-  mu.resize(b * d);
-  logvar.resize(b * d);
   z.resize(b * d);
-  d0.resize(out(kDecFc));
-  d1.resize(out(kDecDeconv1));
-  d2.resize(out(kDecDeconv2));
-  logits.resize(out(kDecOut));
-  dlogits.resize(out(kDecOut));
+  out.resize(desc.layers.size());
+  for (size_t id = 0; id < out.size(); ++id) out[id].resize(b * size_t(desc.layers[id].out_size()));
+  dlogits.resize(b * desc.slot_size(desc.output));
   recon.resize(b);
   kl.resize(b);
 }
@@ -90,69 +82,94 @@ void layer_backward(const ModelDesc& d, const T* params, LayerId id, T* dx, std:
   }
 }
 
-// From g_z: the reparameterization and the KL term, then both heads, which read h3: their
-// input gradients add up into g_h3.
+// The gradients of one backward pass, indexed by slot (model.h): g[s] is the gradient w.r.t.
+// slot s, empty until a layer reading s has written it.
 template <typename T>
-void latent_backward(const ModelDesc& d, const T* params, const Activations<T>& a, double beta,
-                     const std::vector<T>& g_z, std::vector<T>& g_h3, T* grads) {
-  const int b = a.batch;
-  std::vector<T> g_mu(a.mu.size()), g_lv(a.logvar.size()), g_h3_lv(a.h3.size());
-  reparam_backward(g_mu.data(), g_lv.data(), g_z.data(), a.mu.data(), a.logvar.data(), a.eps.data(),
-                   b, d.latent_dim, beta);
-  layer_backward(d, params, kEncMu, g_h3.data(), g_mu, a.mu.data(), a.h3.data(), b, grads);
-  layer_backward(d, params, kEncLogvar, g_h3_lv.data(), g_lv, a.logvar.data(), a.h3.data(), b,
-                 grads);
-  for (size_t i = 0; i < g_h3.size(); ++i) g_h3[i] += g_h3_lv[i];
+using SlotGradients = std::vector<std::vector<T>>;
+
+// Walks `chain` in reverse. A layer's output gradient g[id] is complete when its turn comes (its
+// readers run after it); step(id, dx, g[id]) consumes it and writes the input gradient dx,
+// which the first reader of a slot writes into g[input] and a later one adds to it (the heads
+// into encoder.fc's output). The image gets no gradient: dx is null there.
+template <typename T, typename Step>
+void backward_chain(const ModelDesc& d, const std::vector<LayerId>& chain, const Activations<T>& a,
+                    SlotGradients<T>& g, const Step& step) {
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const LayerId id = *it;
+    const int in = d.layer(id).input;
+    if (g[size_t(id)].empty())
+      throw Error("model_backward: " + d.layer(id).name + " has no gradient");
+    if (in == kImageSlot) {
+      step(id, static_cast<T*>(nullptr), g[size_t(id)]);
+      continue;
+    }
+    std::vector<T>& g_in = g[size_t(in)];
+    if (g_in.empty()) {
+      g_in.resize(a.slot(in).size());
+      step(id, g_in.data(), g[size_t(id)]);
+    } else {
+      std::vector<T> dx(g_in.size());
+      step(id, dx.data(), g[size_t(id)]);
+      for (size_t i = 0; i < g_in.size(); ++i) g_in[i] += dx[i];
+    }
+  }
+}
+
+// From g_z: the reparameterization and the KL term into the heads' output gradients.
+template <typename T>
+void latent_backward(const ModelDesc& d, const Activations<T>& a, double beta,
+                     SlotGradients<T>& g) {
+  std::vector<T>& g_mu = g[size_t(d.mu_head)];
+  std::vector<T>& g_lv = g[size_t(d.logvar_head)];
+  g_mu.resize(a.z.size());
+  g_lv.resize(a.z.size());
+  reparam_backward(g_mu.data(), g_lv.data(), g[kLatentSlot].data(), a.out[d.mu_head].data(),
+                   a.out[d.logvar_head].data(), a.eps.data(), a.batch, d.latent_dim, beta);
+}
+
+template <typename T>
+void forward_chain(const ModelDesc& d, const T* params, const std::vector<LayerId>& chain,
+                   Activations<T>& a) {
+  for (const LayerId id : chain)
+    layer_forward(d, params, id, a.out[id].data(), a.slot(d.layer(id).input).data(), a.batch);
 }
 
 }  // namespace
 
 template <typename T>
 void model_encode(const ModelDesc& d, const T* params, Activations<T>& a) {
-  const int b = a.batch;
-  layer_forward(d, params, kEncConv1, a.h1.data(), a.x.data(), b);
-  layer_forward(d, params, kEncConv2, a.h2.data(), a.h1.data(), b);
-  layer_forward(d, params, kEncFc, a.h3.data(), a.h2.data(), b);
-  layer_forward(d, params, kEncMu, a.mu.data(), a.h3.data(), b);
-  layer_forward(d, params, kEncLogvar, a.logvar.data(), a.h3.data(), b);
+  forward_chain(d, params, d.encoder, a);
 }
 
 template <typename T>
 void model_decode(const ModelDesc& d, const T* params, Activations<T>& a) {
-  const int b = a.batch;
-  layer_forward(d, params, kDecFc, a.d0.data(), a.z.data(), b);
-  layer_forward(d, params, kDecDeconv1, a.d1.data(), a.d0.data(), b);
-  layer_forward(d, params, kDecDeconv2, a.d2.data(), a.d1.data(), b);
-  layer_forward(d, params, kDecOut, a.logits.data(), a.d2.data(), b);
+  forward_chain(d, params, d.decoder, a);
 }
 
 template <typename T>
 LossParts model_forward(const ModelDesc& d, const T* params, Activations<T>& a, double beta) {
   if (a.latent_dim != d.latent_dim) throw Error("model_forward: activations sized for another D");
-  const int b = a.batch;
   model_encode(d, params, a);
-  reparam_forward(a.z.data(), a.mu.data(), a.logvar.data(), a.eps.data(), a.z.size());
+  reparam_forward(a.z.data(), a.out[d.mu_head].data(), a.out[d.logvar_head].data(), a.eps.data(),
+                  a.z.size());
   model_decode(d, params, a);
-  return bce_kl_loss(a.dlogits.data(), a.recon.data(), a.kl.data(), a.logits.data(), a.x.data(),
-                     a.mu.data(), a.logvar.data(), b, kImagePixels, d.latent_dim, beta);
+  return bce_kl_loss(a.dlogits.data(), a.recon.data(), a.kl.data(), a.out[d.output].data(),
+                     a.x.data(), a.out[d.mu_head].data(), a.out[d.logvar_head].data(), a.batch,
+                     kImagePixels, d.latent_dim, beta);
 }
 
 template <typename T>
 void model_backward(const ModelDesc& d, const T* params, const Activations<T>& a, double beta,
                     T* grads) {
-  const int b = a.batch;
-  std::vector<T> g_logits(a.dlogits), g_d2(a.d2.size()), g_d1(a.d1.size()), g_d0(a.d0.size());
-  std::vector<T> g_z(a.z.size()), g_h3(a.h3.size()), g_h2(a.h2.size()), g_h1(a.h1.size());
-  // Decoder.
-  layer_backward(d, params, kDecOut, g_d2.data(), g_logits, a.logits.data(), a.d2.data(), b, grads);
-  layer_backward(d, params, kDecDeconv2, g_d1.data(), g_d2, a.d2.data(), a.d1.data(), b, grads);
-  layer_backward(d, params, kDecDeconv1, g_d0.data(), g_d1, a.d1.data(), a.d0.data(), b, grads);
-  layer_backward(d, params, kDecFc, g_z.data(), g_d0, a.d0.data(), a.z.data(), b, grads);
-  latent_backward(d, params, a, beta, g_z, g_h3, grads);
-  // Encoder.
-  layer_backward(d, params, kEncFc, g_h2.data(), g_h3, a.h3.data(), a.h2.data(), b, grads);
-  layer_backward(d, params, kEncConv2, g_h1.data(), g_h2, a.h2.data(), a.h1.data(), b, grads);
-  layer_backward<T>(d, params, kEncConv1, nullptr, g_h1, a.h1.data(), a.x.data(), b, grads);
+  SlotGradients<T> g(kNumSlots);
+  g[size_t(d.output)] = a.dlogits;
+  auto step = [&](LayerId id, T* dx, std::vector<T>& dy) {
+    layer_backward(d, params, id, dx, dy, a.out[id].data(), a.slot(d.layer(id).input).data(),
+                   a.batch, grads);
+  };
+  backward_chain(d, d.decoder, a, g, step);
+  latent_backward(d, a, beta, g);
+  backward_chain(d, d.encoder, a, g, step);
 }
 
 namespace {
@@ -174,15 +191,28 @@ std::vector<T> rounded(const std::vector<T>& v) {
   return r;
 }
 
+bool is_conv(const ModelDesc& d, LayerId id) {
+  return d.layer(id).kind != LayerKind::Linear;
+}
+bool is_conv_slot(const ModelDesc& d, int slot) {
+  return slot >= 0 && slot < int(d.layers.size()) && is_conv(d, LayerId(slot));
+}
+// The layers that run on bf16 weights: the convolutions and a dense layer reading one.
 bool runs_bf16(const ModelDesc& d, LayerId id) {
-  return d.layer(id).kind != LayerKind::Linear || id == kEncFc;
+  return is_conv(d, id) || is_conv_slot(d, d.layer(id).input);
+}
+// A dense layer whose output a convolution reads stores it in bf16.
+bool feeds_conv(const ModelDesc& d, LayerId id) {
+  for (const LayerId r : d.readers(id))
+    if (is_conv(d, r)) return true;
+  return false;
 }
 
 // The parameters with the bf16 layers' weights rounded (their biases stay fp32).
 template <typename T>
 std::vector<T> params_lo(const ModelDesc& d, const T* params) {
   std::vector<T> p(params, params + d.num_params);
-  for (int i = 0; i < kNumLayers; ++i)
+  for (size_t i = 0; i < d.layers.size(); ++i)
     if (runs_bf16(d, LayerId(i))) {
       const ParamTensor& w = d.weight(LayerId(i));
       round_all(p.data() + w.offset, w.numel);
@@ -221,28 +251,76 @@ void conv_backward_lo(const ModelDesc& d, const T* p_lo, LayerId id, T* dx, std:
   if (dx) round_all(dx, size_t(batch) * size_t(d.layer(id).in_size()));
 }
 
+// A bf16 dense layer's backward (encoder.fc): the masked gradient's bias sum in fp32 (in
+// double, as the GPU's), its products from its bf16 copy, the input gradient rounded.
+template <typename T>
+void dense_backward_lo(const ModelDesc& d, const T* p_lo, LayerId id, T* dx, std::vector<T>& dy,
+                       const T* y, const T* x, int batch, T* grads) {
+  const Layer& fc = d.layer(id);
+  if (fc.relu) relu_backward(dy.data(), dy.data(), y, dy.size());
+  std::vector<double> db(size_t(fc.out_channels), 0.0);
+  for (int i = 0; i < batch; ++i)
+    for (int c = 0; c < fc.out_channels; ++c)
+      db[size_t(c)] += double(dy[size_t(i) * fc.out_channels + c]);
+  round_all(dy.data(), dy.size());
+  T* g_b = grads + d.bias(id).offset;
+  linear_backward(dx, grads + d.weight(id).offset, g_b, dy.data(), x, weight(d, p_lo, id), batch,
+                  fc.in_channels, fc.out_channels);
+  for (int c = 0; c < fc.out_channels; ++c) g_b[c] = T(db[size_t(c)]);
+  if (dx) round_all(dx, size_t(batch) * size_t(fc.in_size()));
+}
+
+// The mixed step's precision choices for one model: the bf16 copies of the weights and of x.
+template <typename T>
+struct MixedPass {
+  const ModelDesc& d;
+  const T* params;
+  std::vector<T> p_lo, x_lo;
+  MixedPass(const ModelDesc& desc, const T* p, const std::vector<T>& x)
+      : d(desc), params(p), p_lo(params_lo(desc, p)), x_lo(rounded(x)) {}
+
+  // A layer's input: the bf16 copy of x for the image, else the slot as the forward left it.
+  const T* input(const Activations<T>& a, LayerId id) const {
+    const int s = d.layer(id).input;
+    return s == kImageSlot ? x_lo.data() : a.slot(s).data();
+  }
+
+  void forward(Activations<T>& a, LayerId id) const {
+    T* y = a.out[id].data();
+    if (is_conv(d, id)) {
+      conv_forward_lo(d, p_lo.data(), id, y, input(a, id), a.batch, id != d.output);
+      return;
+    }
+    layer_forward(d, runs_bf16(d, id) ? p_lo.data() : params, id, y, input(a, id), a.batch);
+    if (feeds_conv(d, id)) round_all(y, a.out[id].size());
+  }
+
+  void backward(const Activations<T>& a, LayerId id, T* dx, std::vector<T>& dy, T* grads) const {
+    const T* y = a.out[id].data();
+    if (is_conv(d, id))
+      conv_backward_lo(d, p_lo.data(), id, dx, dy, y, input(a, id), a.batch, grads);
+    else if (runs_bf16(d, id))
+      dense_backward_lo(d, p_lo.data(), id, dx, dy, y, input(a, id), a.batch, grads);
+    else
+      layer_backward(d, params, id, dx, dy, y, input(a, id), a.batch, grads);
+  }
+};
+
 }  // namespace
 
 template <typename T>
 LossParts model_forward_mixed(const ModelDesc& d, const T* params, Activations<T>& a, double beta) {
   if (a.latent_dim != d.latent_dim)
     throw Error("model_forward_mixed: activations sized for another D");
-  const int b = a.batch;
-  const std::vector<T> p_lo = params_lo(d, params), x_lo = rounded(a.x);
-  conv_forward_lo(d, p_lo.data(), kEncConv1, a.h1.data(), x_lo.data(), b, true);
-  conv_forward_lo(d, p_lo.data(), kEncConv2, a.h2.data(), a.h1.data(), b, true);
-  layer_forward(d, p_lo.data(), kEncFc, a.h3.data(), a.h2.data(), b);
-  layer_forward(d, params, kEncMu, a.mu.data(), a.h3.data(), b);
-  layer_forward(d, params, kEncLogvar, a.logvar.data(), a.h3.data(), b);
-  reparam_forward(a.z.data(), a.mu.data(), a.logvar.data(), a.eps.data(), a.z.size());
-  layer_forward(d, params, kDecFc, a.d0.data(), a.z.data(), b);
-  round_all(a.d0.data(), a.d0.size());
-  conv_forward_lo(d, p_lo.data(), kDecDeconv1, a.d1.data(), a.d0.data(), b, true);
-  conv_forward_lo(d, p_lo.data(), kDecDeconv2, a.d2.data(), a.d1.data(), b, true);
-  conv_forward_lo(d, p_lo.data(), kDecOut, a.logits.data(), a.d2.data(), b, false);
+  const MixedPass<T> pass(d, params, a.x);
+  for (const LayerId id : d.encoder) pass.forward(a, id);
+  reparam_forward(a.z.data(), a.out[d.mu_head].data(), a.out[d.logvar_head].data(), a.eps.data(),
+                  a.z.size());
+  for (const LayerId id : d.decoder) pass.forward(a, id);
   const LossParts parts =
-      bce_kl_loss(a.dlogits.data(), a.recon.data(), a.kl.data(), a.logits.data(), a.x.data(),
-                  a.mu.data(), a.logvar.data(), b, kImagePixels, d.latent_dim, beta);
+      bce_kl_loss(a.dlogits.data(), a.recon.data(), a.kl.data(), a.out[d.output].data(), a.x.data(),
+                  a.out[d.mu_head].data(), a.out[d.logvar_head].data(), a.batch, kImagePixels,
+                  d.latent_dim, beta);
   round_all(a.dlogits.data(), a.dlogits.size());
   return parts;
 }
@@ -250,36 +328,13 @@ LossParts model_forward_mixed(const ModelDesc& d, const T* params, Activations<T
 template <typename T>
 void model_backward_mixed(const ModelDesc& d, const T* params, const Activations<T>& a, double beta,
                           T* grads) {
-  const int b = a.batch;
-  const std::vector<T> p_lo = params_lo(d, params), x_lo = rounded(a.x);
-  std::vector<T> g_logits(a.dlogits), g_d2(a.d2.size()), g_d1(a.d1.size()), g_d0(a.d0.size());
-  std::vector<T> g_z(a.z.size()), g_h3(a.h3.size()), g_h2(a.h2.size()), g_h1(a.h1.size());
-  // Decoder: the convolutions in bf16, decoder.fc in fp32.
-  conv_backward_lo(d, p_lo.data(), kDecOut, g_d2.data(), g_logits, a.logits.data(), a.d2.data(), b,
-                   grads);
-  conv_backward_lo(d, p_lo.data(), kDecDeconv2, g_d1.data(), g_d2, a.d2.data(), a.d1.data(), b,
-                   grads);
-  conv_backward_lo(d, p_lo.data(), kDecDeconv1, g_d0.data(), g_d1, a.d1.data(), a.d0.data(), b,
-                   grads);
-  layer_backward(d, params, kDecFc, g_z.data(), g_d0, a.d0.data(), a.z.data(), b, grads);
-  latent_backward(d, params, a, beta, g_z, g_h3, grads);  // in fp32
-  // encoder.fc: the masked gradient's bias sum in fp32, its products from its bf16 copy.
-  const Layer& fc = d.layer(kEncFc);
-  relu_backward(g_h3.data(), g_h3.data(), a.h3.data(), g_h3.size());
-  std::vector<double> db(size_t(fc.out_channels), 0.0);  // in double, as the GPU's
-  for (int i = 0; i < b; ++i)
-    for (int c = 0; c < fc.out_channels; ++c)
-      db[size_t(c)] += double(g_h3[size_t(i) * fc.out_channels + c]);
-  round_all(g_h3.data(), g_h3.size());
-  linear_backward(g_h2.data(), grads + d.weight(kEncFc).offset, grads + d.bias(kEncFc).offset,
-                  g_h3.data(), a.h2.data(), weight(d, p_lo.data(), kEncFc), b, fc.in_channels,
-                  fc.out_channels);
-  for (int c = 0; c < fc.out_channels; ++c)
-    grads[d.bias(kEncFc).offset + size_t(c)] = T(db[size_t(c)]);
-  round_all(g_h2.data(), g_h2.size());
-  conv_backward_lo(d, p_lo.data(), kEncConv2, g_h1.data(), g_h2, a.h2.data(), a.h1.data(), b,
-                   grads);
-  conv_backward_lo<T>(d, p_lo.data(), kEncConv1, nullptr, g_h1, a.h1.data(), x_lo.data(), b, grads);
+  const MixedPass<T> pass(d, params, a.x);
+  SlotGradients<T> g(kNumSlots);
+  g[size_t(d.output)] = a.dlogits;
+  auto step = [&](LayerId id, T* dx, std::vector<T>& dy) { pass.backward(a, id, dx, dy, grads); };
+  backward_chain(d, d.decoder, a, g, step);
+  latent_backward(d, a, beta, g);  // in fp32
+  backward_chain(d, d.encoder, a, g, step);
 }
 
 template LossParts model_forward_mixed<float>(const ModelDesc&, const float*, Activations<float>&,

@@ -71,9 +71,9 @@ class RefModel {
   }
   float* x() { return a_.x.data(); }
   float* z() { return a_.z.data(); }
-  const float* mu() const { return a_.mu.data(); }
-  const float* logvar() const { return a_.logvar.data(); }
-  const float* logits() const { return a_.logits.data(); }
+  const float* mu() const { return a_.out[desc_.mu_head].data(); }
+  const float* logvar() const { return a_.out[desc_.logvar_head].data(); }
+  const float* logits() const { return a_.out[desc_.output].data(); }
   void encode(const float* params) { cpu::model_encode(desc_, params, a_); }
   void decode(const float* params) { cpu::model_decode(desc_, params, a_); }
 

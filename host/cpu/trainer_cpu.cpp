@@ -41,15 +41,9 @@ class ReferenceStep final : public StepModel {
     cpu::model_backward(desc_, params, a_, beta, grads);
   }
   std::string first_nonfinite_activation() const override {
-    const std::pair<const char*, const std::vector<float>*> order[] = {
-        {"the output of encoder.conv1", &a_.h1},   {"the output of encoder.conv2", &a_.h2},
-        {"the output of encoder.fc", &a_.h3},      {"mu (encoder.mu)", &a_.mu},
-        {"logvar (encoder.logvar)", &a_.logvar},   {"z", &a_.z},
-        {"the output of decoder.fc", &a_.d0},      {"the output of decoder.deconv1", &a_.d1},
-        {"the output of decoder.deconv2", &a_.d2}, {"the logits (decoder.out)", &a_.logits}};
-    for (const auto& [name, values] : order)
-      for (const float v : *values)
-        if (!std::isfinite(v)) return name;
+    for (const int slot : desc_.forward_slots())
+      for (const float v : a_.slot(slot))
+        if (!std::isfinite(v)) return desc_.slot_name(slot);
     return "the loss";
   }
 

@@ -5,7 +5,6 @@
 #include "host/eval/parity_dump.h"
 
 #include <algorithm>
-#include <iterator>
 #include <vector>
 
 #include "host/core/batch.h"
@@ -20,30 +19,13 @@
 namespace cuvae {
 namespace {
 
-// The layers followed by a ReLU, with where each engine keeps the output after the ReLU.
-struct ReluOutput {
-  LayerId layer;
-  std::vector<float> cpu::Activations<float>::*reference;
-  cpu::FastTensor fast;
-};
-const ReluOutput kReluOutputs[] = {
-    {kEncConv1, &cpu::Activations<float>::h1, cpu::FastTensor::H1},
-    {kEncConv2, &cpu::Activations<float>::h2, cpu::FastTensor::H2},
-    {kEncFc, &cpu::Activations<float>::h3, cpu::FastTensor::H3},
-    {kDecFc, &cpu::Activations<float>::d0, cpu::FastTensor::D0},
-    {kDecDeconv1, &cpu::Activations<float>::d1, cpu::FastTensor::D1},
-    {kDecDeconv2, &cpu::Activations<float>::d2, cpu::FastTensor::D2},
-};
-
-// A ReLU the table above misses would go unrecorded, and the oracle could not align it.
-void check_relu_table(const ModelDesc& desc) {
-  for (int id = 0; id < kNumLayers; ++id) {
-    const bool listed = std::any_of(std::begin(kReluOutputs), std::end(kReluOutputs),
-                                    [&](const ReluOutput& r) { return r.layer == id; });
-    if (desc.layers[size_t(id)].relu != listed)
-      throw Error("parity dump: the ReLU table disagrees with the model at " +
-                  desc.layers[size_t(id)].name);
-  }
+// The layers followed by a ReLU, in execution order: the dump records their outputs (after
+// the ReLU) so that the oracle can align the ReLU masks.
+std::vector<LayerId> relu_layers(const ModelDesc& desc) {
+  std::vector<LayerId> ids;
+  for (size_t id = 0; id < desc.layers.size(); ++id)
+    if (desc.layers[id].relu) ids.push_back(LayerId(id));
+  return ids;
 }
 
 // The shape of a layer's output: (B, C, H, W) for a convolution, (B, F) for a dense layer.
@@ -102,7 +84,7 @@ void make_batch(const ParityDumpConfig& cfg, UniformDraws& uniform, std::vector<
 struct EngineResult {
   LossParts loss;
   std::vector<float> grads;                      // (desc.num_params) in PyTorch order
-  std::vector<std::vector<float>> relu_outputs;  // one per kReluOutputs, plain layout
+  std::vector<std::vector<float>> relu_outputs;  // one per relu_layers(), plain layout
 };
 
 EngineResult run_reference(const ModelDesc& desc, const std::vector<float>& params,
@@ -116,7 +98,7 @@ EngineResult run_reference(const ModelDesc& desc, const std::vector<float>& para
   r.loss = cpu::model_forward(desc, params.data(), a, beta);
   r.grads.resize(desc.num_params);
   cpu::model_backward(desc, params.data(), a, beta, r.grads.data());
-  for (const ReluOutput& o : kReluOutputs) r.relu_outputs.push_back(a.*o.reference);
+  for (const LayerId id : relu_layers(desc)) r.relu_outputs.push_back(a.out[id]);
   return r;
 }
 
@@ -130,7 +112,7 @@ EngineResult run_fast(const ModelDesc& desc, const std::vector<float>& params,
   r.loss = m.forward(params.data(), beta);
   r.grads.resize(desc.num_params);
   m.backward(params.data(), beta, r.grads.data());
-  for (const ReluOutput& o : kReluOutputs) r.relu_outputs.push_back(m.read(o.fast));
+  for (const LayerId id : relu_layers(desc)) r.relu_outputs.push_back(m.read(id));
   return r;
 }
 
@@ -143,8 +125,9 @@ void write_dump(const ParityDumpConfig& cfg, const ModelDesc& desc,
     out.push_back({p.name, DType::F32, p.shape, params.data() + p.offset});
   for (const ParamTensor& p : desc.params)
     out.push_back({"ref.grad." + p.name, DType::F32, p.shape, r.grads.data() + p.offset});
-  for (size_t i = 0; i < std::size(kReluOutputs); ++i) {
-    const Layer& l = desc.layer(kReluOutputs[i].layer);
+  const std::vector<LayerId> relus = relu_layers(desc);
+  for (size_t i = 0; i < relus.size(); ++i) {
+    const Layer& l = desc.layer(relus[i]);
     if (int64_t(r.relu_outputs[i].size()) != b * l.out_size())
       throw Error("parity dump: the engine's output of " + l.name + " holds " +
                   std::to_string(r.relu_outputs[i].size()) + " values, expected " +
@@ -173,7 +156,6 @@ void write_parity_dump(const ParityDumpConfig& cfg) {
       cfg.device != "cpu-ref")  // cmd_parity_dump turns 'gpu' away with a one-line message
     throw Error("write_parity_dump: device " + quote_arg(cfg.device) + " is not a CPU engine");
   const ModelDesc desc = make_vae(cfg.latent_dim);
-  check_relu_table(desc);
   UniformDraws uniform{cfg.seed};
   const std::vector<float> params = make_params(desc, cfg.seed, uniform);
   std::vector<float> x, eps;

@@ -1,7 +1,8 @@
 // GPU inference engine (inference_gpu.h): the forward passes of the trainer's layers (cuDNN
 // convolutions, cuBLAS dense layers, the bias/ReLU kernel) in chunks of at most kChunk images,
-// strict fp32 with deterministic algorithms. Convolution plans are made once per chunk size
-// and cached (the full chunk and whatever remainders occur).
+// strict fp32 with deterministic algorithms, walking the description's encoder and decoder
+// chains (model.h). Convolution plans are made once per chunk size and cached (the full chunk
+// and whatever remainders occur).
 #include <algorithm>
 #include <array>
 #include <map>
@@ -37,17 +38,11 @@ class GpuInference final : public Inference {
     auto act = [&](LayerId id) {
       return DeviceBuffer<float>(b * size_t(desc_.layer(id).out_size()), "activations");
     };
+    out_.resize(desc_.layers.size());
     x_ = DeviceBuffer<float>(b * kImagePixels, "activations");
-    h1_ = act(kEncConv1);
-    h2_ = act(kEncConv2);
-    h3_ = act(kEncFc);
-    mu_ = act(kEncMu);
-    logvar_ = act(kEncLogvar);
+    for (const LayerId id : desc_.encoder) out_[id] = act(id);
     z_ = DeviceBuffer<float>(b * dim, "activations");
-    d0_ = act(kDecFc);
-    d1_ = act(kDecDeconv1);
-    d2_ = act(kDecDeconv2);
-    logits_ = act(kDecOut);
+    for (const LayerId id : desc_.decoder) out_[id] = act(id);
   }
 
   const ModelDesc& desc() const override { return desc_; }
@@ -64,13 +59,10 @@ class GpuInference final : public Inference {
     const size_t dim = size_t(desc_.latent_dim);
     for_chunks(count, [&](int first, int n, const Plan& p) {
       x_.upload(x + size_t(first) * kImagePixels, size_t(n) * kImagePixels, stream_.get());
-      layer(p, kEncConv1, h1_.data(), x_.data(), n);
-      layer(p, kEncConv2, h2_.data(), h1_.data(), n);
-      layer(p, kEncFc, h3_.data(), h2_.data(), n);
-      layer(p, kEncMu, mu_.data(), h3_.data(), n);
-      layer(p, kEncLogvar, logvar_.data(), h3_.data(), n);
-      mu_.download(mu + size_t(first) * dim, size_t(n) * dim, stream_.get());
-      logvar_.download(logvar + size_t(first) * dim, size_t(n) * dim, stream_.get());
+      for (const LayerId id : desc_.encoder) layer(p, id, n);
+      out_[desc_.mu_head].download(mu + size_t(first) * dim, size_t(n) * dim, stream_.get());
+      out_[desc_.logvar_head].download(logvar + size_t(first) * dim, size_t(n) * dim,
+                                       stream_.get());
       stream_.synchronize();
     });
   }
@@ -79,12 +71,9 @@ class GpuInference final : public Inference {
     const size_t dim = size_t(desc_.latent_dim);
     for_chunks(count, [&](int first, int n, const Plan& p) {
       z_.upload(z + size_t(first) * dim, size_t(n) * dim, stream_.get());
-      layer(p, kDecFc, d0_.data(), z_.data(), n);
-      layer(p, kDecDeconv1, d1_.data(), d0_.data(), n);
-      layer(p, kDecDeconv2, d2_.data(), d1_.data(), n);
-      layer(p, kDecOut, logits_.data(), d2_.data(), n);
-      logits_.download(logits + size_t(first) * kImagePixels, size_t(n) * kImagePixels,
-                       stream_.get());
+      for (const LayerId id : desc_.decoder) layer(p, id, n);
+      out_[desc_.output].download(logits + size_t(first) * kImagePixels, size_t(n) * kImagePixels,
+                                  stream_.get());
       stream_.synchronize();
     });
   }
@@ -121,9 +110,18 @@ class GpuInference final : public Inference {
     }
   }
 
-  // y = act(layer(x) + bias)
-  void layer(const Plan& p, LayerId id, float* y, const float* in, int n) {
+  // A slot's device buffer (model.h): x, z or a layer's output.
+  const float* slot(int s) const {
+    if (s == kImageSlot) return x_.data();
+    if (s == kLatentSlot) return z_.data();
+    return out_[size_t(s)].data();
+  }
+
+  // Layer id's output y = act(layer(in) + bias), `in` its input slot.
+  void layer(const Plan& p, LayerId id, int n) {
     const Layer& l = desc_.layer(id);
+    float* y = out_[id].data();
+    const float* in = slot(l.input);
     const float* w = params_.data() + dev_.weight(desc_, id);
     const float* b = params_.data() + dev_.bias(desc_, id);
     if (l.kind == LayerKind::Linear)
@@ -142,7 +140,8 @@ class GpuInference final : public Inference {
   std::map<int, Plan> plans_;
   DeviceBuffer<unsigned char> workspace_;
   DeviceBuffer<float> params_;
-  DeviceBuffer<float> x_, h1_, h2_, h3_, mu_, logvar_, z_, d0_, d1_, d2_, logits_;
+  DeviceBuffer<float> x_, z_;             // (kChunk, 784), (kChunk, D)
+  std::vector<DeviceBuffer<float>> out_;  // indexed by LayerId: (kChunk, out_size) each
 };
 
 }  // namespace

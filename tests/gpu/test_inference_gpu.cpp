@@ -29,7 +29,7 @@ std::vector<double> head_term_magnitudes(const ModelDesc& d, const std::vector<f
     for (size_t j = 0; j < out; ++j) {
       double t = std::abs(double(b[j]));
       for (size_t k = 0; k < in; ++k)
-        t += std::abs(double(w[j * in + k])) * double(a.h3[i * in + k]);
+        t += std::abs(double(w[j * in + k])) * double(a.out[kEncFc][i * in + k]);
       m[i * out + j] = t;
     }
   return m;

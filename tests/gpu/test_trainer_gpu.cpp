@@ -157,15 +157,15 @@ std::vector<double> gradient_term_magnitudes(const ModelDesc& d, const std::vect
       double dz = 0;  // sum_k |W_kj g_k|
       for (size_t k = 0; k < hidden; ++k)
         dz += abs_of(params[fc_w.offset + k * dim + j]) * abs_of(g[fc_b.offset + k]);
-      const double lv = a.logvar[j], sigma = std::exp(0.5 * lv), e = abs_of(a.eps[j]);
-      const double mu_parts = dz + beta * abs_of(a.mu[j]);
+      const double lv = a.out[kEncLogvar][j], sigma = std::exp(0.5 * lv), e = abs_of(a.eps[j]);
+      const double mu_parts = dz + beta * abs_of(a.out[kEncMu][j]);
       const double lv_parts = 0.5 * dz * e * sigma + 0.5 * beta * (std::exp(lv) + 1.0);
-      const double z_parts = abs_of(a.mu[j]) + sigma * e;
+      const double z_parts = abs_of(a.out[kEncMu][j]) + sigma * e;
       t[mu_b.offset + j] = mu_parts;
       t[lv_b.offset + j] = lv_parts;
       for (size_t k = 0; k < features; ++k) {
-        t[mu_w.offset + j * features + k] = mu_parts * abs_of(a.h3[k]);
-        t[lv_w.offset + j * features + k] = lv_parts * abs_of(a.h3[k]);
+        t[mu_w.offset + j * features + k] = mu_parts * abs_of(a.out[kEncFc][k]);
+        t[lv_w.offset + j * features + k] = lv_parts * abs_of(a.out[kEncFc][k]);
       }
       for (size_t k = 0; k < hidden; ++k)
         t[fc_w.offset + k * dim + j] = abs_of(g[fc_b.offset + k]) * z_parts;
