@@ -63,7 +63,7 @@ int align_relu_masks(std::vector<double>& ref, const std::vector<float>& fast, c
 }  // namespace
 
 TEST_CASE("fast CPU engine: activations, loss and every gradient match the double reference",
-          "[cpu_fast]") {
+          "[cpu_fast][slow]") {
   const uint64_t seed = test::fresh_seed();
   // 128: the default batch, where a bias gradient summed over B x 784 terms in fp32 drifted.
   const int batch = GENERATE(1, 7, 33, 128);
@@ -127,7 +127,7 @@ TEST_CASE("fast CPU engine: activations, loss and every gradient match the doubl
     REQUIRE_REL_L2(compare(gf.data() + p.offset, gd.data() + p.offset, p.numel), p.name, kRelTol);
 }
 
-TEST_CASE("fast CPU engine: two engines on the same batch give the same bits", "[cpu_fast]") {
+TEST_CASE("fast CPU engine: two engines on the same batch give the same bits", "[cpu_fast][slow]") {
   const uint64_t seed = test::fresh_seed();
   const int batch = GENERATE(5, 128);
   INFO("seed " << seed << " batch " << batch);
@@ -198,7 +198,7 @@ TEST_CASE("fast CPU engine: a non-finite weight is traced to the first layer it 
 }
 
 TEST_CASE("fast CPU inference: encode and decode in chunks match the reference engine",
-          "[cpu_fast]") {
+          "[cpu_fast][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const ModelDesc d = make_vae(2);

@@ -17,7 +17,7 @@ using cuvae::test::compare;
 
 using test::random_model_and_batch;
 
-TEST_CASE("whole-model gradients match finite differences (double)", "[cpu_model]") {
+TEST_CASE("whole-model gradients match finite differences (double)", "[cpu_model][slow]") {
   const uint64_t seed = test::fresh_seed();
   const int dim = GENERATE(1, 3);
   const double beta = dim == 1 ? 1.0 : 2.0;
@@ -136,7 +136,7 @@ TEST_CASE("forward and backward are bit-reproducible", "[cpu_model]") {
 }
 
 TEST_CASE("the model of the bf16 mixed-precision step stores bf16 values and follows fp32",
-          "[cpu_model][bf16]") {
+          "[cpu_model][bf16][slow]") {
   const uint64_t seed = test::fresh_seed();
   const int batch = GENERATE(3, 64);
   INFO("seed " << seed << " batch " << batch);

@@ -209,7 +209,7 @@ TEST_CASE("matmul equals the triple loop at awkward sizes", "[cpu_ref]") {
   }
 }
 
-TEST_CASE("conv2d and its transpose: forward and gradients", "[cpu_ref]") {
+TEST_CASE("conv2d and its transpose: forward and gradients", "[cpu_ref][slow]") {
   const uint64_t seed = test::fresh_seed();
   const LayerCase c = GENERATE(values<LayerCase>({
       {conv_layer(1, 32, 28, 2), 1},     // encoder.conv1
@@ -224,7 +224,7 @@ TEST_CASE("conv2d and its transpose: forward and gradients", "[cpu_ref]") {
   check_layer(c, seed);
 }
 
-TEST_CASE("linear layer: forward and gradients", "[cpu_ref]") {
+TEST_CASE("linear layer: forward and gradients", "[cpu_ref][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);

@@ -135,7 +135,7 @@ TEST_CASE("evaluate_elbo matches the reference model run on the same noise", "[e
   REQUIRE(other.kl == Approx(got.kl).epsilon(1e-12));  // the KL does not depend on eps
 }
 
-TEST_CASE("evaluation results do not depend on batching or the limit", "[evaluate]") {
+TEST_CASE("evaluation results do not depend on batching or the limit", "[evaluate][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const int dim = 2, n = 13;
@@ -233,7 +233,8 @@ TEST_CASE("IWAE with K = 1 is the one-sample ELBO with a Monte Carlo KL", "[eval
 // A posterior much narrower than the prior (logvar = -4) makes the one-sample bound loose
 // (by KL(q || p) ~ D (e^-4 - 1 + 4) / 2 ~ 3 nats at D = 2) with heavy-tailed weights: the
 // realistic case, where only inequalities that hold in expectation can be checked.
-TEST_CASE("IWAE tightens with K, and at K = 1 it is the ELBO with a one-sample KL", "[evaluate]") {
+TEST_CASE("IWAE tightens with K, and at K = 1 it is the ELBO with a one-sample KL",
+          "[evaluate][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const int dim = 2, n = 12, kmax = 64;
@@ -317,7 +318,7 @@ TEST_CASE("IWAE tightens with K, and at K = 1 it is the ELBO with a one-sample K
 // independent N(0, 2), has a distribution known without the model: its mean and spread are
 // simulated here (about 1.00 +- 1.41 at K = 1, 0.39 +- 0.84 at 4, 0.13 +- 0.49 at 16 and
 // 0.04 +- 0.28 at 64), and the mean gap over the n images is held to them.
-TEST_CASE("IWAE converges to the exact -log p(x) of a decoder that ignores z", "[evaluate]") {
+TEST_CASE("IWAE converges to the exact -log p(x) of a decoder that ignores z", "[evaluate][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const int dim = 2, n = 32;

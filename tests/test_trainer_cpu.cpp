@@ -13,7 +13,7 @@
 using namespace cuvae;
 
 TEST_CASE("the epoch loss is reconstruction + beta * KL, the image-weighted mean of the steps'",
-          "[trainer]") {
+          "[trainer][slow]") {
   const uint64_t seed = test::fresh_seed();
   // 0: no KL at all; 0.5 and 4: a weight that a dropped or misplaced beta would change.
   const double beta = GENERATE(0.0, 0.5, 4.0);
@@ -64,7 +64,7 @@ TEST_CASE("the epoch loss is reconstruction + beta * KL, the image-weighted mean
 }
 
 TEST_CASE("the fast engine's epochs follow the reference's, remainder batches included",
-          "[trainer]") {
+          "[trainer][slow]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const ModelDesc d = make_vae(2);

@@ -279,7 +279,8 @@ TEST_CASE("bce_kl_loss_fused in bf16 is the float kernel on the widened logits, 
                             d_x = to_device(x, s), d_mu = to_device(mu, s),
                             d_lv = to_device(logvar, s);
 
-  // The float kernel (itself tested against the unfused kernels and the CPU in test_kernels).
+  // The float kernel (itself tested against the unfused kernels and the CPU in the fp32 cases
+  // above).
   DeviceBuffer<float> f_dl(n), f_recon(nb), f_kl(nb), f_db(1);
   DeviceBuffer<double> f_image_dsum(nb);
   DeviceBuffer<double> f_sums = to_device(start, s);

@@ -494,7 +494,7 @@ TEST_CASE("one bf16 mixed-precision step follows the fp32 CPU reference within b
 
   // Adam in bf16 mode updates the fp32 master weights from the widened gradients: against
   // cpu::adam_step on the gradients this step produced (the same bits again: deterministic
-  // algorithms), within adam_step's own GPU-vs-CPU tolerances (test_kernels.cpp).
+  // algorithms), within adam_step's own GPU-vs-CPU tolerances (test_adam.cpp).
   const GpuAdamStep step = gpu_adam_step(r, opts, batch);
   const TrainState& after = step.after;
   REQUIRE(std::memcmp(step.g.data(), g_gpu.data(), d.num_params * sizeof(float)) == 0);

@@ -57,7 +57,7 @@ FORMAT_V1 = "cuvae-parity-1"  # no ref.act.*, no device metadata; still read
 DEVICES = ("cpu-ref", "cpu")
 LOSS_TERMS = ("loss", "recon", "kl")
 # The CuvaeVAE modules whose output goes through a ReLU (F.relu in cuvae_torch.py), in forward
-# order; the engine's h1, h2, h3, d0, d1, d2.
+# order: the layers the model description marks relu, whose outputs the dump holds.
 RELU_LAYERS = ("encoder.conv1", "encoder.conv2", "encoder.fc",
                "decoder.fc", "decoder.deconv1", "decoder.deconv2")
 ZERO_NORM_ATOL = 1e-12
