@@ -242,7 +242,7 @@ TEST_CASE("a checkpoint writes the state and the model, which load back bit for 
   fs::remove_all(dir);
 }
 
-TEST_CASE("--overwrite clears the old run's state, model and pictures, nothing else",
+TEST_CASE("clearing an old run (--overwrite) removes its state, model and pictures, nothing else",
           "[run_folder]") {
   const std::string dir = test::temp_dir("cuvae_runfolder_");
   const RunFolder folder(dir);
