@@ -1,6 +1,14 @@
 // Shared subcommand helpers (cli_util.h).
 #include "host/app/cli_util.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
 #include <sstream>
 
 #include "host/core/error.h"
@@ -78,6 +86,52 @@ const char* layout_key(const GpuOptions& opts) {
 
 const char* algo_name(const GpuOptions& opts) {
   return opts.deterministic ? "deterministic" : "fastest";
+}
+
+std::string required_run(const cxxopts::ParseResult& r, const std::string& cmd) {
+  if (!r.count("run"))
+    throw InputError("RUN: missing the run folder or model file (usage: cuvae " + cmd +
+                     " RUN [options], see --help)");
+  return r["run"].as<std::string>();
+}
+
+void check_output_path(const std::string& flag, const std::string& path, const std::string& kind) {
+  namespace fs = std::filesystem;
+  if (path.empty()) throw InputError(flag + ": empty file name");
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw InputError(flag + " " + path + ": is a folder, expected a " + kind + " name");
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec))
+    throw InputError(flag + " " + path + ": the folder " + dir.string() + " does not exist");
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw InputError(flag + " " + path + ": cannot write in " + dir.string() + ": " +
+                     std::strerror(errno));
+}
+
+ProgressLine::ProgressLine(Stream stream)
+    : os_(stream == Stream::Stdout ? std::cout : std::cerr),
+      enabled_(::isatty(::fileno(stream == Stream::Stdout ? stdout : stderr)) == 1) {}
+
+bool ProgressLine::due() const {
+  return enabled_ && (shown_ == 0 ||
+                      std::chrono::steady_clock::now() - last_ >= std::chrono::milliseconds(200));
+}
+
+void ProgressLine::show(const std::string& text) {
+  if (!enabled_) return;
+  last_ = std::chrono::steady_clock::now();
+  os_ << '\r' << text;
+  if (text.size() < shown_) os_ << std::string(shown_ - text.size(), ' ');
+  os_ << std::flush;
+  shown_ = std::max(text.size(), size_t(1));
+}
+
+void ProgressLine::clear() {
+  if (shown_ == 0) return;
+  os_ << '\r' << std::string(shown_, ' ') << '\r' << std::flush;
+  shown_ = 0;
 }
 
 }  // namespace cuvae

@@ -1,7 +1,9 @@
-// Helpers shared by the subcommands: option parsing with one-line errors, the GPU flags; with
-// them come the number formatting (host/core/text.h) and the device policy (device_policy.h).
+// Helpers shared by the subcommands: option parsing with one-line errors, the GPU flags, the RUN
+// argument, the check of an output file and the live progress line; with them come the number
+// formatting (host/core/text.h) and the device policy (device_policy.h).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cxxopts.hpp>
 #include <ostream>
@@ -27,5 +29,40 @@ const char* algo_name(const GpuOptions& opts);       // "deterministic" or "fast
 const char* layout_key(const GpuOptions& opts);      // "nchw", "nhwc" or "auto" (as asked)
 const char* precision_name(const GpuOptions& opts);  // "strict fp32", "TF32", "bf16 mixed ..."
 const char* precision_key(const GpuOptions& opts);   // "fp32", "tf32" or "bf16"
+
+// The positional RUN of eval, encode and the picture commands (find_run_model() in
+// run_folder.h looks it up); missing, an InputError with the usage of `cuvae <cmd>`.
+std::string required_run(const cxxopts::ParseResult& r, const std::string& cmd);
+
+// An output file named by `flag` (--out, --json, --csv, ...), checked before any work is done:
+// not empty, not a folder (the message says a `kind` name was expected, e.g. "PNG file"), in a
+// folder that exists and can be written. InputErrors lead with the flag.
+void check_output_path(const std::string& flag, const std::string& path,
+                       const std::string& kind = "file");
+
+// The live progress line of every command: on a terminal, one line rewritten in place with
+// '\r' at most every 0.2 s; elsewhere (a pipe, a file) nothing at all. train draws it on stdout;
+// eval and encode on stderr, as their stdout holds the results. Cleared when it goes away.
+class ProgressLine {
+ public:
+  enum class Stream { Stdout, Stderr };
+  explicit ProgressLine(Stream stream = Stream::Stdout);
+  ~ProgressLine() { clear(); }
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+
+  bool enabled() const { return enabled_; }
+  // Whether an update now would be shown (at most one every 0.2 s).
+  bool due() const;
+  void show(const std::string& text);
+  // Erases the line so that ordinary output starts at column 0.
+  void clear();
+
+ private:
+  std::ostream& os_;
+  bool enabled_;
+  size_t shown_ = 0;  // width of what is on screen; 0: nothing
+  std::chrono::steady_clock::time_point last_;
+};
 
 }  // namespace cuvae

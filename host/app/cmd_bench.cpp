@@ -49,9 +49,7 @@ size_t peak_rss_bytes() {
   return size_t(u.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
-}  // namespace
-
-int cmd_bench(int argc, char** argv) {
+cxxopts::Options bench_options() {
   cxxopts::Options options("cuvae bench",
                            "Time training epochs (no checkpoints, test loss or pictures) and "
                            "report them as JSON, for tools/bench/bench.py.");
@@ -89,18 +87,25 @@ int cmd_bench(int argc, char** argv) {
        cxxopts::value<std::string>(), "FILE")
     ("h,help", "show this help");
   // clang-format on
-  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
-  if (r.count("help")) {
-    std::cout << options.help();
-    return 0;
-  }
-  TrainConfig cfg;
+  return options;
+}
+
+// bench's flags, validated.
+struct BenchFlags {
+  TrainConfig cfg;  // epochs: warm-up + timed
+  int timed = 0, warmup = 0;
+  GpuOptions gpu_opts;
+  std::string json_path;  // empty: no JSON; "-": standard output
+};
+
+BenchFlags parse_bench_flags(const cxxopts::ParseResult& r) {
+  BenchFlags f;
+  TrainConfig& cfg = f.cfg;
   cfg.data_dir = r["data"].as<std::string>();
   cfg.device = r["device"].as<std::string>();
-  const int timed = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 1000));
-  const int warmup =
-      int(parse_int_flag("--warmup-epochs", r["warmup-epochs"].as<std::string>(), 0, 1000));
-  cfg.epochs = warmup + timed;
+  f.timed = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 1000));
+  f.warmup = int(parse_int_flag("--warmup-epochs", r["warmup-epochs"].as<std::string>(), 0, 1000));
+  cfg.epochs = f.warmup + f.timed;
   cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 65536));
   cfg.latent_dim =
       int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
@@ -110,71 +115,75 @@ int cmd_bench(int argc, char** argv) {
   cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
   if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
   check_device_flag(cfg.device);
-  const GpuOptions gpu_opts = parse_gpu_flags(r);
-  const std::string algo = algo_name(gpu_opts);
-  const std::string json_path = r.count("json") ? r["json"].as<std::string>() : "";
-  if (r.count("json") && json_path.empty()) throw InputError("--json: empty file name");
+  f.gpu_opts = parse_gpu_flags(r);
+  f.json_path = r.count("json") ? r["json"].as<std::string>() : "";
+  if (r.count("json") && f.json_path.empty()) throw InputError("--json: empty file name");
+  return f;
+}
 
-  // The note of a fallback goes to stderr: `--json -` writes the result to stdout.
-  const DeviceChoice choice = resolve_device(cfg.device, r.count("device") > 0, std::cerr);
-  cfg.device = choice.device;
-  const GpuInfo& gpu = choice.gpu;
-  const std::string device_name = cfg.device == "gpu" ? gpu.name : cpu_device_line(cfg.device);
-  // The processor's GEMM rate, measured before training so that nothing else runs beside it.
-  const double sgemm_gflops = is_cpu_device(cfg.device) ? cpu::measure_sgemm_gflops(2048, 5) : 0;
-
-  const ModelDesc desc = make_vae(cfg.latent_dim);
+// The training images of --data, the first --limit of them.
+ImageSet load_bench_images(const TrainConfig& cfg) {
   ImageSet images = load_dataset(cfg.data_dir, Split::Train).images;
   if (cfg.limit > 0 && cfg.limit < images.count) {
     images.count = cfg.limit;
     images.pixels.resize(size_t(cfg.limit) * kImagePixels);
   }
+  return images;
+}
+
+// What the trainer's epochs measured.
+struct BenchRun {
+  std::vector<EpochMetrics> epochs;
+  size_t peak = 0;  // bytes
+  std::string peak_what;
+  bool graph_used = false, nhwc_used = false;
+};
+
+// A fresh model trained for the warm-up and timed epochs, one line per epoch.
+BenchRun run_bench(const BenchFlags& f, const ModelDesc& desc, const ImageSet& images) {
+  const TrainConfig& cfg = f.cfg;
   TrainState state;
   state.params.resize(desc.num_params);
   state.adam_m.assign(desc.num_params, 0.0f);
   state.adam_v.assign(desc.num_params, 0.0f);
   init_params(desc, cfg.seed, state.params.data());
-
-  std::cout << "cuvae bench: " << device_name << ", "
-            << (is_cpu_device(cfg.device) ? "fp32" : precision_name(gpu_opts)) << ", batch "
-            << cfg.batch_size << ", " << with_commas(images.count) << " images, " << warmup
-            << " warm-up + " << timed << " timed epochs\n"
-            << std::flush;
-
-  std::vector<EpochMetrics> epochs;
-  size_t peak = 0;
-  std::string peak_what;
-  bool graph_used = false;
-  bool nhwc_used = false;
+  BenchRun b;
   const auto report = [&](const EpochMetrics& m) {
     const double ms = cfg.device == "gpu" ? m.device_ms : m.seconds * 1e3;
-    std::cout << "epoch " << m.epoch << (m.epoch <= warmup ? " (warm-up)" : "") << "  "
+    std::cout << "epoch " << m.epoch << (m.epoch <= f.warmup ? " (warm-up)" : "") << "  "
               << fixed(ms, 2) << " ms  " << with_commas(int64_t(double(m.images) / ms * 1e3))
               << " images/s  loss " << fixed(m.loss, 4) << "\n"
               << std::flush;
-    epochs.push_back(m);
+    b.epochs.push_back(m);
   };
   if (cfg.device == "gpu") {
-    const GpuBenchReport g = bench_gpu(cfg, gpu_opts, desc, images, state, report);
-    graph_used = g.cuda_graph;
-    nhwc_used = g.nhwc;
-    peak = g.peak_memory;
-    peak_what =
+    const GpuBenchReport g = bench_gpu(cfg, f.gpu_opts, desc, images, state, report);
+    b.graph_used = g.cuda_graph;
+    b.nhwc_used = g.nhwc;
+    b.peak = g.peak_memory;
+    b.peak_what =
         "device memory in use after any epoch minus before the trainer was built "
         "(cudaMemGetInfo; excludes the CUDA context)";
   } else {
     train_cpu(cfg, desc, images, state, report);
-    peak = peak_rss_bytes();
-    peak_what = "peak resident set of the process (getrusage)";
+    b.peak = peak_rss_bytes();
+    b.peak_what = "peak resident set of the process (getrusage)";
   }
+  return b;
+}
 
-  std::vector<double> timed_ms;
+// The JSON result; `timed_ms` gets the timed epochs' times.
+nlohmann::json bench_json(const BenchFlags& f, const std::string& device_name,
+                          const ModelDesc& desc, const ImageSet& images, const BenchRun& b,
+                          std::vector<double>& timed_ms) {
+  const TrainConfig& cfg = f.cfg;
+  const GpuOptions& o = f.gpu_opts;
   nlohmann::json rows = nlohmann::json::array();
-  for (const EpochMetrics& m : epochs) {
+  for (const EpochMetrics& m : b.epochs) {
     const double ms = cfg.device == "gpu" ? m.device_ms : m.seconds * 1e3;
-    if (m.epoch > warmup) timed_ms.push_back(ms);
+    if (m.epoch > f.warmup) timed_ms.push_back(ms);
     rows.push_back({{"epoch", m.epoch},
-                    {"warmup", m.epoch <= warmup},
+                    {"warmup", m.epoch <= f.warmup},
                     {"ms", ms},
                     {"wall_ms", m.seconds * 1e3},
                     {"loss", m.loss},
@@ -182,27 +191,27 @@ int cmd_bench(int argc, char** argv) {
                     {"kl", m.kl}});
   }
   const double med = median(timed_ms);
-  const EpochMetrics& last = epochs.back();
+  const EpochMetrics& last = b.epochs.back();
   nlohmann::json out = {{"system", "cuvae"},
                         {"version", kVersion},
                         {"device", device_name},
                         {"device_kind", cfg.device},
                         {"batch_size", cfg.batch_size},
-                        {"precision", cfg.device == "gpu" ? precision_key(gpu_opts) : "fp32"},
-                        {"algo", algo},
-                        {"layout", nhwc_used ? "nhwc" : "nchw"},
-                        {"layout_auto", cfg.device == "gpu" && gpu_opts.layout_auto},
-                        {"cuda_graph", graph_used},
-                        {"fused", cfg.device == "gpu" && gpu_opts.fused},
+                        {"precision", cfg.device == "gpu" ? precision_key(o) : "fp32"},
+                        {"algo", algo_name(o)},
+                        {"layout", b.nhwc_used ? "nhwc" : "nchw"},
+                        {"layout_auto", cfg.device == "gpu" && o.layout_auto},
+                        {"cuda_graph", b.graph_used},
+                        {"fused", cfg.device == "gpu" && o.fused},
                         {"latent_dim", cfg.latent_dim},
                         {"images", images.count},
                         {"seed", cfg.seed},
-                        {"warmup_epochs", warmup},
+                        {"warmup_epochs", f.warmup},
                         {"epochs", rows},
                         {"ms_per_epoch_median", med},
                         {"images_per_s", double(images.count) / med * 1e3},
-                        {"peak_memory_bytes", peak},
-                        {"peak_memory_what", peak_what},
+                        {"peak_memory_bytes", b.peak},
+                        {"peak_memory_what", b.peak_what},
                         {"final_loss", last.loss},
                         {"final_recon", last.recon},
                         {"final_kl", last.kl}};
@@ -212,13 +221,15 @@ int cmd_bench(int argc, char** argv) {
         cpu::FastModel(desc, int(std::min<int64_t>(cfg.batch_size, images.count)))
             .implementations();
   }
-  if (is_cpu_device(cfg.device)) {
-    out["sgemm_gflops"] = sgemm_gflops;
-    out["sgemm_what"] = "oneDNN sgemm, 2048 x 2048 x 2048, median of 5, on " +
-                        std::to_string(omp_get_max_threads()) + " OpenMP threads";
-  }
+  return out;
+}
+
+// The summary line, then the JSON where --json asks for it.
+void write_bench_result(const std::string& json_path, const nlohmann::json& out,
+                        const std::vector<double>& timed_ms, int64_t images, size_t peak) {
+  const double med = median(timed_ms);
   std::cout << "median " << fixed(med, 2) << " ms per epoch over " << timed_ms.size()
-            << " timed epochs, " << with_commas(int64_t(double(images.count) / med * 1e3))
+            << " timed epochs, " << with_commas(int64_t(double(images) / med * 1e3))
             << " images/s, peak memory " << fixed(double(peak) / (1 << 20), 1) << " MiB\n";
   if (json_path == "-") {
     std::cout << out.dump(2) << '\n';
@@ -228,6 +239,43 @@ int cmd_bench(int argc, char** argv) {
     f.flush();
     if (!f) throw InputError("--json " + json_path + ": cannot write the file");
   }
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  cxxopts::Options options = bench_options();
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help();
+    return 0;
+  }
+  BenchFlags f = parse_bench_flags(r);
+  TrainConfig& cfg = f.cfg;
+  // The note of a fallback goes to stderr: `--json -` writes the result to stdout.
+  const DeviceChoice choice = resolve_device(cfg.device, r.count("device") > 0, std::cerr);
+  cfg.device = choice.device;
+  const std::string device_name =
+      cfg.device == "gpu" ? choice.gpu.name : cpu_device_line(cfg.device);
+  // The processor's GEMM rate, measured before training so that nothing else runs beside it.
+  const double sgemm_gflops = is_cpu_device(cfg.device) ? cpu::measure_sgemm_gflops(2048, 5) : 0;
+
+  const ModelDesc desc = make_vae(cfg.latent_dim);
+  const ImageSet images = load_bench_images(cfg);
+  std::cout << "cuvae bench: " << device_name << ", "
+            << (is_cpu_device(cfg.device) ? "fp32" : precision_name(f.gpu_opts)) << ", batch "
+            << cfg.batch_size << ", " << with_commas(images.count) << " images, " << f.warmup
+            << " warm-up + " << f.timed << " timed epochs\n"
+            << std::flush;
+  const BenchRun b = run_bench(f, desc, images);
+  std::vector<double> timed_ms;
+  nlohmann::json out = bench_json(f, device_name, desc, images, b, timed_ms);
+  if (is_cpu_device(cfg.device)) {
+    out["sgemm_gflops"] = sgemm_gflops;
+    out["sgemm_what"] = "oneDNN sgemm, 2048 x 2048 x 2048, median of 5, on " +
+                        std::to_string(omp_get_max_threads()) + " OpenMP threads";
+  }
+  write_bench_result(f.json_path, out, timed_ms, images.count, b.peak);
   return 0;
 }
 

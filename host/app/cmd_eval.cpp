@@ -8,15 +8,10 @@
 //         ELBO (the anomaly score), written atomically.
 // stdout holds only the results (eval: the line, then the JSON unless --json FILE); notes and
 // progress go to stderr. Every bad flag or file is an InputError before any work is done.
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -27,6 +22,7 @@
 #include "host/app/cli.h"
 #include "host/app/cli_util.h"
 #include "host/app/commands.h"
+#include "host/app/run_folder.h"
 #include "host/core/error.h"
 #include "host/core/inference.h"
 #include "host/eval/evaluate.h"
@@ -38,8 +34,6 @@
 
 namespace cuvae {
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr const char* kEvalBatchFormat = "cuvae-eval-batch-1";
 // Defaults by engine: the GPU and the fast CPU engine score every image, the CPU reference
@@ -55,69 +49,31 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// RUN is a run folder (its model.safetensors) or a .safetensors file.
-std::string model_path_of(const std::string& run) {
-  if (run.empty()) throw InputError("RUN: empty path");
-  std::error_code ec;
-  if (fs::is_directory(run, ec)) {
-    const std::string p = (fs::path(run) / "model.safetensors").string();
-    if (!fs::exists(fs::symlink_status(p, ec)))
-      throw InputError(run + ": no model.safetensors in this run folder");
-    return p;
-  }
-  if (!fs::exists(fs::symlink_status(run, ec)))
-    throw InputError(run + ": no such run folder or model file");
-  return run;
-}
-
 Split split_of(const std::string& s) {
   if (s == "test") return Split::Test;
   if (s == "train") return Split::Train;
   throw InputError("--split: expected 'test' or 'train', got " + quote_arg(s));
 }
 
-// Checks that `path` can be created (its folder exists) before any time is spent.
-void check_output_path(const std::string& flag, const std::string& path) {
-  if (path.empty()) throw InputError(flag + ": empty file name");
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) throw InputError(flag + " " + path + ": is a folder");
-  fs::path dir = fs::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  if (!fs::is_directory(dir, ec))
-    throw InputError(flag + " " + path + ": folder " + dir.string() + " does not exist");
-  if (::access(dir.c_str(), W_OK) != 0)
-    throw InputError(flag + " " + path + ": cannot write in " + dir.string() + ": " +
-                     std::strerror(errno));
-}
-
-// A progress line on stderr, only when stderr is a terminal, at most every half second.
-class Progress {
+// The progress of a pass over the images on the shared progress line (stderr: stdout holds
+// the results): "<what> done/total images, R images/s, S s left".
+class ImageProgress {
  public:
-  explicit Progress(std::string what)
-      : what_(std::move(what)), on_(::isatty(::fileno(stderr)) == 1) {}
+  explicit ImageProgress(std::string what) : what_(std::move(what)) {}
   void show(int64_t done, int64_t total) {
-    if (!on_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last_ < std::chrono::milliseconds(500)) return;
-    last_ = now;
+    if (!line_.enabled() || (done < total && !line_.due())) return;
     const double s = seconds_since(t0_);
-    std::string line = what_ + " " + with_commas(done) + "/" + with_commas(total) + " images";
+    std::string text = what_ + " " + with_commas(done) + "/" + with_commas(total) + " images";
     if (done > 0 && s > 0)
-      line += ", " + fixed(double(done) / s, 0) + " images/s, " +
+      text += ", " + fixed(double(done) / s, 0) + " images/s, " +
               fixed(double(total - done) * s / double(done), 0) + " s left";
-    std::cerr << "\r" << line << "\033[K" << std::flush;
-    shown_ = true;
-  }
-  ~Progress() {
-    if (shown_) std::cerr << "\r\033[K" << std::flush;
+    line_.show(text);
   }
 
  private:
   std::string what_;
-  bool on_;
-  bool shown_ = false;
+  ProgressLine line_{ProgressLine::Stream::Stderr};
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
-  std::chrono::steady_clock::time_point last_{};
 };
 
 // Device choice as in every command (resolve_device); notes go to stderr, stdout holds the
@@ -185,9 +141,7 @@ void write_eval_batch(const std::string& path, Inference& model, const LoadedMod
                      {"device", model.device()}});
 }
 
-}  // namespace
-
-int cmd_eval(int argc, char** argv) {
+cxxopts::Options eval_options() {
   cxxopts::Options options(
       "cuvae eval",
       "Evaluate a trained model on a dataset split: the mean negative ELBO (one z sample per "
@@ -218,79 +172,116 @@ int cmd_eval(int argc, char** argv) {
   // clang-format on
   options.parse_positional({"run"});
   options.positional_help("RUN");
-  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
-  if (r.count("help")) {
-    std::cout
-        << options.help()
-        << "\nThe CPU reference runs about 200 images/s (200-350 decodes/s) on two cores, and "
-           "IWAE_K decodes\nK latents per image: hence the CPU defaults, K = 50 on the "
-           "first 1000 images (50,000\ndecodes, about 2.5 minutes). The GPU defaults are "
-           "K = 1000 on the whole split.\nThe \u00b1 figure is the standard error of the "
-           "mean over the images (their spread, not only\nthe Monte Carlo noise).\n"
-           "log p(x|z) is the Bernoulli likelihood of the training loss (BCE summed over "
-           "the pixels); for\ngrey-level images it is the usual VAE-example 'nats', not a "
-           "normalized density.\n";
-    return 0;
-  }
-  if (!r.count("run")) throw InputError("RUN: required (a run folder or a .safetensors file)");
-  const std::string run = r["run"].as<std::string>();
-  const std::string data_dir = r["data"].as<std::string>();
-  if (data_dir.empty()) throw InputError("--data: empty folder name");
-  const std::string split_text = r["split"].as<std::string>();
-  const Split split = split_of(split_text);
-  const int samples_flag =
-      r.count("iw-samples")
-          ? int(parse_int_flag("--iw-samples", r["iw-samples"].as<std::string>(), 0, kMaxSamples))
-          : -1;
-  const int64_t limit_flag =
-      r.count("limit") ? parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX) : -1;
-  const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
-  const std::string device = r["device"].as<std::string>();
-  check_device_flag(device);
-  const std::string json_path = r.count("json") ? r["json"].as<std::string>() : "";
-  if (r.count("json")) check_output_path("--json", json_path);
-  const std::string dump_path = r.count("dump-batch") ? r["dump-batch"].as<std::string>() : "";
-  if (r.count("dump-batch")) check_output_path("--dump-batch", dump_path);
-  const int dump_images =
-      int(parse_int_flag("--dump-images", r["dump-images"].as<std::string>(), 1, 4096));
+  return options;
+}
 
-  const std::string model_path = model_path_of(run);
-  const LoadedModel m = load_model(model_path);
-  const Dataset data = load_dataset(data_dir, split);
-  const std::unique_ptr<Inference> model = make_engine(m, device, r.count("device") > 0);
-  const bool on_ref = model->device() == "cpu-ref";
-  const bool on_cpu = on_ref || model->device() == "cpu";
-  const int k = samples_flag >= 0 ? samples_flag
-                : on_ref          ? kCpuRefDefaultSamples
-                : on_cpu          ? kCpuDefaultSamples
-                                  : kGpuDefaultSamples;
-  const int64_t limit = limit_flag >= 0 ? limit_flag : on_ref ? kCpuRefDefaultLimit : 0;
-  const int64_t n = limit > 0 ? std::min(limit, data.size()) : data.size();
-  std::cerr << "cuvae: model " << model_path << " (latent dim " << m.desc.latent_dim << "), "
-            << split_name(split) << " split of " << data_dir << ": " << with_commas(n)
-            << (n < data.size() ? " of " + with_commas(data.size()) : std::string()) << " images"
-            << (k > 0 ? ", IWAE K=" + std::to_string(k) : std::string(", no IWAE")) << ", device "
-            << model->device()
-            << (on_ref && (samples_flag < 0 || limit_flag < 0)
+constexpr const char* kEvalHelpNotes =
+    "\nThe CPU reference runs about 200 images/s (200-350 decodes/s) on two cores, and "
+    "IWAE_K decodes\nK latents per image: hence the CPU defaults, K = 50 on the "
+    "first 1000 images (50,000\ndecodes, about 2.5 minutes). The GPU defaults are "
+    "K = 1000 on the whole split.\nThe \u00b1 figure is the standard error of the "
+    "mean over the images (their spread, not only\nthe Monte Carlo noise).\n"
+    "log p(x|z) is the Bernoulli likelihood of the training loss (BCE summed over "
+    "the pixels); for\ngrey-level images it is the usual VAE-example 'nats', not a "
+    "normalized density.\n";
+
+// eval's flags, every one checked before anything is loaded.
+struct EvalFlags {
+  std::string run, data_dir;
+  Split split = Split::Test;
+  int samples = -1;    // --iw-samples; -1: the engine's default
+  int64_t limit = -1;  // --limit; -1: the engine's default
+  uint64_t seed = 0;
+  std::string device;
+  bool explicit_device = false;
+  std::string json_path, dump_path;  // empty: not asked for
+  int dump_images = 16;
+};
+
+EvalFlags parse_eval_flags(const cxxopts::ParseResult& r) {
+  EvalFlags f;
+  f.run = required_run(r, "eval");
+  f.data_dir = r["data"].as<std::string>();
+  if (f.data_dir.empty()) throw InputError("--data: empty folder name");
+  f.split = split_of(r["split"].as<std::string>());
+  if (r.count("iw-samples"))
+    f.samples =
+        int(parse_int_flag("--iw-samples", r["iw-samples"].as<std::string>(), 0, kMaxSamples));
+  if (r.count("limit"))
+    f.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  f.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
+  f.device = r["device"].as<std::string>();
+  check_device_flag(f.device);
+  f.explicit_device = r.count("device") > 0;
+  if (r.count("json")) {
+    f.json_path = r["json"].as<std::string>();
+    check_output_path("--json", f.json_path, "JSON file");
+  }
+  if (r.count("dump-batch")) {
+    f.dump_path = r["dump-batch"].as<std::string>();
+    check_output_path("--dump-batch", f.dump_path, ".safetensors file");
+  }
+  f.dump_images = int(parse_int_flag("--dump-images", r["dump-images"].as<std::string>(), 1, 4096));
+  return f;
+}
+
+// What eval runs: the model on its engine and the split, with the engine's defaults filled in.
+struct EvalJob {
+  std::string model_path;
+  LoadedModel m;
+  Dataset data;
+  std::unique_ptr<Inference> engine;
+  bool on_ref = false, on_cpu = false;  // the engine is cpu-ref / a CPU engine
+  int k = 0;                            // importance samples per image (0: no IWAE)
+  int64_t n = 0;                        // images evaluated, the first of the split
+};
+
+EvalJob open_eval(const EvalFlags& f) {
+  EvalJob job;
+  job.model_path = find_run_model(f.run).model;
+  job.m = load_model(job.model_path);
+  job.data = load_dataset(f.data_dir, f.split);
+  job.engine = make_engine(job.m, f.device, f.explicit_device);
+  job.on_ref = job.engine->device() == "cpu-ref";
+  job.on_cpu = job.on_ref || job.engine->device() == "cpu";
+  job.k = f.samples >= 0 ? f.samples
+          : job.on_ref   ? kCpuRefDefaultSamples
+          : job.on_cpu   ? kCpuDefaultSamples
+                         : kGpuDefaultSamples;
+  const int64_t limit = f.limit >= 0 ? f.limit : job.on_ref ? kCpuRefDefaultLimit : 0;
+  job.n = limit > 0 ? std::min(limit, job.data.size()) : job.data.size();
+  return job;
+}
+
+void print_eval_start(const EvalFlags& f, const EvalJob& job) {
+  const int64_t n = job.n, size = job.data.size();
+  std::cerr << "cuvae: model " << job.model_path << " (latent dim " << job.m.desc.latent_dim
+            << "), " << split_name(f.split) << " split of " << f.data_dir << ": " << with_commas(n)
+            << (n < size ? " of " + with_commas(size) : std::string()) << " images"
+            << (job.k > 0 ? ", IWAE K=" + std::to_string(job.k) : std::string(", no IWAE"))
+            << ", device " << job.engine->device()
+            << (job.on_ref && (f.samples < 0 || f.limit < 0)
                     ? " (cpu-ref defaults: --iw-samples 50 --limit 1000)"
-                : on_cpu && samples_flag < 0 ? " (CPU default: --iw-samples 100)"
-                                             : "")
+                : job.on_cpu && f.samples < 0 ? " (CPU default: --iw-samples 100)"
+                                              : "")
             << "\n";
+}
 
-  if (!dump_path.empty()) {
-    const int count = int(std::min<int64_t>(dump_images, n));
-    write_eval_batch(dump_path, *model, m, data.images, count, seed, split_name(split));
-    std::cerr << "cuvae: wrote " << dump_path << " (" << count << " images)\n";
-  }
+// The one-sample negative ELBO: its mean over the images and standard error, and the means of
+// its parts.
+struct ElboResult {
+  double neg_elbo = 0, std_error = 0, recon = 0, kl = 0;
+  double seconds = 0;
+};
 
-  // Negative ELBO: means and the standard error over the images.
-  auto t0 = std::chrono::steady_clock::now();
+ElboResult measure_elbo(Inference& model, const ImageSet& images, uint64_t seed, int64_t n) {
+  const auto t0 = std::chrono::steady_clock::now();
   double recon_sum = 0, kl_sum = 0;
   std::vector<double> neg_elbos;
   neg_elbos.reserve(size_t(n));
   {
-    Progress progress("negative ELBO:");
-    evaluate_elbo_chunks(*model, data.images, seed, n,
+    ImageProgress progress("negative ELBO:");
+    evaluate_elbo_chunks(model, images, seed, n,
                          [&](int64_t first, int count, const float*, const float*, const float*,
                              const float*, const double* recon, const double* kl) {
                            for (int i = 0; i < count; ++i) {
@@ -301,70 +292,88 @@ int cmd_eval(int argc, char** argv) {
                            progress.show(first + count, n);
                          });
   }
-  const double elbo_seconds = seconds_since(t0);
-  const double recon = recon_sum / double(n), kl = kl_sum / double(n);
-  double neg_elbo = 0, ss = 0;
-  for (const double v : neg_elbos) neg_elbo += v;
-  neg_elbo /= double(n);
-  for (const double v : neg_elbos) ss += (v - neg_elbo) * (v - neg_elbo);
-  const double neg_se = n > 1 ? std::sqrt(ss / double(n - 1) / double(n)) : 0.0;
-  if (!std::isfinite(neg_elbo))
+  ElboResult e;
+  e.seconds = seconds_since(t0);
+  e.recon = recon_sum / double(n), e.kl = kl_sum / double(n);
+  double ss = 0;
+  for (const double v : neg_elbos) e.neg_elbo += v;
+  e.neg_elbo /= double(n);
+  for (const double v : neg_elbos) ss += (v - e.neg_elbo) * (v - e.neg_elbo);
+  e.std_error = n > 1 ? std::sqrt(ss / double(n - 1) / double(n)) : 0.0;
+  if (!std::isfinite(e.neg_elbo))
     throw Error("eval: the negative ELBO is not finite (the model's outputs are not finite)");
+  return e;
+}
 
-  IwaeStats iwae;
-  double iwae_seconds = 0;
-  if (k > 0) {
-    t0 = std::chrono::steady_clock::now();
-    Progress progress("IWAE K=" + std::to_string(k) + ":");
-    iwae = evaluate_iwae(*model, data.images, k, seed, n, kIwaeRows,
-                         [&](int64_t done, int64_t total) { progress.show(done, total); });
-    iwae_seconds = seconds_since(t0);
-  }
+// IWAE_K over the images (k > 0; k == 0 gives an empty result).
+struct IwaeResult {
+  IwaeStats stats;
+  double seconds = 0;
+};
 
-  std::string line = std::string(split_name(split)) + ": negative ELBO " + fixed(neg_elbo, 2) +
-                     " nats/image (reconstruction " + fixed(recon, 2) + ", KL " + fixed(kl, 2) +
+IwaeResult measure_iwae(Inference& model, const ImageSet& images, int k, uint64_t seed, int64_t n) {
+  IwaeResult w;
+  if (k == 0) return w;
+  const auto t0 = std::chrono::steady_clock::now();
+  ImageProgress progress("IWAE K=" + std::to_string(k) + ":");
+  w.stats = evaluate_iwae(model, images, k, seed, n, kIwaeRows,
+                          [&](int64_t done, int64_t total) { progress.show(done, total); });
+  w.seconds = seconds_since(t0);
+  return w;
+}
+
+// The readable result line and the JSON object.
+std::string result_line(const EvalFlags& f, const EvalJob& job, const ElboResult& e,
+                        const IwaeResult& w) {
+  std::string line = std::string(split_name(f.split)) + ": negative ELBO " + fixed(e.neg_elbo, 2) +
+                     " nats/image (reconstruction " + fixed(e.recon, 2) + ", KL " + fixed(e.kl, 2) +
                      ")";
-  if (k > 0)
-    line += ", IWAE(K=" + std::to_string(k) + ") -log p(x) <= " + fixed(iwae.mean, 2) + " \u00b1 " +
-            fixed(iwae.std_error, 2);
-  line += ", " + with_commas(n) + (n < data.size() ? " of " + with_commas(data.size()) : "") +
-          " images, device " + model->device();
+  if (job.k > 0)
+    line += ", IWAE(K=" + std::to_string(job.k) + ") -log p(x) <= " + fixed(w.stats.mean, 2) +
+            " \u00b1 " + fixed(w.stats.std_error, 2);
+  line += ", " + with_commas(job.n) +
+          (job.n < job.data.size() ? " of " + with_commas(job.data.size()) : "") +
+          " images, device " + job.engine->device();
+  return line;
+}
 
-  nlohmann::json j = {
-      {"model", model_path},
-      {"data", data_dir},
-      {"split", split_name(split)},
-      {"images", n},
-      {"split_images", data.size()},
-      {"seed", seed},
-      {"device", model->device()},
-      {"latent_dim", m.desc.latent_dim},
-      {"beta", m.beta},
-      {"neg_elbo", neg_elbo},
-      {"neg_elbo_std_error", neg_se},
-      {"reconstruction", recon},
-      {"kl", kl},
-      {"training_loss", recon + m.beta * kl},
-      {"iw_samples", k},
-      {"iwae", k > 0 ? nlohmann::json(iwae.mean) : nlohmann::json(nullptr)},
-      {"iwae_std_error", k > 0 ? nlohmann::json(iwae.std_error) : nlohmann::json(nullptr)},
-      {"units", "nats per image; log p(x|z) = -BCE summed over the 784 pixels"},
-      {"seconds", {{"elbo", elbo_seconds}, {"iwae", iwae_seconds}}},
-      {"version", kVersion}};
+nlohmann::json result_json(const EvalFlags& f, const EvalJob& job, const ElboResult& e,
+                           const IwaeResult& w) {
+  const bool iwae = job.k > 0;
+  return {{"model", job.model_path},
+          {"data", f.data_dir},
+          {"split", split_name(f.split)},
+          {"images", job.n},
+          {"split_images", job.data.size()},
+          {"seed", f.seed},
+          {"device", job.engine->device()},
+          {"latent_dim", job.m.desc.latent_dim},
+          {"beta", job.m.beta},
+          {"neg_elbo", e.neg_elbo},
+          {"neg_elbo_std_error", e.std_error},
+          {"reconstruction", e.recon},
+          {"kl", e.kl},
+          {"training_loss", e.recon + job.m.beta * e.kl},
+          {"iw_samples", job.k},
+          {"iwae", iwae ? nlohmann::json(w.stats.mean) : nlohmann::json(nullptr)},
+          {"iwae_std_error", iwae ? nlohmann::json(w.stats.std_error) : nlohmann::json(nullptr)},
+          {"units", "nats per image; log p(x|z) = -BCE summed over the 784 pixels"},
+          {"seconds", {{"elbo", e.seconds}, {"iwae", w.seconds}}},
+          {"version", kVersion}};
+}
+
+// stdout: the line, then the JSON object unless --json sends it to a file.
+void write_result(const std::string& line, const nlohmann::json& j, const std::string& json_path) {
   std::cout << line << "\n";
   if (json_path.empty()) {
     std::cout << j.dump(2) << "\n";
-  } else {
-    AtomicTextFile f(json_path);
-    const std::string text = j.dump(2) + "\n";
-    std::fwrite(text.data(), 1, text.size(), f.get());
-    f.commit();
-    std::cerr << "cuvae: wrote " << json_path << "\n";
+    return;
   }
-  return 0;
+  write_text_atomically(json_path, j.dump(2) + "\n");
+  std::cerr << "cuvae: wrote " << json_path << "\n";
 }
 
-int cmd_encode(int argc, char** argv) {
+cxxopts::Options encode_options() {
   cxxopts::Options options(
       "cuvae encode",
       "Write one CSV row per image: index, label, z_mean_*, z_log_var_* and neg_elbo, the "
@@ -386,35 +395,14 @@ int cmd_encode(int argc, char** argv) {
   // clang-format on
   options.parse_positional({"run"});
   options.positional_help("RUN");
-  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
-  if (r.count("help")) {
-    std::cout
-        << options.help()
-        << "\nneg_elbo = BCE(x, decode(z)) summed over the pixels + KL(q(z|x) || N(0, I)) "
-           "with one\nz sample (the same noise as `cuvae eval --seed`). A high value marks an "
-           "image the model\nexplains badly. The CPU reference encodes about 200 images/s.\n";
-    return 0;
-  }
-  if (!r.count("run")) throw InputError("RUN: required (a run folder or a .safetensors file)");
-  const std::string run = r["run"].as<std::string>();
-  const std::string data_dir = r["data"].as<std::string>();
-  if (data_dir.empty()) throw InputError("--data: empty folder name");
-  const Split split = split_of(r["split"].as<std::string>());
-  if (!r.count("csv")) throw InputError("--csv: required (the file to write)");
-  const std::string csv_path = r["csv"].as<std::string>();
-  check_output_path("--csv", csv_path);
-  const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
-  const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
-  const std::string device = r["device"].as<std::string>();
-  check_device_flag(device);
+  return options;
+}
 
-  const std::string model_path = model_path_of(run);
-  const LoadedModel m = load_model(model_path);
-  const Dataset data = load_dataset(data_dir, split);
-  const std::unique_ptr<Inference> model = make_engine(m, device, r.count("device") > 0);
-  const int64_t n = limit > 0 ? std::min(limit, data.size()) : data.size();
-  const int dim = m.desc.latent_dim;
-
+// The CSV of encode: the header, then one row per image as the engine encodes it. Returns the
+// images' scores (neg_elbo), sorted.
+std::vector<double> write_encodings(const std::string& csv_path, Inference& model,
+                                    const Dataset& data, uint64_t seed, int64_t n) {
+  const int dim = model.desc().latent_dim;
   AtomicTextFile f(csv_path);
   std::FILE* out = f.get();
   std::fputs("index,label", out);
@@ -424,8 +412,8 @@ int cmd_encode(int argc, char** argv) {
   std::vector<double> scores;
   scores.reserve(size_t(n));
   {
-    Progress progress("encode:");
-    evaluate_elbo_chunks(*model, data.images, seed, n,
+    ImageProgress progress("encode:");
+    evaluate_elbo_chunks(model, data.images, seed, n,
                          [&](int64_t first, int count, const float*, const float*, const float* mu,
                              const float* logvar, const double* recon, const double* kl) {
                            for (int i = 0; i < count; ++i) {
@@ -449,6 +437,61 @@ int cmd_encode(int argc, char** argv) {
   }
   f.commit();
   std::sort(scores.begin(), scores.end());
+  return scores;
+}
+
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  cxxopts::Options options = eval_options();
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help() << kEvalHelpNotes;
+    return 0;
+  }
+  const EvalFlags f = parse_eval_flags(r);
+  const EvalJob job = open_eval(f);
+  print_eval_start(f, job);
+  if (!f.dump_path.empty()) {
+    const int count = int(std::min<int64_t>(f.dump_images, job.n));
+    write_eval_batch(f.dump_path, *job.engine, job.m, job.data.images, count, f.seed,
+                     split_name(f.split));
+    std::cerr << "cuvae: wrote " << f.dump_path << " (" << count << " images)\n";
+  }
+  const ElboResult elbo = measure_elbo(*job.engine, job.data.images, f.seed, job.n);
+  const IwaeResult iwae = measure_iwae(*job.engine, job.data.images, job.k, f.seed, job.n);
+  write_result(result_line(f, job, elbo, iwae), result_json(f, job, elbo, iwae), f.json_path);
+  return 0;
+}
+
+int cmd_encode(int argc, char** argv) {
+  cxxopts::Options options = encode_options();
+  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
+  if (r.count("help")) {
+    std::cout
+        << options.help()
+        << "\nneg_elbo = BCE(x, decode(z)) summed over the pixels + KL(q(z|x) || N(0, I)) "
+           "with one\nz sample (the same noise as `cuvae eval --seed`). A high value marks an "
+           "image the model\nexplains badly. The CPU reference encodes about 200 images/s.\n";
+    return 0;
+  }
+  const std::string run = required_run(r, "encode");
+  const std::string data_dir = r["data"].as<std::string>();
+  if (data_dir.empty()) throw InputError("--data: empty folder name");
+  const Split split = split_of(r["split"].as<std::string>());
+  if (!r.count("csv")) throw InputError("--csv: required (the file to write)");
+  const std::string csv_path = r["csv"].as<std::string>();
+  check_output_path("--csv", csv_path, "CSV file");
+  const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
+  const std::string device = r["device"].as<std::string>();
+  check_device_flag(device);
+
+  const LoadedModel m = load_model(find_run_model(run).model);
+  const Dataset data = load_dataset(data_dir, split);
+  const std::unique_ptr<Inference> model = make_engine(m, device, r.count("device") > 0);
+  const int64_t n = limit > 0 ? std::min(limit, data.size()) : data.size();
+  const std::vector<double> scores = write_encodings(csv_path, *model, data, seed, n);
   std::cout << "cuvae: wrote " << csv_path << ": " << with_commas(n) << " " << split_name(split)
             << " images; neg_elbo median " << fixed(quantile(scores, 0.5), 2)
             << ", 99th percentile " << fixed(quantile(scores, 0.99), 2) << ", max "

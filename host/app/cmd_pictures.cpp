@@ -13,6 +13,7 @@
 #include "host/app/cli.h"
 #include "host/app/cli_util.h"
 #include "host/app/commands.h"
+#include "host/app/run_folder.h"
 #include "host/core/error.h"
 #include "host/core/inference.h"
 #include "host/eval/pictures.h"
@@ -50,29 +51,9 @@ void add_common_options(cxxopts::Options& options, const std::string& default_ou
   // clang-format on
 }
 
-// Where a run's model file and its folder are.
-struct RunPaths {
-  std::string model;  // the .safetensors file
-  std::string dir;    // where pictures go by default
-};
-
-RunPaths locate_run(const cxxopts::ParseResult& r, const std::string& cmd) {
-  if (!r.count("run"))
-    throw InputError("RUN: missing the run folder or model file (usage: cuvae " + cmd +
-                     " RUN [options], see --help)");
-  const std::string run = r["run"].as<std::string>();
-  std::error_code ec;
-  if (run.empty()) throw InputError("RUN: empty path");
-  if (fs::is_directory(run, ec)) {
-    const std::string model = (fs::path(run) / "model.safetensors").string();
-    if (!fs::exists(fs::symlink_status(model, ec)))
-      throw InputError(run + ": no model.safetensors in this folder (not a cuvae run folder?)");
-    return {model, run};
-  }
-  if (!fs::exists(fs::symlink_status(run, ec)))
-    throw InputError(run + ": no such run folder or model file");
-  std::string dir = fs::path(run).parent_path().string();
-  return {run, dir.empty() ? "." : dir};
+// RUN, looked up as every command that reads a run does (find_run_model).
+RunModel locate_run(const cxxopts::ParseResult& r, const std::string& cmd) {
+  return find_run_model(required_run(r, cmd));
 }
 
 // The --device choice, by the policy every command shares (resolve_device); its note on stdout.
@@ -80,24 +61,17 @@ std::string checked_device(const cxxopts::ParseResult& r) {
   return resolve_device(r["device"].as<std::string>(), r.count("device") > 0, std::cout).device;
 }
 
-// The output file: --out or RUN/<default_name>; its folder must exist and the path must not
-// be a folder, checked before any work is done.
-std::string checked_out(const cxxopts::ParseResult& r, const RunPaths& run,
+// The output file: --out or RUN/<default_name>, checked before any work is done
+// (check_output_path).
+std::string checked_out(const cxxopts::ParseResult& r, const RunModel& run,
                         const std::string& default_name) {
-  std::error_code ec;
   if (!r.count("out")) return (fs::path(run.dir) / default_name).string();
   const std::string out = r["out"].as<std::string>();
-  if (out.empty()) throw InputError("--out: empty file name");
-  if (fs::is_directory(out, ec))
-    throw InputError("--out " + out + ": is a folder, expected a PNG file name");
-  std::string parent = fs::path(out).parent_path().string();
-  if (parent.empty()) parent = ".";
-  if (!fs::is_directory(parent, ec))
-    throw InputError("--out " + out + ": the folder " + parent + " does not exist");
+  check_output_path("--out", out, "PNG file");
   return out;
 }
 
-std::unique_ptr<Inference> open_model(const RunPaths& run, const std::string& device) {
+std::unique_ptr<Inference> open_model(const RunModel& run, const std::string& device) {
   LoadedModel m = load_model(run.model);
   return make_inference(m.desc, m.params, device);
 }
@@ -213,7 +187,7 @@ int cmd_grid(int argc, char** argv) {
                      " is too small, expected a number >= 1e-6 and <= 1e6");
   const std::vector<int> dims = parse_dims(r["dims"].as<std::string>());
   const std::string device = checked_device(r);
-  const RunPaths run = locate_run(r, "grid");
+  const RunModel run = locate_run(r, "grid");
   const std::string out = checked_out(r, run, "grid_" + std::to_string(g.n) + ".png");
   LoadedModel m = load_model(run.model);
   const int dim = m.desc.latent_dim;
@@ -256,7 +230,7 @@ int cmd_scatter(int argc, char** argv) {
   }
   const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
   const std::string device = checked_device(r);
-  const RunPaths run = locate_run(r, "scatter");
+  const RunModel run = locate_run(r, "scatter");
   const std::string out = checked_out(r, run, "scatter.png");
   LoadedModel m = load_model(run.model);
   const Dataset test = load_test_split(r);
@@ -286,7 +260,7 @@ int cmd_reconstruct(int argc, char** argv) {
   const int count =
       int(parse_int_flag("--count", r["count"].as<std::string>(), 1, kMaxReconstructions));
   const std::string device = checked_device(r);
-  const RunPaths run = locate_run(r, "reconstruct");
+  const RunModel run = locate_run(r, "reconstruct");
   const std::string out = checked_out(r, run, "reconstructions.png");
   LoadedModel m = load_model(run.model);
   const Dataset test = load_test_split(r);
@@ -322,7 +296,7 @@ int cmd_sample(int argc, char** argv) {
   const int cols = int(parse_int_flag("--cols", r["cols"].as<std::string>(), 1, kMaxSampleSide));
   const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   const std::string device = checked_device(r);
-  const RunPaths run = locate_run(r, "sample");
+  const RunModel run = locate_run(r, "sample");
   const std::string out = checked_out(r, run, "samples.png");
   const std::unique_ptr<Inference> model = open_model(run, device);
   write_samples(out, *model, rows, cols, seed);
