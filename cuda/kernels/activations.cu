@@ -26,25 +26,20 @@
 
 #include "cuda/kernels/activations.cuh"
 #include "cuda/kernels/block_reduce.cuh"
+#include "cuda/kernels/launch.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 
 namespace cuvae {
 namespace {
 
-constexpr int kElemThreads = 256;      // elementwise kernels
-constexpr int64_t kMaxBlocks = 65535;  // grid-stride beyond this
-constexpr int kChanThreads = 1024;     // bias_act_backward, one block per channel
-constexpr int kChanUnroll = 4;         //   floats in flight per thread and array
-constexpr int kChanUnroll4 = 2;        //   float4s in flight per thread and array
-constexpr int kColX = 32;              // bias_act_backward, plane == 1: channels per block
-constexpr int kColY = 16;              //   and rows of the batch handled side by side
-constexpr int kSliceRows = 512;        //   rows per slice when sliced (more past kMaxSlices)
-constexpr int kMaxSlices = 1024;       //   slices, at most
-
-int elementwise_blocks(int64_t n) {
-  const int64_t blocks = (n + kElemThreads - 1) / kElemThreads;
-  return int(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
+constexpr int kElemThreads = 256;   // elementwise kernels
+constexpr int kChanThreads = 1024;  // bias_act_backward, one block per channel
+constexpr int kChanUnroll = 4;      //   floats in flight per thread and array
+constexpr int kChanUnroll4 = 2;     //   float4s in flight per thread and array
+constexpr int kColX = 32;           // bias_act_backward, plane == 1: channels per block
+constexpr int kColY = 16;           //   and rows of the batch handled side by side
+constexpr int kSliceRows = 512;     //   rows per slice when sliced (more past kMaxSlices)
+constexpr int kMaxSlices = 1024;    //   slices, at most
 
 // ---- loads and stores ---------------------------------------------------------------------
 // Values are float (or float4 on the vector path); bf16 is widened on load and rounded to
@@ -71,7 +66,7 @@ __device__ void store(bf16& out, float v) {
 // ---- forward ----------------------------------------------------------------------------
 // y = relu?(x + bias[c]); x and y may be the same buffer (then of one type).
 // Index is uint32_t when n <= INT32_MAX (cheaper division), else int64_t. With at most
-// kMaxBlocks * kElemThreads threads, i + stride cannot wrap in either type.
+// kMaxGridBlocks * kElemThreads threads, i + stride cannot wrap in either type.
 template <typename TY, typename TX, typename Index>
 __global__ void bias_act_forward_kernel(TY* y, const TX* x, const float* __restrict__ bias, Index n,
                                         Index channels, Index plane, bool relu) {
@@ -201,16 +196,9 @@ __global__ void __launch_bounds__(kColX* kColY)
     if (threadIdx.y == 0 && c < channels) db[c] = float(sums[0][threadIdx.x]);
     return;
   }
-  __shared__ bool last;
   if (threadIdx.y == 0 && c < channels)
     partial[int64_t(blockIdx.y) * channels + c] = sums[0][threadIdx.x];
-  __threadfence();  // this block's partial sums are visible device-wide before its ticket
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0)
-    last = atomicAdd(ticket, 1u) == gridDim.x * gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
+  if (!last_block_done(ticket)) return;
   // Every block's partial sums, read from L2 (__ldcg: another SM wrote them), 32 channels at a
   // time; c0 is the same in every thread, so the barriers are reached by all.
   const int slices = int(gridDim.y);
@@ -224,7 +212,6 @@ __global__ void __launch_bounds__(kColX* kColY)
     if (threadIdx.y == 0 && ch < channels) db[ch] = float(sums[0][threadIdx.x]);
     __syncthreads();  // sums is refilled by the next group
   }
-  if (threadIdx.x == 0 && threadIdx.y == 0) *ticket = 0;  // ready for the next launch
 }
 
 // ---- add ----------------------------------------------------------------------------------
@@ -260,7 +247,7 @@ void launch_bias_act_forward(const char* fn, TY* y, const TX* x, const float* bi
   if (plane > INT64_MAX / batch / channels)
     throw Error(std::string(fn) + ": shape too large " + shape_str(batch, channels, plane));
   const int64_t n = int64_t(batch) * channels * plane;
-  const int blocks = elementwise_blocks(n);
+  const int blocks = grid_stride_blocks(uint64_t(n), kElemThreads);
   if (n <= INT32_MAX)
     bias_act_forward_kernel<TY, TX, uint32_t><<<blocks, kElemThreads, 0, s>>>(
         y, x, bias, uint32_t(n), uint32_t(channels), uint32_t(plane), relu);
@@ -385,7 +372,7 @@ size_t bias_grad_scratch_doubles(int batch, int channels, int64_t plane) {
 void add_inplace(float* a, const float* b, size_t n, cudaStream_t s) {
   if (n == 0) return;  // nothing to add
   if (!a || !b) throw Error("add_inplace: null pointer");
-  add_inplace_kernel<<<elementwise_blocks(int64_t(n)), kElemThreads, 0, s>>>(a, b, n);
+  add_inplace_kernel<<<grid_stride_blocks(n, kElemThreads), kElemThreads, 0, s>>>(a, b, n);
   CUDA_CHECK_LAUNCH();
 }
 

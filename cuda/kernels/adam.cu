@@ -13,28 +13,29 @@
 #include <string>
 
 #include "cuda/kernels/adam.cuh"
+#include "cuda/kernels/launch.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 
 namespace cuvae {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr size_t kMaxBlocks = 65535;
 
-// The step's scalars come from table[*cursor] when table is set, else from `fixed`.
+// Step: the step's StepScalars, or the StepTable to read them from. kWatch: lower
+// *first_nonfinite at a non-finite gradient (else first_nonfinite is unused).
+template <bool kWatch, typename Step>
 __global__ void adam_kernel(float* __restrict__ params, float* __restrict__ m,
                             float* __restrict__ v, unsigned long long* first_nonfinite,
                             const float* __restrict__ grads, size_t n, float beta1, float beta2,
-                            float eps, StepScalars fixed, const StepScalars* __restrict__ table,
-                            const int32_t* __restrict__ cursor) {
-  const StepScalars sc = table ? table[*cursor] : fixed;
+                            float eps, Step step) {
+  const StepScalars sc = step_scalars_at(step);
   const float step_size = sc.step_size, inv_sqrt_bc2 = sc.inv_sqrt_bc2;
   const unsigned long long step_tag = (unsigned long long)sc.step << 32;
   const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
   const size_t stride = size_t(gridDim.x) * kThreads;
   for (size_t i = size_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
     const float g = grads[i];
-    if (first_nonfinite && !isfinite(g)) atomicMin(first_nonfinite, step_tag | i);
+    if (kWatch && !isfinite(g)) atomicMin(first_nonfinite, step_tag | i);
     const float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(one_minus_b1, g));
     const float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(one_minus_b2, g), g));
     m[i] = mi;
@@ -51,9 +52,19 @@ void check_adam_args(size_t n, float beta1, float beta2, float eps) {
   if (!(eps >= 0.0f) || !std::isfinite(eps)) throw Error("adam_step: bad eps");
 }
 
-unsigned adam_blocks(size_t n) {
-  const size_t blocks_needed = (n + kThreads - 1) / kThreads;
-  return unsigned(blocks_needed < kMaxBlocks ? blocks_needed : kMaxBlocks);
+// One launch; the watch is compiled in only when there is a word to lower.
+template <typename Step>
+void launch_adam(float* params, float* m, float* v, unsigned long long* first_nonfinite,
+                 const float* grads, size_t n, float beta1, float beta2, float eps, Step step,
+                 cudaStream_t s) {
+  const int blocks = grid_stride_blocks(n, kThreads);
+  if (first_nonfinite)
+    adam_kernel<true><<<blocks, kThreads, 0, s>>>(params, m, v, first_nonfinite, grads, n, beta1,
+                                                  beta2, eps, step);
+  else
+    adam_kernel<false>
+        <<<blocks, kThreads, 0, s>>>(params, m, v, nullptr, grads, n, beta1, beta2, eps, step);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -70,9 +81,7 @@ void adam_step(float* params, float* m, float* v, unsigned long long* first_nonf
   if (!params || !m || !v || !grads) throw Error("adam_step: null pointer");
   // Bias corrections exactly as cpu::adam_step computes them.
   const StepScalars fixed = step_scalars(lr, beta1, beta2, step);
-  adam_kernel<<<adam_blocks(n), kThreads, 0, s>>>(params, m, v, first_nonfinite, grads, n, beta1,
-                                                  beta2, eps, fixed, nullptr, nullptr);
-  CUDA_CHECK_LAUNCH();
+  launch_adam(params, m, v, first_nonfinite, grads, n, beta1, beta2, eps, fixed, s);
 }
 
 void adam_step(float* params, float* m, float* v, unsigned long long* first_nonfinite,
@@ -82,9 +91,7 @@ void adam_step(float* params, float* m, float* v, unsigned long long* first_nonf
   if (n == 0) return;
   if (!params || !m || !v || !grads || !at.table || !at.cursor)
     throw Error("adam_step: null pointer");
-  adam_kernel<<<adam_blocks(n), kThreads, 0, s>>>(params, m, v, first_nonfinite, grads, n, beta1,
-                                                  beta2, eps, StepScalars{}, at.table, at.cursor);
-  CUDA_CHECK_LAUNCH();
+  launch_adam(params, m, v, first_nonfinite, grads, n, beta1, beta2, eps, at, s);
 }
 
 }  // namespace cuvae

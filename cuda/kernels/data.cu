@@ -8,29 +8,46 @@
 #include <string>
 
 #include "cuda/kernels/data.cuh"
+#include "cuda/kernels/launch.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 
 namespace cuvae {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxRowBlocks = 65535;  // gridDim.y limit; rows beyond it are grid-strided
+
+// Where the batch's image indices are: a given index array, or row *cursor of the epoch's
+// permutation (stride indices per row; the form a captured CUDA graph replays).
+struct GivenRows {
+  const int32_t* index;
+};
+struct CursorRows {
+  const int32_t* perm;
+  const int32_t* cursor;
+  int64_t stride;
+};
+__device__ const int32_t* batch_index(const GivenRows& r) {
+  return r.index;
+}
+__device__ const int32_t* batch_index(const CursorRows& r) {
+  return r.perm + int64_t(*r.cursor) * r.stride;
+}
 
 // Block (blockIdx.x, blockIdx.y) covers pixel tile blockIdx.x of rows blockIdx.y,
-// blockIdx.y + gridDim.y, ...
+// blockIdx.y + gridDim.y, ... Rows: GivenRows or CursorRows. kLo: also store x rounded to bf16
+// in x_lo (else x_lo is unused).
+template <bool kLo, typename Rows>
 __global__ void gather_normalize_kernel(float* __restrict__ x, bf16* __restrict__ x_lo,
-                                        const uint8_t* __restrict__ images,
-                                        const int32_t* __restrict__ perm,
-                                        const int32_t* __restrict__ cursor, int64_t stride,
-                                        int count, int pixels) {
+                                        const uint8_t* __restrict__ images, Rows rows, int count,
+                                        int pixels) {
   const int p = blockIdx.x * kThreads + threadIdx.x;
   if (p >= pixels) return;  // no block-wide sync below, so an early exit is safe
-  const int32_t* index = cursor ? perm + int64_t(*cursor) * stride : perm;
+  const int32_t* index = batch_index(rows);
   for (int64_t row = blockIdx.y; row < count; row += gridDim.y) {
     const int32_t image = index[row];
     const float v = image < 0 ? NAN : __fdiv_rn(float(images[int64_t(image) * pixels + p]), 255.0f);
     x[row * pixels + p] = v;
-    if (x_lo) x_lo[row * pixels + p] = __float2bfloat16_rn(v);
+    if constexpr (kLo) x_lo[row * pixels + p] = __float2bfloat16_rn(v);
   }
 }
 
@@ -48,7 +65,7 @@ void check_gather(const float* x, const uint8_t* images, const int32_t* index, i
 
 dim3 gather_grid(int count, int pixels) {
   return dim3(unsigned((pixels + kThreads - 1) / kThreads),
-              unsigned(count < kMaxRowBlocks ? count : kMaxRowBlocks));
+              unsigned(count < kMaxGridBlocks ? count : kMaxGridBlocks));
 }
 
 }  // namespace
@@ -56,8 +73,8 @@ dim3 gather_grid(int count, int pixels) {
 void gather_normalize(float* x, const uint8_t* images, const int32_t* index, int count, int pixels,
                       cudaStream_t s) {
   check_gather(x, images, index, count, pixels);
-  gather_normalize_kernel<<<gather_grid(count, pixels), kThreads, 0, s>>>(
-      x, nullptr, images, index, nullptr, 0, count, pixels);
+  gather_normalize_kernel<false><<<gather_grid(count, pixels), kThreads, 0, s>>>(
+      x, nullptr, images, GivenRows{index}, count, pixels);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -65,8 +82,8 @@ void gather_normalize(float* x, const uint8_t* images, const int32_t* perm, cons
                       int64_t stride, int count, int pixels, cudaStream_t s) {
   check_gather(x, images, perm, count, pixels);
   if (!cursor || stride < 0) throw Error("gather_normalize: bad cursor or stride");
-  gather_normalize_kernel<<<gather_grid(count, pixels), kThreads, 0, s>>>(
-      x, nullptr, images, perm, cursor, stride, count, pixels);
+  gather_normalize_kernel<false><<<gather_grid(count, pixels), kThreads, 0, s>>>(
+      x, nullptr, images, CursorRows{perm, cursor, stride}, count, pixels);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -76,8 +93,8 @@ void gather_normalize(float* x, bf16* x_lo, const uint8_t* images, const int32_t
   check_gather(x, images, perm, count, pixels);
   if (!x_lo) throw Error("gather_normalize: null pointer");
   if (!cursor || stride < 0) throw Error("gather_normalize: bad cursor or stride");
-  gather_normalize_kernel<<<gather_grid(count, pixels), kThreads, 0, s>>>(
-      x, x_lo, images, perm, cursor, stride, count, pixels);
+  gather_normalize_kernel<true><<<gather_grid(count, pixels), kThreads, 0, s>>>(
+      x, x_lo, images, CursorRows{perm, cursor, stride}, count, pixels);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "cuda/kernels/block_reduce.cuh"
+#include "cuda/kernels/launch.cuh"
 #include "cuda/kernels/loss.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 
@@ -42,11 +43,11 @@ __device__ float store_grad(bf16* out, float g) {
   return __bfloat162float(r);
 }
 
-// One block per image. With `bias`, the logit is pre_bias + *bias (float add); with
-// `blocks_done` (the fused form) also image_dsum, and the last block to finish reduces the
-// batch: sums += (recon, kl) and *dbias, in loss_accumulate_kernel's order. T: the logits' and
-// their gradient's type.
-template <typename T>
+// One block per image. kFused: the logit is pre_bias + *bias (float add), the kernel also
+// writes image_dsum, and the last block to finish reduces the batch: sums += (recon, kl) and
+// *dbias, in loss_accumulate_kernel's order (else bias, image_dsum, sums, dbias and blocks_done
+// are unused). T: the logits' and their gradient's type.
+template <typename T, bool kFused>
 __global__ void __launch_bounds__(kThreads)
     bce_kl_loss_kernel(T* __restrict__ dlogits, float* __restrict__ recon, float* __restrict__ kl,
                        double* __restrict__ image_dsum, double* __restrict__ sums,
@@ -55,10 +56,10 @@ __global__ void __launch_bounds__(kThreads)
                        const float* __restrict__ x, const float* __restrict__ mu,
                        const float* __restrict__ logvar, int pixels, int latent_dim, double inv_b) {
   const int64_t row = int64_t(blockIdx.x) * pixels;
-  const float b0 = bias ? *bias : 0.0f;
+  const float b0 = kFused ? *bias : 0.0f;
   double recon_sum = 0.0, dsum = 0.0;
   for (int p = threadIdx.x; p < pixels; p += kThreads) {
-    const float lf = bias ? __fadd_rn(widen(logits[row + p]), b0) : widen(logits[row + p]);
+    const float lf = kFused ? __fadd_rn(widen(logits[row + p]), b0) : widen(logits[row + p]);
     const double l = lf, t = x[row + p];
     const double e = exp(-fabs(l));
     // (l < 0 ? 0 : l) is std::max(l, 0.0): a NaN logit stays NaN instead of being hidden.
@@ -74,39 +75,28 @@ __global__ void __launch_bounds__(kThreads)
     kl_sum += -0.5 * (1.0 + lv - m * m - exp(lv));
   }
   block_sum2<kThreads>(recon_sum, kl_sum);
-  if (!blocks_done) {
-    if (threadIdx.x == 0) {
-      recon[blockIdx.x] = float(recon_sum);
-      kl[blockIdx.x] = float(kl_sum);
-    }
-    return;
-  }
-  dsum = block_sum<kThreads>(dsum);
-  __shared__ bool last;
+  if constexpr (kFused) dsum = block_sum<kThreads>(dsum);
   if (threadIdx.x == 0) {
     recon[blockIdx.x] = float(recon_sum);
     kl[blockIdx.x] = float(kl_sum);
-    image_dsum[blockIdx.x] = dsum;
-    __threadfence();  // the three stores are visible device-wide before the ticket
-    last = atomicAdd(blocks_done, 1u) == gridDim.x - 1;
+    if constexpr (kFused) image_dsum[blockIdx.x] = dsum;
   }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // The other blocks' values, read from L2 (__ldcg), in loss_accumulate_kernel's order.
-  double r = 0.0, k = 0.0, d = 0.0;
-  for (int b = threadIdx.x; b < int(gridDim.x); b += kThreads) {
-    r += double(__ldcg(recon + b));
-    k += double(__ldcg(kl + b));
-    d += __ldcg(image_dsum + b);
-  }
-  block_sum2<kThreads>(r, k);
-  d = block_sum<kThreads>(d);
-  if (threadIdx.x == 0) {
-    sums[0] += r;
-    sums[1] += k;
-    *dbias = float(d);
-    *blocks_done = 0;  // ready for the next launch
+  if constexpr (kFused) {
+    if (!last_block_done(blocks_done)) return;
+    // The other blocks' values, read from L2 (__ldcg), in loss_accumulate_kernel's order.
+    double r = 0.0, k = 0.0, d = 0.0;
+    for (int b = threadIdx.x; b < int(gridDim.x); b += kThreads) {
+      r += double(__ldcg(recon + b));
+      k += double(__ldcg(kl + b));
+      d += __ldcg(image_dsum + b);
+    }
+    block_sum2<kThreads>(r, k);
+    d = block_sum<kThreads>(d);
+    if (threadIdx.x == 0) {
+      sums[0] += r;
+      sums[1] += k;
+      *dbias = float(d);
+    }
   }
 }
 
@@ -143,9 +133,9 @@ void bce_kl_loss(float* dlogits, float* recon, float* kl, const float* logits, c
   if (!dlogits || !recon || !kl || !logits || !x || !mu || !logvar)
     throw Error("bce_kl_loss: null pointer");
   const double inv_b = 1.0 / double(batch);  // as cpu::bce_kl_loss
-  bce_kl_loss_kernel<float><<<batch, kThreads, 0, s>>>(dlogits, recon, kl, nullptr, nullptr,
-                                                       nullptr, nullptr, logits, nullptr, x, mu,
-                                                       logvar, pixels, latent_dim, inv_b);
+  bce_kl_loss_kernel<float, false>
+      <<<batch, kThreads, 0, s>>>(dlogits, recon, kl, nullptr, nullptr, nullptr, nullptr, logits,
+                                  nullptr, x, mu, logvar, pixels, latent_dim, inv_b);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -159,9 +149,9 @@ void launch_fused(const char* fn, const FusedLossArgsT<T>& a, int batch, int pix
       !a.pre_bias || !a.bias || !a.x || !a.mu || !a.logvar)
     throw Error(std::string(fn) + ": null pointer");
   const double inv_b = 1.0 / double(batch);
-  bce_kl_loss_kernel<T><<<batch, kThreads, 0, s>>>(a.dlogits, a.recon, a.kl, a.image_dsum, a.sums,
-                                                   a.dbias, a.blocks_done, a.pre_bias, a.bias, a.x,
-                                                   a.mu, a.logvar, pixels, latent_dim, inv_b);
+  bce_kl_loss_kernel<T, true><<<batch, kThreads, 0, s>>>(
+      a.dlogits, a.recon, a.kl, a.image_dsum, a.sums, a.dbias, a.blocks_done, a.pre_bias, a.bias,
+      a.x, a.mu, a.logvar, pixels, latent_dim, inv_b);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,10 +1,11 @@
 // bf16 conversions of the mixed-precision step (precision.cuh): to_bf16 rounds to nearest even
 // (__float2bfloat16_rn, the cvt.rn.bf16.f32 instruction), widen_spans copies exactly.
 // Owns: the kernels and launchers of to_bf16 and widen_spans.
-#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
+#include "cuda/kernels/launch.cuh"
 #include "cuda/kernels/precision.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 
@@ -12,11 +13,6 @@ namespace cuvae {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr size_t kMaxBlocks = 65535;  // grid-stride beyond this
-
-int blocks_for(size_t n) {
-  return int(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
-}
 
 __global__ void to_bf16_kernel(bf16* __restrict__ dst, const float* __restrict__ src, size_t n) {
   const size_t stride = size_t(gridDim.x) * kThreads;
@@ -25,17 +21,23 @@ __global__ void to_bf16_kernel(bf16* __restrict__ dst, const float* __restrict__
 }
 
 // One grid-stride loop over the concatenated spans: element k of the concatenation lies in
-// the first span whose running end exceeds k. ToLo: float -> bf16, else bf16 -> float.
+// the first span whose running end exceeds k. ToLo: float -> bf16, else bf16 -> float; the
+// side read is const.
 template <bool ToLo>
-__global__ void spans_kernel(float* __restrict__ f, bf16* __restrict__ lo, SpanMap spans,
-                             size_t total) {
+using FloatSide = std::conditional_t<ToLo, const float, float>;
+template <bool ToLo>
+using LoSide = std::conditional_t<ToLo, bf16, const bf16>;
+
+template <bool ToLo>
+__global__ void spans_kernel(FloatSide<ToLo>* __restrict__ f, LoSide<ToLo>* __restrict__ lo,
+                             SpanMap spans, size_t total) {
   const size_t stride = size_t(gridDim.x) * kThreads;
   for (size_t k = size_t(blockIdx.x) * kThreads + threadIdx.x; k < total; k += stride) {
     size_t before = 0;
     for (int j = 0; j < spans.count; ++j) {
       if (k < before + spans.size[j]) {
         const size_t i = spans.offset[j] + (k - before), i_lo = spans.lo_offset[j] + (k - before);
-        if (ToLo)
+        if constexpr (ToLo)
           lo[i_lo] = __float2bfloat16_rn(f[i]);
         else
           f[i] = __bfloat162float(lo[i_lo]);
@@ -71,11 +73,12 @@ size_t check_spans(const char* fn, const SpanMap& spans) {
 }
 
 template <bool ToLo>
-void launch_spans(const char* fn, float* f, bf16* lo, const SpanMap& spans, cudaStream_t s) {
+void launch_spans(const char* fn, FloatSide<ToLo>* f, LoSide<ToLo>* lo, const SpanMap& spans,
+                  cudaStream_t s) {
   const size_t total = check_spans(fn, spans);
   if (total == 0) return;
   if (!f || !lo) throw Error(std::string(fn) + ": null pointer");
-  spans_kernel<ToLo><<<blocks_for(total), kThreads, 0, s>>>(f, lo, spans, total);
+  spans_kernel<ToLo><<<grid_stride_blocks(total, kThreads), kThreads, 0, s>>>(f, lo, spans, total);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -84,17 +87,16 @@ void launch_spans(const char* fn, float* f, bf16* lo, const SpanMap& spans, cuda
 void to_bf16(bf16* dst, const float* src, size_t n, cudaStream_t s) {
   if (n == 0) return;
   if (!dst || !src) throw Error("to_bf16: null pointer");
-  to_bf16_kernel<<<blocks_for(n), kThreads, 0, s>>>(dst, src, n);
+  to_bf16_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(dst, src, n);
   CUDA_CHECK_LAUNCH();
 }
 
 void to_bf16(bf16* lo, const float* src, const SpanMap& spans, cudaStream_t s) {
-  // The kernel only reads the float side when ToLo.
-  launch_spans<true>("to_bf16 (spans)", const_cast<float*>(src), lo, spans, s);
+  launch_spans<true>("to_bf16 (spans)", src, lo, spans, s);
 }
 
 void widen_spans(float* dst, const bf16* lo, const SpanMap& spans, cudaStream_t s) {
-  launch_spans<false>("widen_spans", dst, const_cast<bf16*>(lo), spans, s);
+  launch_spans<false>("widen_spans", dst, lo, spans, s);
 }
 
 }  // namespace cuvae

@@ -11,7 +11,9 @@
 // Owns: reparam_forward_kernel, reparam_backward_kernel and their launchers.
 #include <climits>
 #include <string>
+#include <type_traits>
 
+#include "cuda/kernels/launch.cuh"
 #include "cuda/kernels/reparam.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 #include "host/core/philox.h"
@@ -20,20 +22,32 @@ namespace cuvae {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 65535;
 
-// With bias_mu (and bias_lv), mu and logvar are read before the heads' biases, the float adds
-// of bias_act_forward applied and the results written back in place (so mu, logvar are not
-// __restrict__: the same buffers are read and written, each element by one thread).
-__global__ void reparam_forward_kernel(float* __restrict__ z, float* __restrict__ eps, float* mu,
-                                       float* logvar, const float* __restrict__ bias_mu,
+// The step's noise counter: given, or the step table's t - 1.
+__device__ uint64_t noise_counter(uint64_t fixed) {
+  return fixed;
+}
+__device__ uint64_t noise_counter(const StepTable& at) {
+  return uint64_t(step_scalars_at(at).step) - 1;
+}
+
+// mu and logvar: read only, or (kBiased) read before the heads' biases, the float adds of
+// bias_act_forward applied and the results written back in place (so not __restrict__: the
+// same buffers are read and written, each element by one thread).
+template <bool kBiased>
+using HeadPtr = std::conditional_t<kBiased, float*, const float*>;
+
+// Step: uint64_t (the noise counter) or StepTable.
+template <bool kBiased, typename Step>
+__global__ void reparam_forward_kernel(float* __restrict__ z, float* __restrict__ eps,
+                                       HeadPtr<kBiased> mu, HeadPtr<kBiased> logvar,
+                                       const float* __restrict__ bias_mu,
                                        const float* __restrict__ bias_lv, int dim, uint64_t seed,
-                                       uint64_t fixed_step, const StepScalars* __restrict__ table,
-                                       const int32_t* __restrict__ cursor, int n) {
-  const uint64_t step = table ? uint64_t(table[*cursor].step) - 1 : fixed_step;
+                                       Step at, int n) {
+  const uint64_t step = noise_counter(at);
   for (int i = blockIdx.x * kThreads + threadIdx.x; i < n; i += gridDim.x * kThreads) {
     float m = mu[i], lv = logvar[i];
-    if (bias_mu) {
+    if constexpr (kBiased) {
       m = __fadd_rn(m, bias_mu[i % dim]);
       lv = __fadd_rn(lv, bias_lv[i % dim]);
       mu[i] = m;
@@ -46,9 +60,10 @@ __global__ void reparam_forward_kernel(float* __restrict__ z, float* __restrict_
   }
 }
 
-// With blocks_done (the biased form), the last block to finish also writes the heads' bias
-// gradients: column j of dmu (and of dlogvar) summed over the batch in double by one warp,
-// lanes striding the rows in order, then a shuffle tree: a fixed order, no atomics in the sums.
+// With kBiasGrad, the last block to finish also writes the heads' bias gradients: column j of
+// dmu (and of dlogvar) summed over the batch in double by one warp, lanes striding the rows in
+// order, then a shuffle tree: a fixed order, no atomics in the sums.
+template <bool kBiasGrad>
 __global__ void reparam_backward_kernel(float* __restrict__ dmu, float* __restrict__ dlogvar,
                                         float* __restrict__ db_mu, float* __restrict__ db_lv,
                                         unsigned* __restrict__ blocks_done,
@@ -63,25 +78,19 @@ __global__ void reparam_backward_kernel(float* __restrict__ dmu, float* __restri
     const double kl = __dmul_rn(__dmul_rn(scale, 0.5), __dadd_rn(exp(lv), -1.0));
     dlogvar[i] = float(__dadd_rn(path, kl));
   }
-  if (!blocks_done) return;
-  __threadfence();  // this thread's stores are visible device-wide before the ticket
-  __shared__ bool last;
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(blocks_done, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int rows = n / dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int c = warp; c < 2 * dim; c += kThreads / 32) {
-    const float* g = c < dim ? dmu : dlogvar;
-    const int j = c < dim ? c : c - dim;
-    double acc = 0.0;
-    for (int b = lane; b < rows; b += 32) acc += double(__ldcg(g + int64_t(b) * dim + j));
-    for (int offset = 16; offset > 0; offset >>= 1)
-      acc += __shfl_down_sync(0xffffffffu, acc, offset);
-    if (lane == 0) (c < dim ? db_mu : db_lv)[j] = float(acc);
+  if constexpr (kBiasGrad) {
+    if (!last_block_done(blocks_done)) return;
+    const int rows = n / dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int c = warp; c < 2 * dim; c += kThreads / 32) {
+      const float* g = c < dim ? dmu : dlogvar;
+      const int j = c < dim ? c : c - dim;
+      double acc = 0.0;
+      for (int b = lane; b < rows; b += 32) acc += double(__ldcg(g + int64_t(b) * dim + j));
+      for (int offset = 16; offset > 0; offset >>= 1)
+        acc += __shfl_down_sync(0xffffffffu, acc, offset);
+      if (lane == 0) (c < dim ? db_mu : db_lv)[j] = float(acc);
+    }
   }
-  if (threadIdx.x == 0) *blocks_done = 0;  // ready for the next launch
 }
 
 // n = batch * latent_dim as an int (the Philox index is 32-bit; the grid stride must not wrap).
@@ -89,14 +98,9 @@ int checked_count(const char* fn, int batch, int latent_dim) {
   if (batch < 1 || latent_dim < 1)
     throw Error(std::string(fn) + ": bad sizes batch=" + std::to_string(batch) +
                 " latent_dim=" + std::to_string(latent_dim));
-  if (latent_dim > (INT_MAX - kMaxBlocks * kThreads) / batch)
+  if (latent_dim > (INT_MAX - kMaxGridBlocks * kThreads) / batch)
     throw Error(std::string(fn) + ": batch * latent_dim too large");
   return batch * latent_dim;
-}
-
-int blocks_for(int n) {
-  const int blocks = (n + kThreads - 1) / kThreads;
-  return blocks < kMaxBlocks ? blocks : kMaxBlocks;
 }
 
 }  // namespace
@@ -105,10 +109,8 @@ void reparam_forward(float* z, float* eps, const float* mu, const float* logvar,
                      uint64_t step, int batch, int latent_dim, cudaStream_t s) {
   const int n = checked_count("reparam_forward", batch, latent_dim);
   if (!z || !eps || !mu || !logvar) throw Error("reparam_forward: null pointer");
-  // The kernel writes mu and logvar only when given biases (not here).
-  reparam_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(
-      z, eps, const_cast<float*>(mu), const_cast<float*>(logvar), nullptr, nullptr, latent_dim,
-      seed, step, nullptr, nullptr, n);
+  reparam_forward_kernel<false><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
+      z, eps, mu, logvar, nullptr, nullptr, latent_dim, seed, step, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -117,9 +119,8 @@ void reparam_forward(float* z, float* eps, const float* mu, const float* logvar,
   const int n = checked_count("reparam_forward", batch, latent_dim);
   if (!z || !eps || !mu || !logvar || !at.table || !at.cursor)
     throw Error("reparam_forward: null pointer");
-  reparam_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(
-      z, eps, const_cast<float*>(mu), const_cast<float*>(logvar), nullptr, nullptr, latent_dim,
-      seed, 0, at.table, at.cursor, n);
+  reparam_forward_kernel<false><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
+      z, eps, mu, logvar, nullptr, nullptr, latent_dim, seed, at, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -129,8 +130,8 @@ void reparam_forward_biased(float* z, float* eps, float* mu, float* logvar, cons
   const int n = checked_count("reparam_forward_biased", batch, latent_dim);
   if (!z || !eps || !mu || !logvar || !bias_mu || !bias_lv || !at.table || !at.cursor)
     throw Error("reparam_forward_biased: null pointer");
-  reparam_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(
-      z, eps, mu, logvar, bias_mu, bias_lv, latent_dim, seed, 0, at.table, at.cursor, n);
+  reparam_forward_kernel<true><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
+      z, eps, mu, logvar, bias_mu, bias_lv, latent_dim, seed, at, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -141,7 +142,7 @@ void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* 
   if (!dmu || !dlogvar || !dz || !mu || !logvar || !eps)
     throw Error("reparam_backward: null pointer");
   const double scale = double(beta) / double(batch);  // as cpu::reparam_backward
-  reparam_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(
+  reparam_backward_kernel<false><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
       dmu, dlogvar, nullptr, nullptr, nullptr, dz, mu, logvar, eps, scale, latent_dim, n);
   CUDA_CHECK_LAUNCH();
 }
@@ -154,7 +155,7 @@ void reparam_backward_biased(float* dmu, float* dlogvar, float* db_mu, float* db
   if (!dmu || !dlogvar || !db_mu || !db_lv || !blocks_done || !dz || !mu || !logvar || !eps)
     throw Error("reparam_backward_biased: null pointer");
   const double scale = double(beta) / double(batch);
-  reparam_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(
+  reparam_backward_kernel<true><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
       dmu, dlogvar, db_mu, db_lv, blocks_done, dz, mu, logvar, eps, scale, latent_dim, n);
   CUDA_CHECK_LAUNCH();
 }

@@ -5,6 +5,7 @@
 #include <climits>
 #include <string>
 
+#include "cuda/kernels/launch.cuh"
 #include "cuda/kernels/shuffle.cuh"
 #include "cuda/runtime/cuda_check.cuh"
 #include "host/core/philox.h"
@@ -13,12 +14,6 @@ namespace cuvae {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 65535;
-
-int blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return int(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
 
 __global__ void iota_kernel(int32_t* __restrict__ index, int64_t n) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
@@ -45,14 +40,15 @@ DeviceShuffle::DeviceShuffle(int64_t n) : n_(n) {
                                              sorted_keys_.data(), index_.data(),
                                              static_cast<int32_t*>(nullptr), int(n)));
   scratch_ = DeviceBuffer<unsigned char>(scratch_bytes, "the shuffle's sort scratch");
-  iota_kernel<<<blocks_for(n), kThreads>>>(index_.data(), n);
+  iota_kernel<<<grid_stride_blocks(uint64_t(n), kThreads), kThreads>>>(index_.data(), n);
   CUDA_CHECK_LAUNCH();
   CUDA_CHECK(cudaDeviceSynchronize());  // the legacy stream: ready for any stream's draw
 }
 
 void DeviceShuffle::draw(int32_t* perm, uint64_t seed, int64_t epoch, cudaStream_t s) {
   if (!perm) throw Error("DeviceShuffle::draw: null pointer");
-  shuffle_key_kernel<<<blocks_for(n_), kThreads, 0, s>>>(keys_.data(), seed, uint64_t(epoch), n_);
+  shuffle_key_kernel<<<grid_stride_blocks(uint64_t(n_), kThreads), kThreads, 0, s>>>(
+      keys_.data(), seed, uint64_t(epoch), n_);
   CUDA_CHECK_LAUNCH();
   size_t scratch_bytes = scratch_.size();
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scratch_.data(), scratch_bytes, keys_.data(),

@@ -1,12 +1,8 @@
-// `cuvae eval` and `cuvae encode`: a trained model on a dataset split.
-//
-// eval:   the mean one-sample negative ELBO (reconstruction + KL, nats per image) and the
-//         importance-weighted bound IWAE_K on -log p(x) with its standard error (evaluate.h),
-//         as one readable line and a JSON object; optionally one batch (images, noise and
-//         cuvae's per-image loss) for tools/parity/check_model.py.
-// encode: one CSV row per image: index, label, z_mean, z_log_var and the one-sample negative
-//         ELBO (the anomaly score), written atomically.
-// stdout holds only the results (eval: the line, then the JSON unless --json FILE); notes and
+// `cuvae eval`: a trained model on a dataset split: the mean one-sample negative ELBO
+// (reconstruction + KL, nats per image) and the importance-weighted bound IWAE_K on -log p(x)
+// with its standard error (evaluate.h), as one readable line and a JSON object; optionally one
+// batch (images, noise and cuvae's per-image loss) for tools/parity/check_model.py.
+// stdout holds only the results (the line, then the JSON unless --json FILE); notes and
 // progress go to stderr. Every bad flag or file is an InputError before any work is done.
 #include <algorithm>
 #include <chrono>
@@ -22,6 +18,7 @@
 #include "host/app/cli.h"
 #include "host/app/cli_util.h"
 #include "host/app/commands.h"
+#include "host/app/model_cmd.h"
 #include "host/app/run_folder.h"
 #include "host/core/error.h"
 #include "host/core/inference.h"
@@ -44,53 +41,6 @@ constexpr int kCpuDefaultSamples = 100;
 constexpr int kCpuRefDefaultSamples = 50;
 constexpr int64_t kCpuRefDefaultLimit = 1000;
 constexpr int kMaxSamples = 100000;
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-Split split_of(const std::string& s) {
-  if (s == "test") return Split::Test;
-  if (s == "train") return Split::Train;
-  throw InputError("--split: expected 'test' or 'train', got " + quote_arg(s));
-}
-
-// The progress of a pass over the images on the shared progress line (stderr: stdout holds
-// the results): "<what> done/total images, R images/s, S s left".
-class ImageProgress {
- public:
-  explicit ImageProgress(std::string what) : what_(std::move(what)) {}
-  void show(int64_t done, int64_t total) {
-    if (!line_.enabled() || (done < total && !line_.due())) return;
-    const double s = seconds_since(t0_);
-    std::string text = what_ + " " + with_commas(done) + "/" + with_commas(total) + " images";
-    if (done > 0 && s > 0)
-      text += ", " + fixed(double(done) / s, 0) + " images/s, " +
-              fixed(double(total - done) * s / double(done), 0) + " s left";
-    line_.show(text);
-  }
-
- private:
-  std::string what_;
-  ProgressLine line_{ProgressLine::Stream::Stderr};
-  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
-};
-
-// Device choice as in every command (resolve_device); notes go to stderr, stdout holds the
-// result.
-std::unique_ptr<Inference> make_engine(const LoadedModel& m, const std::string& device,
-                                       bool explicit_device) {
-  return make_inference(m.desc, m.params,
-                        resolve_device(device, explicit_device, std::cerr).device);
-}
-
-// Linear-interpolated quantile (numpy's default) of sorted values.
-double quantile(const std::vector<double>& sorted, double q) {
-  const double pos = q * double(sorted.size() - 1);
-  const size_t lo = size_t(std::floor(pos));
-  const size_t hi = std::min(lo + 1, sorted.size() - 1);
-  return sorted[lo] + (pos - double(lo)) * (sorted[hi] - sorted[lo]);
-}
 
 // One batch for tools/parity/check_model.py: the first `count` images, their eval noise
 // (sample 0) and cuvae's per-image results on them.
@@ -146,13 +96,9 @@ cxxopts::Options eval_options() {
       "cuvae eval",
       "Evaluate a trained model on a dataset split: the mean negative ELBO (one z sample per "
       "image) and the importance-weighted bound IWAE_K on -log p(x), in nats per image.");
+  add_model_data_options(options);
   // clang-format off
   options.add_options()
-    ("run", "run folder (its model.safetensors) or a .safetensors model file",
-       cxxopts::value<std::string>(), "RUN")
-    ("data", "folder with the MNIST-format IDX files",
-       cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("split", "test (t10k-* files) or train", cxxopts::value<std::string>()->default_value("test"), "SPLIT")
     ("iw-samples", "importance samples K per image (0: skip IWAE; default 1000 on the GPU, 100 "
                    "on the CPU, 50 with cpu-ref; at most " + std::to_string(kMaxSamples) + ")",
        cxxopts::value<std::string>(), "K")
@@ -373,73 +319,6 @@ void write_result(const std::string& line, const nlohmann::json& j, const std::s
   std::cerr << "cuvae: wrote " << json_path << "\n";
 }
 
-cxxopts::Options encode_options() {
-  cxxopts::Options options(
-      "cuvae encode",
-      "Write one CSV row per image: index, label, z_mean_*, z_log_var_* and neg_elbo, the "
-      "one-sample negative ELBO (nats), usable as an anomaly score.");
-  // clang-format off
-  options.add_options()
-    ("run", "run folder (its model.safetensors) or a .safetensors model file",
-       cxxopts::value<std::string>(), "RUN")
-    ("data", "folder with the MNIST-format IDX files",
-       cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("split", "test (t10k-* files) or train", cxxopts::value<std::string>()->default_value("test"), "SPLIT")
-    ("csv", "output CSV file (written atomically)", cxxopts::value<std::string>(), "FILE")
-    ("limit", "the first N images only (0: all)", cxxopts::value<std::string>()->default_value("0"), "N")
-    ("seed", "seed of the noise of the neg_elbo sample", cxxopts::value<std::string>()->default_value("0"), "N")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
-    ("h,help", "show this help");
-  // clang-format on
-  options.parse_positional({"run"});
-  options.positional_help("RUN");
-  return options;
-}
-
-// The CSV of encode: the header, then one row per image as the engine encodes it. Returns the
-// images' scores (neg_elbo), sorted.
-std::vector<double> write_encodings(const std::string& csv_path, Inference& model,
-                                    const Dataset& data, uint64_t seed, int64_t n) {
-  const int dim = model.desc().latent_dim;
-  AtomicTextFile f(csv_path);
-  std::FILE* out = f.get();
-  std::fputs("index,label", out);
-  for (int j = 0; j < dim; ++j) std::fprintf(out, ",z_mean_%d", j);
-  for (int j = 0; j < dim; ++j) std::fprintf(out, ",z_log_var_%d", j);
-  std::fputs(",neg_elbo\n", out);
-  std::vector<double> scores;
-  scores.reserve(size_t(n));
-  {
-    ImageProgress progress("encode:");
-    evaluate_elbo_chunks(model, data.images, seed, n,
-                         [&](int64_t first, int count, const float*, const float*, const float* mu,
-                             const float* logvar, const double* recon, const double* kl) {
-                           for (int i = 0; i < count; ++i) {
-                             const int64_t index = first + i;
-                             std::fprintf(out, "%lld,%d", static_cast<long long>(index),
-                                          int(data.labels.labels[size_t(index)]));
-                             for (int j = 0; j < dim; ++j)
-                               std::fprintf(out, ",%.9g", mu[size_t(i) * dim + j]);
-                             for (int j = 0; j < dim; ++j)
-                               std::fprintf(out, ",%.9g", logvar[size_t(i) * dim + j]);
-                             const double score = recon[i] + kl[i];
-                             if (!std::isfinite(score))
-                               throw Error("encode: the negative ELBO of image " +
-                                           std::to_string(index) +
-                                           " is not finite (the model's outputs are not finite)");
-                             std::fprintf(out, ",%.10g\n", score);
-                             scores.push_back(score);
-                           }
-                           progress.show(first + count, n);
-                         });
-  }
-  f.commit();
-  std::sort(scores.begin(), scores.end());
-  return scores;
-}
-
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
@@ -461,41 +340,6 @@ int cmd_eval(int argc, char** argv) {
   const ElboResult elbo = measure_elbo(*job.engine, job.data.images, f.seed, job.n);
   const IwaeResult iwae = measure_iwae(*job.engine, job.data.images, job.k, f.seed, job.n);
   write_result(result_line(f, job, elbo, iwae), result_json(f, job, elbo, iwae), f.json_path);
-  return 0;
-}
-
-int cmd_encode(int argc, char** argv) {
-  cxxopts::Options options = encode_options();
-  const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
-  if (r.count("help")) {
-    std::cout
-        << options.help()
-        << "\nneg_elbo = BCE(x, decode(z)) summed over the pixels + KL(q(z|x) || N(0, I)) "
-           "with one\nz sample (the same noise as `cuvae eval --seed`). A high value marks an "
-           "image the model\nexplains badly. The CPU reference encodes about 200 images/s.\n";
-    return 0;
-  }
-  const std::string run = required_run(r, "encode");
-  const std::string data_dir = r["data"].as<std::string>();
-  if (data_dir.empty()) throw InputError("--data: empty folder name");
-  const Split split = split_of(r["split"].as<std::string>());
-  if (!r.count("csv")) throw InputError("--csv: required (the file to write)");
-  const std::string csv_path = r["csv"].as<std::string>();
-  check_output_path("--csv", csv_path, "CSV file");
-  const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
-  const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
-  const std::string device = r["device"].as<std::string>();
-  check_device_flag(device);
-
-  const LoadedModel m = load_model(find_run_model(run).model);
-  const Dataset data = load_dataset(data_dir, split);
-  const std::unique_ptr<Inference> model = make_engine(m, device, r.count("device") > 0);
-  const int64_t n = limit > 0 ? std::min(limit, data.size()) : data.size();
-  const std::vector<double> scores = write_encodings(csv_path, *model, data, seed, n);
-  std::cout << "cuvae: wrote " << csv_path << ": " << with_commas(n) << " " << split_name(split)
-            << " images; neg_elbo median " << fixed(quantile(scores, 0.5), 2)
-            << ", 99th percentile " << fixed(quantile(scores, 0.99), 2) << ", max "
-            << fixed(scores.back(), 2) << " (device " << model->device() << ")\n";
   return 0;
 }
 
