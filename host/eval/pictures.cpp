@@ -5,7 +5,7 @@
 // z[dim_x] = grid_value(col), z[dim_y] = grid_value(n - 1 - row), every other z[k] = 0 in
 // cell (row, col). The scatter uses z_mean = encoder.mu(x), the reconstructions
 // sigmoid(decode(z_mean)), the samples sigmoid(decode(z)) with z ~ N(0, I) from Philox.
-// Axes get "nice" ticks (1, 2 or 5 times a power of ten) spaced so their labels never touch.
+// The axes, ticks and legends are plot.h's.
 #include "host/eval/pictures.h"
 
 #include <algorithm>
@@ -17,45 +17,14 @@
 #include "host/core/error.h"
 #include "host/core/philox.h"
 #include "host/core/text.h"
+#include "host/eval/plot.h"
 #include "host/io/png.h"
 
 namespace cuvae {
 namespace {
 
-constexpr Rgb kInk{0, 0, 0};                       // text, axes, ticks
-constexpr Rgb kGuide{225, 225, 225};               // scatter grid lines at the ticks
-constexpr int kLinePx = kGlyphRows * kTextScale;   // height of a line of text
-constexpr int kCapPx = kGlyphAscent * kTextScale;  // height of digits and capitals
-constexpr int kMinTickSpacing = 40;                // pixels between neighbouring ticks, at least
-constexpr int kMaxTicks = 11;
 constexpr int kChunk = 1024;                 // images per encode / decode call
 constexpr uint64_t kScatterJitterTag = 101;  // Philox counter word of the D == 1 jitter
-
-// The categorical palette of matplotlib ("tab10"), one colour per class 0-9.
-constexpr Rgb kClassColors[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
-                                  {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
-                                  {188, 189, 34},  {23, 190, 207}};
-
-int text_px(const std::string& s) {
-  return text_width(s, kTextScale);
-}
-
-void text(Canvas& c, int x, int y, const std::string& s) {
-  draw_text(c, x, y, s, kInk, kTextScale);
-}
-
-// The first of `candidates` that fits between x_min and x_max, centred on cx as far as the
-// bounds allow; nothing when none fits (a very narrow picture).
-void draw_fitting(Canvas& c, int cx, int y, const std::vector<std::string>& candidates, int x_min,
-                  int x_max) {
-  for (const std::string& s : candidates) {
-    const int w = text_px(s);
-    if (w > x_max - x_min) continue;
-    const int x = std::clamp(cx - w / 2, x_min, x_max - w);
-    text(c, x, y, s);
-    return;
-  }
-}
 
 // ---- model calls ---------------------------------------------------------------------------
 float sigmoid(float l) {
@@ -95,133 +64,8 @@ void check_images(const ImageSet& images, const std::string& what) {
   if (images.count < 1) throw InputError(what + ": " + images.path + " holds no images");
 }
 
-// ---- axes ----------------------------------------------------------------------------------
-struct Tick {
-  double value;
-  std::string label;
-};
-
-// A tick value as text with the decimals its step needs ("-0.5", "2", "0.25"), in at most
-// kTickLabelChars characters: too long in fixed point (huge or tiny values) it becomes a
-// short exponent form ("2.5e-6", "1e5").
-std::string tick_label(double v, double step) {
-  const int decimals = std::max(0, int(-std::floor(std::log10(step) + 1e-9)));
-  std::string s = fixed(v, decimals);
-  if (int(s.size()) <= kTickLabelChars) return s;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1e", v);
-  std::string m = buf;
-  const size_t e = m.find('e');
-  std::string mantissa = m.substr(0, e);
-  const int exponent = std::atoi(m.c_str() + e + 1);
-  if (mantissa.size() > 2 && mantissa.compare(mantissa.size() - 2, 2, ".0") == 0)
-    mantissa.resize(mantissa.size() - 2);
-  return mantissa + "e" + std::to_string(exponent);
-}
-
-// Ticks at multiples of the smallest step in {1, 2, 5} x 10^k that keeps neighbouring ticks
-// far enough apart for their labels (`horizontal`: labels side by side) and at most kMaxTicks.
-std::vector<Tick> nice_ticks(double lo, double hi, double px_per_unit, bool horizontal) {
-  const double range = hi - lo;
-  if (!(range > 0) || !std::isfinite(range)) return {{lo, tick_label(lo, 1.0)}};
-  int k = int(std::floor(std::log10(range))) - 2;
-  for (int iter = 0; iter < 40; ++iter, ++k) {
-    for (const double m : {1.0, 2.0, 5.0}) {
-      const double step = m * std::pow(10.0, k);
-      const double first = std::ceil(lo / step - 1e-9), last = std::floor(hi / step + 1e-9);
-      if (last - first + 1 > kMaxTicks) continue;
-      std::vector<Tick> ticks;
-      int widest = 0;
-      for (double i = first; i <= last; ++i) {
-        const double v = i == 0 ? 0.0 : i * step;  // never "-0.0"
-        ticks.push_back({v, tick_label(v, step)});
-        widest = std::max(widest, text_px(ticks.back().label));
-      }
-      const int need = std::max(kMinTickSpacing, (horizontal ? widest : kLinePx) + 16);
-      if (ticks.size() <= 1 || step * px_per_unit >= need) return ticks;
-    }
-  }
-  return {};
-}
-
-// A linear map from values to pixels: value lo at pixel p_lo, hi at p_hi (p_hi < p_lo for a
-// y axis, whose values grow upwards).
-struct AxisMap {
-  double lo, hi;
-  int p_lo, p_hi;
-  double px_per_unit() const { return hi > lo ? std::abs(p_hi - p_lo) / (hi - lo) : 0.0; }
-  double to_px(double v) const {
-    if (!(hi > lo)) return 0.5 * (p_lo + p_hi);
-    return p_lo + (v - lo) / (hi - lo) * (p_hi - p_lo);
-  }
-};
-
-// The plot rectangle of an axes picture.
-struct PlotArea {
-  int x, y, w, h;
-  int right() const { return x + w; }   // first column after the plot
-  int bottom() const { return y + h; }  // first row below the plot
-};
-
-// Ticks, tick labels and the axis name below the plot. `guides` draws light lines across.
-void draw_x_axis(Canvas& c, const PlotArea& plot, const AxisMap& map,
-                 const std::vector<Tick>& ticks, const std::string& name, bool guides) {
-  const int label_y = plot.bottom() + 1 + kTickLength + 4;
-  for (const Tick& t : ticks) {
-    const int px = int(std::lround(map.to_px(t.value)));
-    if (guides) c.vline(px, plot.y, plot.bottom() - 1, kGuide);
-    c.vline(px, plot.bottom() + 1, plot.bottom() + kTickLength, kInk);
-    text(c, px - text_px(t.label) / 2, label_y, t.label);
-  }
-  const int cx = plot.x + plot.w / 2;
-  draw_fitting(c, cx, label_y + kLinePx + 8, {name}, 0, c.width());
-}
-
-// Ticks, right-aligned tick labels and the turned axis name left of the plot.
-void draw_y_axis(Canvas& c, const PlotArea& plot, const AxisMap& map,
-                 const std::vector<Tick>& ticks, const std::string& name, bool guides) {
-  const int label_right = plot.x - 1 - kTickLength - 6;
-  int widest = 0;
-  for (const Tick& t : ticks) {
-    const int py = int(std::lround(map.to_px(t.value)));
-    if (guides) c.hline(plot.x, plot.right() - 1, py, kGuide);
-    c.hline(plot.x - 1 - kTickLength, plot.x - 2, py, kInk);
-    text(c, label_right - text_px(t.label), py - kCapPx / 2, t.label);
-    widest = std::max(widest, text_px(t.label));
-  }
-  // Beside the widest tick label, as matplotlib places it; never into the outer margin.
-  const int name_x = std::max(kPicturePad, label_right - widest - 12 - kLinePx);
-  draw_text_up(c, name_x, plot.y + plot.h / 2 + text_px(name) / 2, name, kInk, kTextScale);
-}
-
-// A one-pixel frame just outside the plot.
-void draw_frame(Canvas& c, const PlotArea& plot) {
-  c.frame(plot.x - 1, plot.y - 1, plot.w + 2, plot.h + 2, kInk);
-}
-
 std::string dim_name(int d) {
   return "z[" + std::to_string(d) + "]";
-}
-
-// ---- scatter range -------------------------------------------------------------------------
-// [0.5th percentile, 99.5th percentile] of the finite values, widened by 5% each side; a
-// degenerate range is widened around its value.
-std::pair<double, double> robust_range(const std::vector<double>& values) {
-  std::vector<double> v;
-  v.reserve(values.size());
-  for (double x : values)
-    if (std::isfinite(x)) v.push_back(x);
-  if (v.empty()) return {-1.0, 1.0};
-  std::sort(v.begin(), v.end());
-  const double last = double(v.size() - 1);
-  double lo = v[size_t(std::floor(0.005 * last))];
-  double hi = v[size_t(std::ceil(0.995 * last))];
-  const double span = hi - lo;
-  if (!(span > 1e-9 * std::max({1.0, std::abs(lo), std::abs(hi)}))) {
-    const double mid = 0.5 * (lo + hi), half = std::max(1e-3, 0.05 * std::abs(mid));
-    return {mid - half, mid + half};
-  }
-  return {lo - 0.05 * span, hi + 0.05 * span};
 }
 
 }  // namespace
@@ -350,13 +194,9 @@ void write_scatter(const std::string& path, Inference& model, const Dataset& dat
   draw_frame(c, plot);
 
   // Legend: a swatch and the class for each label.
-  const int lx = plot.right() + 24, swatch = 12, row = 24;
-  text(c, lx, plot.y, "label");
-  for (int k = 0; k < 10; ++k) {
-    const int y = plot.y + kLinePx + 10 + k * row;
-    c.fill_rect(lx, y + (kCapPx - swatch) / 2, swatch, swatch, kClassColors[k]);
-    text(c, lx + swatch + 10, y, std::to_string(k));
-  }
+  std::vector<std::pair<std::string, Rgb>> classes;
+  for (int k = 0; k < 10; ++k) classes.emplace_back(std::to_string(k), kClassColors[k]);
+  draw_legend(c, plot.right() + 24, plot.y, "label", classes);
 
   std::string title = "z_mean of " + with_commas(count) + (count == 1 ? " image" : " images");
   if (dim == 1) title += " by label (latent dim 1)";
@@ -394,8 +234,8 @@ void write_reconstructions(const std::string& path, Inference& model, const Imag
     c.blit_gray(x, y0, original.data(), kImageSide, kImageSide, kTileScale);
     c.blit_gray(x, y1, &p[size_t(i) * kImagePixels], kImageSide, kImageSide, kTileScale);
   }
-  text(c, kPicturePad, y0 + (kTile - kCapPx) / 2, "original");
-  text(c, kPicturePad, y1 + (kTile - kCapPx) / 2, "decoded");
+  ink_text(c, kPicturePad, y0 + (kTile - kCapPx) / 2, "original");
+  ink_text(c, kPicturePad, y1 + (kTile - kCapPx) / 2, "decoded");
   draw_fitting(c, x0 + strip / 2, kPicturePad,
                {"reconstructions: decoder(z_mean)", "decoder(z_mean)"}, kPicturePad,
                c.width() - kPicturePad);
