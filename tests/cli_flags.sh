@@ -38,6 +38,9 @@ expect_error --latent-dim "${run[@]}" --latent-dim 0
 expect_error --latent-dim "${run[@]}" --latent-dim 1000000
 expect_error --beta "${run[@]}" --beta -1
 expect_error --beta "${run[@]}" --beta NaN
+expect_error --beta-warmup "${run[@]}" --beta-warmup -1
+expect_error --beta-warmup "${run[@]}" --beta-warmup 1.5
+expect_error --beta-warmup "${run[@]}" --beta-warmup 100001
 expect_error --seed "${run[@]}" --seed -1
 expect_error --limit "${run[@]}" --limit -3
 expect_error "--device: expected 'gpu', 'cpu' or 'cpu-ref', got 'tpu'" "${run[@]}" --device tpu

@@ -106,7 +106,7 @@ grep -q "resuming $TMP/a after epoch 2" "$TMP/resume.out" || fail "the resume do
 
 # metrics.csv: the header, 4 rows numbered 1..4, test_loss filled in, and the same numbers
 # (all but the timing columns) as the straight run.
-header=epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds
+header=epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds,kl_weight
 [ "$(head -n 1 "$TMP/a/metrics.csv")" = "$header" ] || fail "metrics.csv header: $(head -n 1 "$TMP/a/metrics.csv")"
 awk -F, 'NR > 1 {
     n++
@@ -323,6 +323,37 @@ expect_refused new-run-into-a-run "--overwrite" "${COMMON[@]}" --epochs 1 --out 
 cmp -s "$TMP/a/model.safetensors" "$TMP/b/model.safetensors" || fail "a refused new run changed the old one"
 expect_ok overwrite "${COMMON[@]}" --epochs 1 --out "$TMP/b" --overwrite
 awk 'END { if (NR != 2) exit 1 }' "$TMP/b/metrics.csv" || fail "--overwrite kept the old metrics rows"
+
+# --beta-warmup 2 (beta 2): the KL weight ramps over epochs 1-2. Every row has loss =
+# reconstruction + kl_weight * kl; kl_weight rises in the ramp, stays below beta there and is
+# beta in epoch 3; the banner says so. The warm-up is the run's: another value on resume is
+# refused, none or the same accepted, and the resumed rows equal a straight run's.
+expect_ok warm-straight "${COMMON[@]}" --beta 2 --beta-warmup 2 --epochs 3 --out "$TMP/warm"
+grep -q "beta 2 (warm-up over 2 epochs)" "$TMP/warm-straight.out" || fail "warm-straight: the banner does not name the warm-up"
+awk -F, -v tol="$TOL" 'NR == 1 { if ($10 != "kl_weight") { print "FAIL: column 10 is " $10; bad = 1 } }
+  NR > 1 {
+    n++
+    d = $2 - ($3 + $10 * $4); if (d < 0) d = -d
+    if (d > tol * $2) { print "FAIL: warm-up epoch " $1 ": loss " $2 " != " $3 " + " $10 " * " $4; bad = 1 }
+    if ($1 <= 2 && !($10 > prev && $10 < 2)) { print "FAIL: warm-up epoch " $1 ": kl_weight " $10; bad = 1 }
+    if ($1 == 3 && $10 != 2) { print "FAIL: epoch 3 after the warm-up: kl_weight " $10; bad = 1 }
+    prev = $10
+  }
+  END {
+    if (n != 3) { print "FAIL: " n " warm-up rows, expected 3"; exit 1 }
+    if (!bad) print "ok: warm-up rows: loss = reconstruction + kl_weight * kl, the weight ramps to beta"
+    exit bad
+  }' "$TMP/warm/metrics.csv" || fails=$((fails + 1))
+expect_ok warm-first "${COMMON[@]}" --beta 2 --beta-warmup 2 --epochs 1 --out "$TMP/warm1"
+expect_refused warm-changed "--beta-warmup 3 conflicts with the run in $TMP/warm1, trained with --beta-warmup 2" \
+  --resume "$TMP/warm1" --epochs 3 --beta-warmup 3 --device cpu
+expect_ok warm-resumed --resume "$TMP/warm1" --epochs 3 --beta-warmup 2 --device cpu
+if [ "$(cut -d, -f1-5,10 "$TMP/warm1/metrics.csv")" = "$(cut -d, -f1-5,10 "$TMP/warm/metrics.csv")" ] &&
+  cmp -s "$TMP/warm1/model.safetensors" "$TMP/warm/model.safetensors"; then
+  echo "ok: a warm-up run resumed after epoch 1 equals the straight run (metrics and weights)"
+else
+  fail "a warm-up run resumed after epoch 1 differs from the straight run"
+fi
 
 if [ "$fails" -ne 0 ]; then
   echo "cli_resume: $fails failed"

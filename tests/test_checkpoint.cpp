@@ -55,6 +55,7 @@ TrainRun sample_run(const ModelDesc& d, uint64_t seed) {
   run.cfg.batch_size = 10;
   run.cfg.adam.lr = 3.3e-4f;  // not a short decimal: the text must carry every bit
   run.cfg.beta = 0.7;
+  run.cfg.beta_warmup = 3;  // not the default: the field must be written
   run.cfg.seed = seed;
   run.cfg.epochs = 7;
   run.cfg.limit = 37;
@@ -120,6 +121,7 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   st.step += 2;
   st.epoch_recon_sum = 5123.0625 + double(seed % 1000) / 7.0;
   st.epoch_kl_sum = 31.5 / 3.0;
+  st.epoch_weighted_kl_sum = 2.0 / 3.0 + double(seed % 1000) / 9.0;
   const TrainRun run = sample_run(d, seed);
   save_train_state(path, d, run, st);
 
@@ -127,6 +129,7 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(got.state.epoch_step == 2);
   CHECK(got.state.epoch_recon_sum == st.epoch_recon_sum);  // every bit (F64)
   CHECK(got.state.epoch_kl_sum == st.epoch_kl_sum);
+  CHECK(got.state.epoch_weighted_kl_sum == st.epoch_weighted_kl_sum);
   CHECK(got.desc.latent_dim == 3);
   CHECK(same_bits(got.state.params, st.params));
   CHECK(same_bits(got.state.adam_m, st.adam_m));
@@ -138,6 +141,7 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(c.batch_size == run.cfg.batch_size);
   CHECK(std::memcmp(&c.adam, &run.cfg.adam, sizeof c.adam) == 0);  // lr, betas, eps: every bit
   CHECK(c.beta == run.cfg.beta);
+  CHECK(c.beta_warmup == 3);
   CHECK(c.seed == seed);
   CHECK(c.epochs == run.cfg.epochs);
   CHECK(c.limit == run.cfg.limit);
@@ -154,7 +158,7 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(f.metadata.at("rng").find("whole RNG state") != std::string::npos);
   CHECK(f.get("adam.v.encoder.conv1.weight", DType::F32, {32, 1, 3, 3}).numel() == 288);
   CHECK(f.get("step", DType::I64, {1}).numel() == 1);
-  CHECK(f.get("epoch_sums", DType::F64, {2}).numel() == 2);
+  CHECK(f.get("epoch_sums", DType::F64, {3}).numel() == 3);
   CHECK(f.tensors.size() == 3 * d.params.size() + 4);
   fs::remove_all(dir);
 }
@@ -184,6 +188,50 @@ TEST_CASE("train_split: absent (an older file) is train, an unknown value is ref
     g.write(edited);
     require_refused(load_state, edited, "bad train_split '" + std::string(bad) + "'");
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a state from before --beta-warmup (two epoch sums, no beta_warmup) loads as none",
+          "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const fs::path dir = temp_dir();
+  const std::string path = (dir / "train_state.safetensors").string();
+  const std::string edited = (dir / "edited.safetensors").string();
+  const ModelDesc d = make_vae(2);
+  TrainState st = random_state(d, rng);
+  st.epoch_step = 1;
+  st.step += 1;
+  st.epoch_recon_sum = 1000.0 + double(seed % 1000);
+  st.epoch_kl_sum = 40.25;
+  st.epoch_weighted_kl_sum = 20.5;
+  save_train_state(path, d, sample_run(d, seed), st);
+  RawFile g(path);
+  g.metadata.erase("beta_warmup");
+  TensorIn& sums = g.tensors.at("epoch_sums");
+  sums.shape = {2};
+  sums.bytes.resize(2 * sizeof(double));  // (recon, KL): the layout those files have
+  g.write(edited);
+  const LoadedTrainState got = load_train_state(edited);
+  CHECK(got.run.cfg.beta_warmup == 0);
+  CHECK(got.state.epoch_recon_sum == st.epoch_recon_sum);
+  CHECK(got.state.epoch_kl_sum == st.epoch_kl_sum);
+  CHECK(got.state.epoch_weighted_kl_sum == 0.0);
+  // Any other length, a negative or non-finite weighted sum, or a bad beta_warmup is refused.
+  sums.shape = {4};
+  sums.bytes.resize(4 * sizeof(double));
+  g.write(edited);
+  require_refused(load_state, edited, "epoch_sums");
+  RawFile h(path);
+  const double bad[3] = {1.0, 1.0, -1.0};
+  std::memcpy(h.tensors.at("epoch_sums").bytes.data(), bad, sizeof bad);
+  h.write(edited);
+  require_refused(load_state, edited, "impossible loss sums");
+  RawFile k(path);
+  k.metadata["beta_warmup"] = "-1";
+  k.write(edited);
+  require_refused(load_state, edited, "beta_warmup");
   fs::remove_all(dir);
 }
 
@@ -336,6 +384,62 @@ TEST_CASE("broken or foreign checkpoints are refused, naming the file", "[checkp
     require_refused(load_state, model_path, "format 'cuvae-model-1'");
     require_refused(load_weights, state_path, "format 'cuvae-train-state'");
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("KL warm-up: a run stopped in the middle of the ramp resumes exactly",
+          "[checkpoint][trainer][slow]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  const fs::path dir = temp_dir();
+  const std::string path = (dir / "train_state.safetensors").string();
+  const ModelDesc d = make_vae(2);
+  const ImageSet images = test::synthetic_images(seed, 21);  // batch 8: 3 steps an epoch
+  TrainConfig cfg = test::small_config(seed, 8, 2.0, "cpu");
+  cfg.beta_warmup = 3;  // 9 steps of ramp
+  cfg.epochs = 4;
+  const TrainState fresh = test::fresh_state(d, seed);
+
+  TrainState straight = fresh;
+  std::vector<EpochMetrics> straight_m;
+  train_cpu(cfg, d, images, straight, [&](const EpochMetrics& m) { straight_m.push_back(m); });
+  REQUIRE(straight_m.size() == 4);
+
+  // Stopped after step 5: inside epoch 2, in the middle of the ramp; saved, then a "new
+  // process" resumes from the file alone.
+  TrainState first = fresh;
+  std::vector<EpochMetrics> resumed_m;
+  int steps = 0;
+  const bool done = train_cpu(
+      cfg, d, images, first, [&](const EpochMetrics& m) { resumed_m.push_back(m); }, {},
+      [&] { return steps++ == 5; });
+  REQUIRE_FALSE(done);
+  REQUIRE(first.step == 5);
+  REQUIRE(first.epoch_step == 2);
+  REQUIRE(first.epoch_weighted_kl_sum > 0);
+  TrainRun run;
+  run.cfg = cfg;
+  run.train_images = images.count;
+  run.train_crc32 = image_checksum(images);
+  save_train_state(path, d, run, first);
+  LoadedTrainState loaded = load_train_state(path);
+  REQUIRE(loaded.run.cfg.beta_warmup == 3);
+  TrainConfig cfg2 = loaded.run.cfg;
+  cfg2.device = "cpu";
+  train_cpu(cfg2, loaded.desc, images, loaded.state,
+            [&](const EpochMetrics& m) { resumed_m.push_back(m); });
+
+  REQUIRE(same_bits(loaded.state.params, straight.params));
+  REQUIRE(same_bits(loaded.state.adam_m, straight.adam_m));
+  REQUIRE(same_bits(loaded.state.adam_v, straight.adam_v));
+  REQUIRE(resumed_m.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    INFO("epoch " << i + 1);
+    CHECK(resumed_m[i].loss == straight_m[i].loss);
+    CHECK(resumed_m[i].kl == straight_m[i].kl);
+    CHECK(resumed_m[i].kl_weight == straight_m[i].kl_weight);
+  }
+  CHECK(straight_m[3].kl_weight == 2.0);
   fs::remove_all(dir);
 }
 

@@ -419,16 +419,52 @@ TEST_CASE("Adam's per-step scalars and the GPU trainer's epoch step table", "[cp
     REQUIRE(double(sc.step_size) == Approx(double((long double)lr / bc1)).epsilon(1e-7));
     REQUIRE(double(sc.inv_sqrt_bc2) == Approx(double(1.0L / std::sqrt(bc2))).epsilon(1e-7));
   }
-  // A resumed epoch of 7 steps that continues at its step 3 as Adam step 41.
-  const std::vector<StepScalars> table = epoch_step_table(lr, b1, b2, 3, 7, 41);
+  // A resumed epoch of 7 steps that continues at its step 3 as Adam step 41, inside a KL
+  // warm-up of 43 steps: its entries carry the ramp's weights, then beta.
+  const KlSchedule kl{0.75, 43};
+  const std::vector<StepScalars> table = epoch_step_table(lr, b1, b2, 3, 7, 41, kl);
   REQUIRE(table.size() == 7);
   for (size_t k = 0; k < 3; ++k) REQUIRE(table[k].step == 0u);
   for (size_t k = 3; k < 7; ++k) {
-    const StepScalars want = step_scalars(lr, b1, b2, int64_t(41 + k - 3));
+    const int64_t t = int64_t(41 + k - 3);
+    const StepScalars want = step_scalars(lr, b1, b2, t);
     REQUIRE(table[k].step == want.step);
     REQUIRE(table[k].step_size == want.step_size);
     REQUIRE(table[k].inv_sqrt_bc2 == want.inv_sqrt_bc2);
+    REQUIRE(table[k].kl_weight == (t <= 43 ? float(0.75 * double(t - 1) / 43.0) : 0.75f));
   }
-  REQUIRE(epoch_step_table(lr, b1, b2, 0, 1, 1)[0].step == 1u);
-  REQUIRE(epoch_step_table(lr, b1, b2, 4, 4, 9).size() == 4);  // nothing left: all zero
+  REQUIRE(epoch_step_table(lr, b1, b2, 0, 1, 1, {})[0].step == 1u);
+  REQUIRE(epoch_step_table(lr, b1, b2, 0, 1, 1, {})[0].kl_weight == 1.0f);  // beta 1, no ramp
+  REQUIRE(epoch_step_table(lr, b1, b2, 4, 4, 9, kl).size() == 4);  // nothing left: all zero
+}
+
+TEST_CASE("the KL warm-up's weight per step: 0, a linear ramp, then beta", "[cpu_ref]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const double beta = 0.25 + double(rng() % 1000) / 250.0;  // in [0.25, 4.25)
+  const int64_t w = 1 + int64_t(rng() % 5000);              // warm-up steps
+  INFO("beta " << beta << " over " << w << " steps");
+  const KlSchedule kl{beta, w};
+  REQUIRE(kl.weight(1) == 0.0);  // the first step trains the reconstruction alone
+  double previous = -1.0;
+  for (int64_t t = 1; t <= w; ++t) {
+    REQUIRE(kl.warming(t));
+    // float(beta (t - 1) / W), the same value the GPU's step table holds.
+    const double want = double(float(beta * double(t - 1) / double(w)));
+    REQUIRE(kl.weight(t) == want);
+    REQUIRE(kl.weight(t) >= previous);  // never falls
+    REQUIRE(kl.weight(t) < beta);
+    previous = kl.weight(t);
+  }
+  // Linear: the midpoint of the ramp within float rounding of beta / 2.
+  if (w % 2 == 0) CHECK(kl.weight(w / 2 + 1) == Approx(beta / 2).epsilon(1e-7));
+  for (const int64_t t : {w + 1, w + 2, w + 1 + int64_t(rng() % 100000)}) {
+    REQUIRE_FALSE(kl.warming(t));
+    REQUIRE(kl.weight(t) == beta);  // beta itself, not its float rounding
+  }
+  // No warm-up: beta from the first step.
+  const KlSchedule none{beta, 0};
+  REQUIRE_FALSE(none.warming(1));
+  REQUIRE(none.weight(1) == beta);
 }

@@ -34,7 +34,8 @@ EpochMetrics random_metrics(std::mt19937_64& rng, int epoch) {
   m.epoch = epoch;
   m.recon = u(rng);
   m.kl = u(rng) / 20;
-  m.loss = m.recon + m.kl;
+  m.kl_weight = u(rng) / 200;
+  m.loss = m.recon + m.kl_weight * m.kl;
   m.images = 1 + int64_t(rng() % 70000);
   m.steps = 1 + int64_t(rng() % 600);
   m.seconds = 0.5 + u(rng);
@@ -63,7 +64,8 @@ std::string row_text(const EpochMetrics& m, double test_loss) {
   row.precision(9);
   row << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',';
   if (std::isfinite(test_loss)) row << test_loss;
-  row << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds;
+  row << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds << ','
+      << m.kl_weight;
   return row.str();
 }
 
@@ -87,7 +89,7 @@ TEST_CASE("metrics.csv of a new run: the header, then whole rows with an empty t
   const EpochMetrics a = random_metrics(rng, 1), b = random_metrics(rng, 2);
   const double test_loss = 100.0 + double(seed % 1000) / 7.0;
   {
-    MetricsCsv csv = folder.open_metrics(0, false);
+    MetricsCsv csv = folder.open_metrics(0, false, 1.0);
     CHECK(test::read_file(folder.metrics_path()) == std::string(MetricsCsv::kHeader) + "\n");
     csv.add(a, test_loss);
     csv.add(b, std::nan(""));
@@ -123,7 +125,7 @@ TEST_CASE("metrics.csv on resume keeps the completed epochs' rows and drops late
                                               "\n" + rows[3] + "\n" + cut(rows[4]));
   const EpochMetrics next = random_metrics(rng, 3);
   {
-    MetricsCsv csv = folder.open_metrics(2, true);
+    MetricsCsv csv = folder.open_metrics(2, true, 1.0);
     csv.add(next, 80.5);
   }
   std::vector<std::string> lines = lines_of(test::read_file(folder.metrics_path()));
@@ -136,7 +138,7 @@ TEST_CASE("metrics.csv on resume keeps the completed epochs' rows and drops late
   // A kill after train_state was saved cut the row of the epoch it completed: the row goes, the
   // epoch counts as completed.
   test::write_file(folder.metrics_path(), header + rows[0] + "\n" + cut(rows[1]));
-  { MetricsCsv csv = folder.open_metrics(2, true); }
+  { MetricsCsv csv = folder.open_metrics(2, true, 1.0); }
   lines = lines_of(test::read_file(folder.metrics_path()));
   REQUIRE(lines.size() == 2);
   CHECK(lines[1] == rows[0]);
@@ -152,21 +154,55 @@ TEST_CASE("metrics.csv on resume refuses a foreign header and leaves the file as
       "epoch,reconstruction,loss,kl,test_loss,images,steps,images_per_s,seconds\n"
       "1,150.5,155.25,4.75,,60000,469,12000,5\n";
   test::write_file(folder.metrics_path(), foreign);
-  REQUIRE_THROWS_AS(folder.open_metrics(1, true), InputError);
+  REQUIRE_THROWS_AS(folder.open_metrics(1, true, 1.0), InputError);
   REQUIRE_THROWS_WITH(
-      folder.open_metrics(1, true),
+      folder.open_metrics(1, true, 1.0),
       Contains(folder.metrics_path() + ": unexpected header 'epoch,reconstruction"));
   CHECK(test::read_file(folder.metrics_path()) == foreign);
   // An empty file has no header either.
   test::write_file(folder.metrics_path(), "");
-  REQUIRE_THROWS_WITH(folder.open_metrics(1, true), Contains("unexpected header ''"));
+  REQUIRE_THROWS_WITH(folder.open_metrics(1, true, 1.0), Contains("unexpected header ''"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("metrics.csv of a run from before kl_weight is rewritten on resume with beta",
+          "[run_folder]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const std::string dir = test::temp_dir("cuvae_runfolder_");
+  const RunFolder folder(dir);
+  // Two rows in the old form (no kl_weight column), the second cut short by a kill.
+  EpochMetrics old[2] = {random_metrics(rng, 1), random_metrics(rng, 2)};
+  std::string text = std::string(MetricsCsv::kHeaderNoWeight) + "\n";
+  std::vector<std::string> old_rows;
+  for (EpochMetrics& m : old) {
+    const std::string row = row_text(m, 95.5);
+    old_rows.push_back(row.substr(0, row.rfind(',')));  // without the kl_weight field
+  }
+  text += old_rows[0] + "\n" + old_rows[1].substr(0, old_rows[1].rfind(','));
+  test::write_file(folder.metrics_path(), text);
+  const double beta = 0.5 + double(seed % 1000) / 1000.0;
+  const EpochMetrics next = random_metrics(rng, 2);
+  {
+    MetricsCsv csv = folder.open_metrics(2, true, beta);
+    csv.add(next, 81.25);
+  }
+  const std::vector<std::string> lines = lines_of(test::read_file(folder.metrics_path()));
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0] == MetricsCsv::kHeader);
+  const std::vector<std::string> first = fields_of(lines[1]);
+  REQUIRE(first.size() == fields_of(lines[0]).size());
+  CHECK(lines[1].substr(0, lines[1].rfind(',')) == old_rows[0]);  // the old fields unchanged
+  CHECK(std::stod(first.back()) == Approx(beta).epsilon(1e-8));   // and beta appended
+  CHECK(lines[2] == row_text(next, 81.25));
   fs::remove_all(dir);
 }
 
 TEST_CASE("metrics.csv on resume starts afresh when the file is missing", "[run_folder]") {
   const std::string dir = test::temp_dir("cuvae_runfolder_");
   const RunFolder folder(dir);
-  { MetricsCsv csv = folder.open_metrics(3, true); }
+  { MetricsCsv csv = folder.open_metrics(3, true, 1.0); }
   CHECK(test::read_file(folder.metrics_path()) == std::string(MetricsCsv::kHeader) + "\n");
   fs::remove_all(dir);
 }

@@ -96,3 +96,70 @@ TEST_CASE("the fast engine's epochs follow the reference's, remainder batches in
   REQUIRE_REL_L2(test::compare(fast.params.data(), ref.params.data(), d.num_params), "params",
                  1e-3);
 }
+
+TEST_CASE("KL warm-up: each step's KL weight is beta (t - 1) / W over the ramp, then beta",
+          "[trainer][slow]") {
+  const uint64_t seed = test::fresh_seed();
+  const double beta = GENERATE(0.5, 3.0);
+  INFO("seed " << seed << " beta " << beta);
+  const ModelDesc d = make_vae(2);
+  const ImageSet images = test::synthetic_images(seed, 21);  // batch 8: 3 steps an epoch
+  TrainConfig cfg = test::small_config(seed, 8, beta);
+  cfg.epochs = 3;
+  cfg.beta_warmup = 2;  // W = 6 steps
+  const TrainState fresh = test::fresh_state(d, seed);
+
+  TrainState state = fresh;
+  std::vector<EpochMetrics> got;
+  train_cpu(cfg, d, images, state, [&](const EpochMetrics& m) { got.push_back(m); });
+  REQUIRE(got.size() == 3);
+
+  // The same epochs replayed with the weight written out: 0, beta/6, ..., 5 beta/6 (rounded
+  // to float, as the GPU's step table holds it), then beta.
+  TrainState r = fresh;
+  std::vector<float> grads(d.num_params);
+  for (int epoch = 1; epoch <= 3; ++epoch) {
+    const std::vector<int32_t> perm = epoch_permutation(cfg.seed, epoch, images.count);
+    double recon_sum = 0, kl_sum = 0, weighted = 0;
+    for (int64_t first = 0; first < images.count; first += cfg.batch_size) {
+      const int count = int(std::min<int64_t>(cfg.batch_size, images.count - first));
+      const int64_t t = r.step + 1;
+      const double w = t <= 6 ? double(float(beta * double(t - 1) / 6.0)) : beta;
+      cpu::Activations<float> a;
+      a.resize(d, count);
+      gather_batch(a.x.data(), images.pixels.data(), perm.data() + first, count, kImagePixels);
+      fill_eps(a.eps.data(), cfg.seed, uint64_t(r.step), count, d.latent_dim);
+      const LossParts parts = cpu::model_forward(d, r.params.data(), a, w);
+      cpu::model_backward(d, r.params.data(), a, w, grads.data());
+      ++r.step;
+      cpu::adam_step(r.params.data(), r.adam_m.data(), r.adam_v.data(), grads.data(), d.num_params,
+                     cfg.adam, r.step);
+      recon_sum += parts.recon * count;
+      kl_sum += parts.kl * count;
+      weighted += w * parts.kl * count;
+    }
+    const EpochMetrics& m = got[size_t(epoch - 1)];
+    INFO("epoch " << epoch << ": loss " << m.loss << " kl " << m.kl << " weight " << m.kl_weight);
+    const double n = double(images.count);
+    CHECK(m.recon == Approx(recon_sum / n).epsilon(1e-12));
+    CHECK(m.kl == Approx(kl_sum / n).epsilon(1e-12));
+    CHECK(m.loss == Approx((recon_sum + weighted) / n).epsilon(1e-12));  // what was trained
+    CHECK(m.loss == m.recon + m.kl_weight * m.kl);  // the logged identity, exactly
+    if (epoch <= 2) {
+      CHECK(m.kl_weight == Approx(weighted / kl_sum).epsilon(1e-12));
+      CHECK(m.kl_weight < beta);
+    } else {
+      CHECK(m.kl_weight == beta);
+    }
+  }
+  CHECK(got[0].kl_weight < got[1].kl_weight);
+  CHECK(state.params == r.params);  // the replay is the trainer's run
+
+  // Without a warm-up the same run differs from the first step on (its KL weight is beta).
+  TrainConfig plain = cfg;
+  plain.beta_warmup = 0;
+  plain.epochs = 1;
+  TrainState p = fresh;
+  train_cpu(plain, d, images, p, [&](const EpochMetrics& m) { CHECK(m.kl_weight == beta); });
+  CHECK(p.params != r.params);
+}

@@ -116,6 +116,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// A single block, the sum in loss_accumulate_kernel's order, times the step's KL weight.
+__global__ void __launch_bounds__(kThreads)
+    kl_weighted_accumulate_kernel(double* __restrict__ weighted_sum, const float* __restrict__ kl,
+                                  int batch, StepTable at) {
+  double k = 0.0;
+  for (int b = threadIdx.x; b < batch; b += kThreads) k += double(kl[b]);
+  k = block_sum<kThreads>(k);
+  if (threadIdx.x == 0) *weighted_sum += double(step_scalars_at(at).kl_weight) * k;
+}
+
 // The upper bounds keep the strided loop counters (p += kThreads) from overflowing.
 void check_loss_sizes(const char* fn, int batch, int pixels, int latent_dim) {
   if (batch < 1 || pixels < 1 || latent_dim < 1 || pixels > INT_MAX - kThreads ||
@@ -165,6 +175,16 @@ void bce_kl_loss_fused(const FusedLossArgs& a, int batch, int pixels, int latent
 void bce_kl_loss_fused(const FusedLossArgsBf16& a, int batch, int pixels, int latent_dim,
                        cudaStream_t s) {
   launch_fused("bce_kl_loss_fused (bf16)", a, batch, pixels, latent_dim, s);
+}
+
+void kl_weighted_accumulate(double* weighted_sum, const float* kl, int batch, StepTable at,
+                            cudaStream_t s) {
+  if (batch < 1 || batch > INT_MAX - kThreads)
+    throw Error("kl_weighted_accumulate: bad batch " + std::to_string(batch));
+  if (!weighted_sum || !kl || !at.table || !at.cursor)
+    throw Error("kl_weighted_accumulate: null pointer");
+  kl_weighted_accumulate_kernel<<<1, kThreads, 0, s>>>(weighted_sum, kl, batch, at);
+  CUDA_CHECK_LAUNCH();
 }
 
 void loss_accumulate(double* sums, const float* recon, const float* kl, int batch, cudaStream_t s) {

@@ -3,12 +3,13 @@
 //   kl[b]    = -1/2 sum_j (1 + logvar - mu^2 - exp(logvar))  KL(q(z|x) || N(0, I))
 //   dlogits  = (sigmoid(l) - x) / B                          gradient of the batch-mean BCE
 // plus a per-epoch accumulator of the batch sums, so the trainer reads the loss once per epoch.
-// Owns: bce_kl_loss, loss_accumulate, bce_kl_loss_fused.
+// Owns: bce_kl_loss, loss_accumulate, kl_weighted_accumulate, bce_kl_loss_fused.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include "cuda/kernels/precision.cuh"
+#include "host/core/step_scalars.h"
 
 namespace cuvae {
 
@@ -21,6 +22,12 @@ void bce_kl_loss(float* dlogits, float* recon, float* kl, const float* logits, c
 // sums (2): sums[0] += sum_b recon[b], sums[1] += sum_b kl[b], in double, by one block in a
 // fixed order (no atomics); recon, kl (batch).
 void loss_accumulate(double* sums, const float* recon, const float* kl, int batch, cudaStream_t s);
+
+// The KL warm-up's sum (train_types.h EpochMetrics): *weighted_sum += w * sum_b kl[b], w the
+// step's KL weight at.table[*at.cursor].kl_weight, the sum in double in loss_accumulate's
+// order, by one block; kl (batch).
+void kl_weighted_accumulate(double* weighted_sum, const float* kl, int batch, StepTable at,
+                            cudaStream_t s);
 
 // The loss of a training step fused into one launch with the output layer's bias, forward and
 // backward: the kernel reads the last (single-channel) layer's output before its bias, adds

@@ -60,17 +60,28 @@ __global__ void reparam_forward_kernel(float* __restrict__ z, float* __restrict_
   }
 }
 
-// With kBiasGrad, the last block to finish also writes the heads' bias gradients: column j of
-// dmu (and of dlogvar) summed over the batch in double by one warp, lanes striding the rows in
-// order, then a shuffle tree: a fixed order, no atomics in the sums.
-template <bool kBiasGrad>
+// The KL term's gradient scale beta / B: given (computed on the host in double), or the step
+// table's KL weight over the batch, the same double division on the device.
+__device__ double kl_scale(double given, int) {
+  return given;
+}
+__device__ double kl_scale(const StepTable& at, int batch) {
+  return double(step_scalars_at(at).kl_weight) / double(batch);
+}
+
+// Scale: double (beta / B) or StepTable. With kBiasGrad, the last block to finish also writes the
+// heads' bias gradients: column j of dmu (and of dlogvar) summed over the batch in double by one
+// warp, lanes striding the rows in order, then a shuffle tree: a fixed order, no atomics in the
+// sums.
+template <bool kBiasGrad, typename Scale>
 __global__ void reparam_backward_kernel(float* __restrict__ dmu, float* __restrict__ dlogvar,
                                         float* __restrict__ db_mu, float* __restrict__ db_lv,
                                         unsigned* __restrict__ blocks_done,
                                         const float* __restrict__ dz, const float* __restrict__ mu,
                                         const float* __restrict__ logvar,
-                                        const float* __restrict__ eps, double scale, int dim,
+                                        const float* __restrict__ eps, Scale scale_from, int dim,
                                         int n) {
+  const double scale = kl_scale(scale_from, n / dim);
   for (int i = blockIdx.x * kThreads + threadIdx.x; i < n; i += gridDim.x * kThreads) {
     const double g = dz[i], lv = logvar[i];
     dmu[i] = float(__dadd_rn(g, __dmul_rn(scale, double(mu[i]))));
@@ -135,29 +146,71 @@ void reparam_forward_biased(float* z, float* eps, float* mu, float* logvar, cons
   CUDA_CHECK_LAUNCH();
 }
 
-void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* mu,
-                      const float* logvar, const float* eps, int batch, int latent_dim, float beta,
-                      cudaStream_t s) {
-  const int n = checked_count("reparam_backward", batch, latent_dim);
+namespace {
+
+// Scale: double (beta / B) or StepTable.
+template <typename Scale>
+void launch_backward(const char* fn, float* dmu, float* dlogvar, const float* dz, const float* mu,
+                     const float* logvar, const float* eps, int batch, int latent_dim, Scale scale,
+                     cudaStream_t s) {
+  const int n = checked_count(fn, batch, latent_dim);
   if (!dmu || !dlogvar || !dz || !mu || !logvar || !eps)
-    throw Error("reparam_backward: null pointer");
-  const double scale = double(beta) / double(batch);  // as cpu::reparam_backward
+    throw Error(std::string(fn) + ": null pointer");
   reparam_backward_kernel<false><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
       dmu, dlogvar, nullptr, nullptr, nullptr, dz, mu, logvar, eps, scale, latent_dim, n);
   CUDA_CHECK_LAUNCH();
+}
+
+template <typename Scale>
+void launch_backward_biased(const char* fn, float* dmu, float* dlogvar, float* db_mu, float* db_lv,
+                            unsigned* blocks_done, const float* dz, const float* mu,
+                            const float* logvar, const float* eps, int batch, int latent_dim,
+                            Scale scale, cudaStream_t s) {
+  const int n = checked_count(fn, batch, latent_dim);
+  if (!dmu || !dlogvar || !db_mu || !db_lv || !blocks_done || !dz || !mu || !logvar || !eps)
+    throw Error(std::string(fn) + ": null pointer");
+  reparam_backward_kernel<true><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
+      dmu, dlogvar, db_mu, db_lv, blocks_done, dz, mu, logvar, eps, scale, latent_dim, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void check_table(const char* fn, const StepTable& at) {
+  if (!at.table || !at.cursor) throw Error(std::string(fn) + ": null pointer");
+}
+
+}  // namespace
+
+void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* mu,
+                      const float* logvar, const float* eps, int batch, int latent_dim, float beta,
+                      cudaStream_t s) {
+  const double scale = double(beta) / double(batch);  // as cpu::reparam_backward
+  launch_backward("reparam_backward", dmu, dlogvar, dz, mu, logvar, eps, batch, latent_dim, scale,
+                  s);
+}
+
+void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* mu,
+                      const float* logvar, const float* eps, int batch, int latent_dim,
+                      StepTable at, cudaStream_t s) {
+  check_table("reparam_backward", at);
+  launch_backward("reparam_backward", dmu, dlogvar, dz, mu, logvar, eps, batch, latent_dim, at, s);
 }
 
 void reparam_backward_biased(float* dmu, float* dlogvar, float* db_mu, float* db_lv,
                              unsigned* blocks_done, const float* dz, const float* mu,
                              const float* logvar, const float* eps, int batch, int latent_dim,
                              float beta, cudaStream_t s) {
-  const int n = checked_count("reparam_backward_biased", batch, latent_dim);
-  if (!dmu || !dlogvar || !db_mu || !db_lv || !blocks_done || !dz || !mu || !logvar || !eps)
-    throw Error("reparam_backward_biased: null pointer");
   const double scale = double(beta) / double(batch);
-  reparam_backward_kernel<true><<<grid_stride_blocks(n, kThreads), kThreads, 0, s>>>(
-      dmu, dlogvar, db_mu, db_lv, blocks_done, dz, mu, logvar, eps, scale, latent_dim, n);
-  CUDA_CHECK_LAUNCH();
+  launch_backward_biased("reparam_backward_biased", dmu, dlogvar, db_mu, db_lv, blocks_done, dz, mu,
+                         logvar, eps, batch, latent_dim, scale, s);
+}
+
+void reparam_backward_biased(float* dmu, float* dlogvar, float* db_mu, float* db_lv,
+                             unsigned* blocks_done, const float* dz, const float* mu,
+                             const float* logvar, const float* eps, int batch, int latent_dim,
+                             StepTable at, cudaStream_t s) {
+  check_table("reparam_backward_biased", at);
+  launch_backward_biased("reparam_backward_biased", dmu, dlogvar, db_mu, db_lv, blocks_done, dz, mu,
+                         logvar, eps, batch, latent_dim, at, s);
 }
 
 }  // namespace cuvae

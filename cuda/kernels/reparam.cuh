@@ -4,6 +4,8 @@
 //   backward: dmu     = dz + beta * mu / B
 //             dlogvar = dz * eps * exp(logvar / 2) / 2 + beta * (exp(logvar) - 1) / (2 B)
 //   (the second terms are the gradient of beta * KL of the batch-mean loss; see cpu_ref.h).
+// beta is an argument, or the step's KL weight read on the device from the step table,
+// at.table[*at.cursor].kl_weight (a KL warm-up changes it every step; host/core/step_scalars.h).
 // Owns: reparam_forward, reparam_backward and their biased forms.
 #pragma once
 
@@ -36,6 +38,9 @@ void reparam_forward_biased(float* z, float* eps, float* mu, float* logvar, cons
 void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* mu,
                       const float* logvar, const float* eps, int batch, int latent_dim, float beta,
                       cudaStream_t s);
+void reparam_backward(float* dmu, float* dlogvar, const float* dz, const float* mu,
+                      const float* logvar, const float* eps, int batch, int latent_dim,
+                      StepTable at, cudaStream_t s);
 
 // The same and the heads' bias gradients: db_mu[j] = sum_b dmu[b][j], db_lv[j] =
 // sum_b dlogvar[b][j] (latent_dim each; in double, fixed order, rounded once), reduced by the
@@ -44,5 +49,9 @@ void reparam_backward_biased(float* dmu, float* dlogvar, float* db_mu, float* db
                              unsigned* blocks_done, const float* dz, const float* mu,
                              const float* logvar, const float* eps, int batch, int latent_dim,
                              float beta, cudaStream_t s);
+void reparam_backward_biased(float* dmu, float* dlogvar, float* db_mu, float* db_lv,
+                             unsigned* blocks_done, const float* dz, const float* mu,
+                             const float* logvar, const float* eps, int batch, int latent_dim,
+                             StepTable at, cudaStream_t s);
 
 }  // namespace cuvae

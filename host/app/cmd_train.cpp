@@ -89,6 +89,9 @@ cxxopts::Options train_options() {
     ("latent-dim", "latent dimension D (1-" + std::to_string(kMaxLatentDim) + ")",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.latent_dim)), "D")
     ("beta", "weight of the KL term (0 <= beta <= 1e6)", cxxopts::value<std::string>()->default_value("1"), "X")
+    ("beta-warmup", "KL warm-up: the KL weight rises linearly per step from 0 to --beta over the "
+                    "first E epochs (0: off, 0-100000; on --resume, the run's)",
+       cxxopts::value<std::string>()->default_value("0"), "E")
     ("seed", "seed of every random draw (initialisation, shuffling, noise)",
        cxxopts::value<std::string>()->default_value("0"), "N")
     ("train-split", "images to train on: train (the training split) or train+test (the "
@@ -119,7 +122,10 @@ constexpr const char* kTrainHelpNotes =
     "\nThe loss is the batch mean of BCE summed over the 784 pixels plus beta * "
     "KL(q(z|x) || N(0, I));\ntest_loss is the same quantity on the test split "
     "(one z sample per image; with --train-split train+test, images trained "
-    "on).\n";
+    "on).\nWith --beta-warmup E the KL weight of step t is beta (t - 1) / W over the W steps of "
+    "the first E\nepochs, then beta; the training loss is BCE + that weight * KL (metrics.csv "
+    "column kl_weight:\nthe epoch's effective weight, so loss = reconstruction + kl_weight * kl), "
+    "the test loss\nalways BCE + beta * KL.\n";
 
 // runs/YYYYmmdd-HHMMSS (local time): a fresh folder for every run started without --out.
 std::string default_run_dir() {
@@ -165,6 +171,8 @@ TrainFlags parse_train_flags(const cxxopts::ParseResult& r) {
   cfg.latent_dim =
       int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
   cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
+  cfg.beta_warmup =
+      int(parse_int_flag("--beta-warmup", r["beta-warmup"].as<std::string>(), 0, 100000));
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
   f.split_text = r["train-split"].as<std::string>();
@@ -235,6 +243,7 @@ void require_same_settings(const cxxopts::ParseResult& r, const TrainFlags& f, c
   require_same(r, "batch-size", cfg.batch_size, saved.batch_size, dir);
   require_same_real(r, "lr", cfg.adam.lr, saved.adam.lr, dir);
   require_same_real(r, "beta", cfg.beta, saved.beta, dir);
+  require_same(r, "beta-warmup", cfg.beta_warmup, saved.beta_warmup, dir);
   require_same(r, "seed", cfg.seed, saved.seed, dir);
   require_same(r, "limit", cfg.limit, saved.limit, dir);
   require_same(r, "train-split", f.split_text, train_split_name(run.train_split),

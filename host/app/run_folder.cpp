@@ -34,7 +34,8 @@ bool entry_exists(const std::string& path) {
   return fs::exists(fs::symlink_status(path, ec));
 }
 
-MetricsCsv::MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool resume)
+MetricsCsv::MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool resume,
+                       double beta)
     : path_(path) {
   std::string kept = std::string(kHeader) + "\n";
   if (resume) {
@@ -44,15 +45,19 @@ MetricsCsv::MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool
     } else {
       std::string line;
       std::getline(in, line);
-      if (line != kHeader)
+      const bool no_weight = line == kHeaderNoWeight;
+      if (line != kHeader && !no_weight)
         throw InputError(path + ": unexpected header '" + line + "', expected '" + kHeader + "'");
       // A row cut short by a kill has fewer fields than the header: dropped.
       const auto fields = std::count(line.begin(), line.end(), ',');
+      std::ostringstream weight;
+      weight.precision(9);
+      weight << ',' << beta;
       while (std::getline(in, line)) {
         const long epoch = std::strtol(line.c_str(), nullptr, 10);
         if (epoch >= 1 && epoch <= keep_through_epoch &&
             std::count(line.begin(), line.end(), ',') == fields)
-          kept += line + "\n";
+          kept += line + (no_weight ? weight.str() : "") + "\n";
       }
     }
   }
@@ -68,7 +73,8 @@ void MetricsCsv::add(const EpochMetrics& m, double test_loss) {
   row.precision(9);
   row << m.epoch << ',' << m.loss << ',' << m.recon << ',' << m.kl << ',';
   if (std::isfinite(test_loss)) row << test_loss;
-  row << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds << '\n';
+  row << ',' << m.images << ',' << m.steps << ',' << m.images_per_s << ',' << m.seconds << ','
+      << m.kl_weight << '\n';
   out_ << row.str();
   out_.flush();
   if (!out_) throw InputError(path_ + ": cannot write the metrics file");

@@ -6,7 +6,8 @@
 //                            resume needs, one atomically written file (checkpoint.h)
 //   model.safetensors        the weights for PyTorch and the other subcommands
 //   metrics.csv              one row per epoch (epoch,loss,reconstruction,kl,test_loss,images,
-//                            steps,images_per_s,seconds)
+//                            steps,images_per_s,seconds,kl_weight; loss = reconstruction +
+//                            kl_weight * kl, kl_weight is beta but during a KL warm-up)
 //   config.json              the settings of the latest invocation
 //   *.png                    write_run_pictures() (pictures.h): at the end of training and, with
 //                            a suffix _epochN, every --snapshot-every epochs
@@ -43,9 +44,13 @@ bool entry_exists(const std::string& path);
 class MetricsCsv {
  public:
   static constexpr const char* kHeader =
+      "epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds,kl_weight";
+  // The header before the kl_weight column: a resumed run's file of that form is rewritten in
+  // the new one, its rows given kl_weight `beta` (those runs had no warm-up).
+  static constexpr const char* kHeaderNoWeight =
       "epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds";
 
-  MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool resume);
+  MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool resume, double beta);
   // One row, written whole. test_loss: NaN when there is no test split (the column stays
   // empty).
   void add(const EpochMetrics& m, double test_loss);
@@ -87,8 +92,8 @@ class RunFolder {
   void clear_old_run() const;
 
   void write_config(const nlohmann::json& config) const;
-  MetricsCsv open_metrics(int64_t keep_through_epoch, bool resume) const {
-    return MetricsCsv(metrics_path(), keep_through_epoch, resume);
+  MetricsCsv open_metrics(int64_t keep_through_epoch, bool resume, double beta) const {
+    return MetricsCsv(metrics_path(), keep_through_epoch, resume, beta);
   }
   // train_state first: it alone is what a resume reads.
   void save_checkpoint(const ModelDesc& desc, const TrainRun& run, const TrainState& state,

@@ -105,6 +105,7 @@ nlohmann::json run_config(const TrainJob& job, const TrainData& data) {
   nlohmann::json config = {{"architecture", kArchitecture},
                            {"latent_dim", cfg.latent_dim},
                            {"beta", cfg.beta},
+                           {"beta_warmup", cfg.beta_warmup},
                            {"epochs", cfg.epochs},
                            {"batch_size", cfg.batch_size},
                            {"lr", cfg.adam.lr},
@@ -182,7 +183,11 @@ void print_banner(const TrainJob& job, const TrainData& data) {
                           " from the test split)\n"
                     : "\n")
             << "cuvae: device " << device_text(job) << ", batch " << cfg.batch_size << ", lr "
-            << cfg.adam.lr << ", beta " << cfg.beta << ", seed " << cfg.seed << ", " << cfg.epochs
+            << cfg.adam.lr << ", beta " << cfg.beta
+            << (cfg.beta_warmup > 0 ? " (warm-up over " + std::to_string(cfg.beta_warmup) +
+                                          (cfg.beta_warmup == 1 ? " epoch)" : " epochs)")
+                                    : std::string())
+            << ", seed " << cfg.seed << ", " << cfg.epochs
             << (cfg.epochs == 1 ? " epoch\n" : " epochs\n");
   print_test_line(job, data);
   const TrainState& state = job.state;

@@ -46,7 +46,7 @@ Dataset shown_training_images(const TrainData& data) {
 EpochReporter::EpochReporter(const TrainJob& job, const TrainData& data)
     : job_(job),
       data_(data),
-      csv_(job.folder.open_metrics(job.resumed_from, job.resume)),
+      csv_(job.folder.open_metrics(job.resumed_from, job.resume, job.cfg.beta)),
       model_(make_inference(job.desc, job.state.params, job.cfg.device)),
       shown_train_(shown_training_images(data)),
       shown_(data.have_test ? data.test : shown_train_) {}
@@ -106,6 +106,7 @@ void EpochReporter::print_epoch_line(const EpochMetrics& m, double test_loss) {
   e.insert(0, width - std::min(e.size(), width), ' ');
   std::cout << "epoch " << e << "/" << job_.cfg.epochs << "  loss " << fixed(m.loss, 4)
             << "  reconstruction " << fixed(m.recon, 4) << "  kl " << fixed(m.kl, 4);
+  if (m.kl_weight != job_.cfg.beta) std::cout << "  kl_weight " << fixed(m.kl_weight, 4);
   if (data_.have_test)
     std::cout << "  test_loss " << fixed(test_loss, 4)
               << (data_.test_seen == 0                   ? ""

@@ -1,4 +1,4 @@
-// The training state's checks (train_types.h).
+// The training state's checks and the epoch loss (train_types.h).
 #include "host/core/train_types.h"
 
 #include <cstdint>
@@ -6,6 +6,19 @@
 #include "host/core/error.h"
 
 namespace cuvae {
+
+KlSchedule kl_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
+  if (cfg.beta_warmup < 0) throw Error("training: negative KL warm-up");
+  return KlSchedule{cfg.beta, int64_t(cfg.beta_warmup) * steps_per_epoch};
+}
+
+void finish_epoch_loss(EpochMetrics& m, double recon_sum, double kl_sum, double weighted_kl_sum,
+                       bool warming, double beta, double last_weight) {
+  m.recon = recon_sum / double(m.images);
+  m.kl = kl_sum / double(m.images);
+  m.kl_weight = !warming ? beta : kl_sum > 0 ? weighted_kl_sum / kl_sum : last_weight;
+  m.loss = m.recon + m.kl_weight * m.kl;
+}
 
 int64_t check_state_position(const TrainState& state, int64_t images, int batch_size) {
   if (images < 1 || batch_size < 1) throw Error("training: no images or a bad batch size");

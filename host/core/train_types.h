@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "host/core/step_scalars.h"
+
 namespace cuvae {
 
 // Batch means of the loss parts; loss = recon + beta * kl.
@@ -69,18 +71,24 @@ struct TrainConfig {
   int batch_size = 128;
   int latent_dim = 2;
   double beta = 1.0;
+  // KL warm-up: the KL weight rises linearly per step from 0 to beta over the first
+  // beta_warmup epochs (KlSchedule, host/core/step_scalars.h); 0: beta throughout.
+  int beta_warmup = 0;
   uint64_t seed = 0;
   int64_t limit = 0;  // 0: every training image
   AdamConfig adam;
 };
 
-// Means over the epoch's images of the per-image loss parts; loss = recon + beta * kl exactly
-// (with full batches this is the mean of the batch losses).
+// Means over the epoch's images of the per-image loss parts; loss = recon + kl_weight * kl
+// exactly (with full batches this is the mean of the batch losses). kl_weight is beta, or
+// during a KL warm-up the epoch's effective weight: its steps' weights averaged with the
+// weight of each step's KL sum, sum_b w_b KL_b / sum_b KL_b.
 struct EpochMetrics {
   int epoch = 0;  // 1-based
   int64_t images = 0;
   int64_t steps = 0;
   double loss = 0, recon = 0, kl = 0;
+  double kl_weight = 1;
   double seconds = 0;
   double images_per_s = 0;
   // GPU: device time of the epoch in ms, between CUDA events recorded on the compute stream
@@ -99,8 +107,10 @@ struct TrainState {
   // steps of that epoch done and the sums over their images of the per-image reconstruction
   // and KL terms, so the resumed epoch's metrics are those of an uninterrupted one. All 0 at
   // an epoch boundary. step == epoch * steps_per_epoch + epoch_step.
+  // epoch_weighted_kl_sum: the sum of each image's KL term times its step's KL weight, kept
+  // during a KL warm-up only (0 otherwise).
   int64_t epoch_step = 0;
-  double epoch_recon_sum = 0, epoch_kl_sum = 0;
+  double epoch_recon_sum = 0, epoch_kl_sum = 0, epoch_weighted_kl_sum = 0;
 };
 
 // Progress inside an epoch, reported after every step (for a live progress line).
@@ -119,6 +129,15 @@ using EpochCallback = std::function<void(const EpochMetrics&)>;
 using StepCallback = std::function<void(const StepProgress&)>;
 // Asked after every step: true stops training there (e.g. a signal arrived).
 using StopCheck = std::function<bool()>;
+
+// The run's KL schedule: beta, ramped over cfg.beta_warmup epochs of steps_per_epoch steps.
+KlSchedule kl_schedule(const TrainConfig& cfg, int64_t steps_per_epoch);
+
+// The epoch's kl_weight and loss from its sums over images (EpochMetrics): during a warm-up
+// (warming: some step of the epoch had a weight below beta) the effective weight
+// weighted_kl_sum / kl_sum (the last step's weight when kl_sum is 0), else beta.
+void finish_epoch_loss(EpochMetrics& m, double recon_sum, double kl_sum, double weighted_kl_sum,
+                       bool warming, double beta, double last_weight);
 
 // Checks a resumed state's position against the run (throws Error when inconsistent) and
 // returns the number of steps per epoch, ceil(images / batch_size).

@@ -92,6 +92,7 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
       make_step_model(cfg.device, desc, int(std::min<int64_t>(cfg.batch_size, n)));
   std::unique_ptr<StepModel> last;
   std::vector<float> grads(desc.num_params);
+  const KlSchedule kl = kl_schedule(cfg, steps_per_epoch);
 
   for (int epoch = int(state.epoch) + 1; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -103,12 +104,15 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
     m.images = m.steps * cfg.batch_size;
     double recon_sum = std::exchange(state.epoch_recon_sum, 0.0);  // sums over images
     double kl_sum = std::exchange(state.epoch_kl_sum, 0.0);
+    double weighted_kl_sum = std::exchange(state.epoch_weighted_kl_sum, 0.0);
+    const bool warming = kl.warming(int64_t(epoch - 1) * steps_per_epoch + 1);
     const int64_t images_before = m.images;
     for (int64_t first = m.images; first < n; first += cfg.batch_size) {
       if (should_stop && should_stop()) {
         state.epoch_step = m.steps;
         state.epoch_recon_sum = recon_sum;
         state.epoch_kl_sum = kl_sum;
+        state.epoch_weighted_kl_sum = weighted_kl_sum;
         return false;
       }
       const int count = int(std::min<int64_t>(cfg.batch_size, n - first));
@@ -117,12 +121,13 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
       gather_batch(a.x(), images.pixels.data(), perm.data() + first, count, pixels);
       fill_eps(a.eps(), cfg.seed, uint64_t(state.step), count, desc.latent_dim);
       const int64_t step = state.step + 1;
-      const LossParts loss = a.forward(state.params.data(), cfg.beta);
+      const double weight = kl.weight(step);
+      const LossParts loss = a.forward(state.params.data(), weight);
       if (!std::isfinite(loss.loss))
         throw TrainingDiverged("training diverged at step " + std::to_string(step) + " (epoch " +
                                std::to_string(epoch) + "): the loss is not finite; first bad " +
                                "tensor: " + a.first_nonfinite_activation());
-      a.backward(state.params.data(), cfg.beta, grads.data());
+      a.backward(state.params.data(), weight, grads.data());
       std::string bad = first_nonfinite_param(desc, grads.data());
       if (!bad.empty())
         throw TrainingDiverged("training diverged at step " + std::to_string(step) + " (epoch " +
@@ -137,6 +142,7 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
                                " non-finite");
       recon_sum += loss.recon * count;
       kl_sum += loss.kl * count;
+      if (warming) weighted_kl_sum += weight * loss.kl * count;
       m.images += count;
       ++m.steps;
       if (on_step) {
@@ -146,13 +152,12 @@ bool train_cpu(const TrainConfig& cfg, const ModelDesc& desc, const ImageSet& im
         p.steps = steps_per_epoch;
         p.images = m.images;
         p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        p.loss = (recon_sum + cfg.beta * kl_sum) / double(m.images);
+        p.loss = (recon_sum + (warming ? weighted_kl_sum : cfg.beta * kl_sum)) / double(m.images);
         on_step(p);
       }
     }
-    m.recon = recon_sum / double(m.images);
-    m.kl = kl_sum / double(m.images);
-    m.loss = m.recon + cfg.beta * m.kl;
+    finish_epoch_loss(m, recon_sum, kl_sum, weighted_kl_sum, warming, cfg.beta,
+                      kl.weight(state.step));
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     m.images_per_s = double(m.images - images_before) / std::max(m.seconds, 1e-9);
     state.epoch = epoch;

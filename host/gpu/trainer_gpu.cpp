@@ -53,6 +53,7 @@ void GpuTrainer::set_state(const TrainState& st) {
   m.epoch_step = st.epoch_step;
   m.epoch_sums[0] = st.epoch_recon_sum;
   m.epoch_sums[1] = st.epoch_kl_sum;
+  m.epoch_sums[2] = st.epoch_weighted_kl_sum;
   m.stream.synchronize();
 }
 
@@ -69,6 +70,7 @@ void GpuTrainer::get_state(TrainState& st) const {
   st.epoch_step = m.epoch_step;
   st.epoch_recon_sum = m.epoch_sums[0];
   st.epoch_kl_sum = m.epoch_sums[1];
+  st.epoch_weighted_kl_sum = m.epoch_sums[2];
 }
 
 void GpuTrainer::upload_images(const ImageSet& img) {
@@ -107,7 +109,9 @@ std::optional<EpochMetrics> GpuTrainer::run_epoch(int epoch, const StepCallback&
   const int64_t images_before = out.images;
   const int64_t steps_per_epoch = (n + m.max_batch - 1) / m.max_batch;
   m.upload_schedule(out.steps, steps_per_epoch);
-  m.sums.upload(m.epoch_sums, 2, m.s());
+  m.sums.upload(m.epoch_sums, 3, m.s());
+  const KlSchedule kl = kl_schedule(m.cfg, steps_per_epoch);
+  const bool warming = kl.warming(int64_t(epoch - 1) * steps_per_epoch + 1);
   {
     const NvtxRange shuffle_range("draw permutation");
     m.shuffle->draw(m.perm.data(), m.cfg.seed, epoch, m.s());
@@ -141,13 +145,11 @@ std::optional<EpochMetrics> GpuTrainer::run_epoch(int epoch, const StepCallback&
     }
   }
   m.epoch_end.record(m.s());
-  double sums[2];
+  double sums[3];
   m.read_sums(sums, epoch);  // the only host synchronisation of the epoch
-  m.epoch_sums[0] = m.epoch_sums[1] = 0;
+  m.epoch_sums[0] = m.epoch_sums[1] = m.epoch_sums[2] = 0;
   out.device_ms = m.epoch_end.ms_since(m.epoch_start);
-  out.recon = sums[0] / double(out.images);
-  out.kl = sums[1] / double(out.images);
-  out.loss = out.recon + m.cfg.beta * out.kl;
+  finish_epoch_loss(out, sums[0], sums[1], sums[2], warming, m.cfg.beta, kl.weight(m.step));
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   out.images_per_s = double(out.images - images_before) / std::max(out.seconds, 1e-9);
   if (!std::isfinite(out.loss))
@@ -159,11 +161,11 @@ std::optional<EpochMetrics> GpuTrainer::run_epoch(int epoch, const StepCallback&
 LossParts GpuTrainer::step_on_batch(const float* host_x, int count, bool apply_adam) {
   Impl& m = *impl_;
   m.x.upload(host_x, size_t(count) * kImagePixels, m.s());
-  CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 2 * sizeof(double), m.s()));
+  CUDA_CHECK(cudaMemsetAsync(m.sums.data(), 0, 3 * sizeof(double), m.s()));
   m.upload_schedule(0, 1);  // entry 0: Adam step m.step + 1, the noise of counter m.step
   m.enqueue_step(count, false, apply_adam);
   if (apply_adam) ++m.step;
-  double sums[2];
+  double sums[3];
   m.read_sums(sums, 0);
   LossParts p;
   p.recon = sums[0] / count;

@@ -175,7 +175,7 @@ void GpuTrainer::Impl::allocate_step_buffers() {
   reparam_done = DeviceBuffer<unsigned>(1, "the reparameterization kernel's ticket");
   CUDA_CHECK(cudaMemsetAsync(blocks_done.data(), 0, sizeof(unsigned), s()));
   CUDA_CHECK(cudaMemsetAsync(reparam_done.data(), 0, sizeof(unsigned), s()));
-  sums = DeviceBuffer<double>(2, "loss sums");
+  sums = DeviceBuffer<double>(3, "loss sums");
   nonfinite = DeviceBuffer<unsigned long long>(1, "the non-finite flag");
   nonfinite.upload(&kNoNonfinite, 1, s());
   schedule = DeviceBuffer<StepScalars>(1, "the step table");

@@ -62,8 +62,12 @@ void GpuTrainer::Impl::run_step(int count) {
 void GpuTrainer::Impl::upload_schedule(int64_t first_step, int64_t steps) {
   if (step + (steps - first_step) >= (int64_t{1} << 31))
     throw Error("GpuTrainer: more than 2^31 - 1 Adam steps");
+  // The KL schedule counts the run's epochs of its training images (none uploaded: no
+  // warm-up, step_on_batch's single steps).
+  const int64_t steps_per_epoch = num_images > 0 ? (num_images + max_batch - 1) / max_batch : 0;
   const std::vector<StepScalars> table =
-      epoch_step_table(cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, first_step, steps, step + 1);
+      epoch_step_table(cfg.adam.lr, cfg.adam.beta1, cfg.adam.beta2, first_step, steps, step + 1,
+                       kl_schedule(cfg, steps_per_epoch));
   // Pageable sources: staged before cudaMemcpyAsync returns, so the locals may go.
   schedule.upload(table.data(), table.size(), s());
   const int32_t at = int32_t(first_step);
@@ -75,9 +79,9 @@ size_t GpuTrainer::Impl::host_index(size_t i) const {
   return h == DeviceParamLayout::kPadding ? desc.num_params + i : size_t(h);
 }
 
-void GpuTrainer::Impl::read_sums(double out[2], int epoch) {
+void GpuTrainer::Impl::read_sums(double out[3], int epoch) {
   unsigned long long bad = kNoNonfinite;
-  sums.download(out, 2, s());
+  sums.download(out, 3, s());
   nonfinite.download(&bad, 1, s());
   stream.synchronize();
   if (bad == kNoNonfinite) return;

@@ -78,11 +78,11 @@ struct GpuTrainer::Impl {
   // the other float activations stay unallocated, and in fp32 these stay unallocated.
   DeviceBuffer<bf16> x_lo, h1_lo, h2_lo, d0_lo, d1_lo, d2_lo, logits_lo, dlogits_lo;
   DeviceBuffer<bf16> g_h1_lo, g_h2_lo, g_h3_lo, g_d0_lo, g_d1_lo, g_d2_lo;
-  DeviceBuffer<float> recon, kl;               // (max_batch) per image
-  DeviceBuffer<double> image_dsum;             // (max_batch) the fused loss's scratch
-  DeviceBuffer<unsigned> blocks_done;          // (1) the fused loss's ticket, 0 between launches
-  DeviceBuffer<unsigned> reparam_done;         // (1) the biased reparam backward's ticket
-  DeviceBuffer<double> sums;                   // (2) epoch sums of recon and kl over images
+  DeviceBuffer<float> recon, kl;        // (max_batch) per image
+  DeviceBuffer<double> image_dsum;      // (max_batch) the fused loss's scratch
+  DeviceBuffer<unsigned> blocks_done;   // (1) the fused loss's ticket, 0 between launches
+  DeviceBuffer<unsigned> reparam_done;  // (1) the biased reparam backward's ticket
+  DeviceBuffer<double> sums;            // (3) epoch sums of recon, kl and (KL warm-up) weight * kl
   DeviceBuffer<unsigned long long> nonfinite;  // (1) Adam's earliest bad gradient (adam.cuh)
   DeviceBuffer<uint8_t> images;                // (N, 784)
   DeviceBuffer<int32_t> perm;                  // (N) this epoch's order
@@ -99,7 +99,7 @@ struct GpuTrainer::Impl {
   // Position inside an epoch that stopped early (or that set_state resumes): steps done and
   // the loss sums over their images. 0 at an epoch boundary.
   int64_t epoch_step = 0;
-  double epoch_sums[2] = {0, 0};
+  double epoch_sums[3] = {0, 0, 0};
   std::array<std::string, kNumLayers> forward_names, backward_names;  // NVTX range names
   // --layout auto: what choose_layout measured (ms, NCHW then NHWC).
   bool layout_measured = false;
@@ -210,7 +210,15 @@ struct GpuTrainer::Impl {
   // Backward from g_z: the heads' gradients (their bias gradients summed inside the
   // reparameterization kernel), their weight gradients, and g_h3 = the sum of both heads'
   // input gradients (the second GEMM accumulates).
-  void heads_backward(int count);
+  void heads_backward(int count, const StepTable& at);
+
+  // A KL warm-up (cfg.beta_warmup > 0): the KL gradient's weight comes from the step table
+  // (it changes every step, and a captured graph replays one set of arguments) and the loss
+  // sums gain the weighted KL (sums[2], kl_weighted_accumulate). Without one, neither: the
+  // step's launches are those of a run that never heard of warm-ups.
+  bool kl_warmup() const { return cfg.beta_warmup > 0; }
+  // The KL term's backward in the two reparameterization forms, and the weighted sum.
+  void kl_weighted_sum(int count, const StepTable& at);
 
   // The output layer's bias, the loss, its gradient dlogits and the loss sums in one launch
   // (cuda/kernels/loss.cuh), for float or bf16 logits.
@@ -255,7 +263,7 @@ struct GpuTrainer::Impl {
 
   // Reads the loss sums and Adam's non-finite word in one synchronisation; throws
   // TrainingDiverged, naming the step and the parameter, when a gradient was not finite.
-  void read_sums(double out[2], int epoch);
+  void read_sums(double out[3], int epoch);
 };
 
 }  // namespace cuvae

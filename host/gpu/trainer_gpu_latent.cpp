@@ -20,13 +20,18 @@ void GpuTrainer::Impl::heads_forward(int count, const StepTable& at) {
                          at, count, dim, s());
 }
 
-void GpuTrainer::Impl::heads_backward(int count) {
+void GpuTrainer::Impl::heads_backward(int count, const StepTable& at) {
   const int dim = desc.latent_dim;
   {
     const NvtxRange range("reparameterization backward");
-    reparam_backward_biased(g_mu, g_lv, bias_grad(kEncMu), bias_grad(kEncLogvar),
-                            reparam_done.data(), g_z.data(), mu, logvar, eps.data(), count, dim,
-                            float(cfg.beta), s());
+    if (kl_warmup())
+      reparam_backward_biased(g_mu, g_lv, bias_grad(kEncMu), bias_grad(kEncLogvar),
+                              reparam_done.data(), g_z.data(), mu, logvar, eps.data(), count, dim,
+                              at, s());
+    else
+      reparam_backward_biased(g_mu, g_lv, bias_grad(kEncMu), bias_grad(kEncLogvar),
+                              reparam_done.data(), g_z.data(), mu, logvar, eps.data(), count, dim,
+                              float(cfg.beta), s());
   }
   const NvtxRange range("encoder.mu + encoder.logvar backward");
   const int in = desc.layer(kEncMu).in_channels;
@@ -34,6 +39,12 @@ void GpuTrainer::Impl::heads_backward(int count) {
                              head_stride(), count, in, dim);
   dense_backward_data(cublas, g_h3.data(), g_mu, weight(kEncMu), count, in, dim);
   dense_backward_data(cublas, g_h3.data(), g_lv, weight(kEncLogvar), count, in, dim, true);
+}
+
+void GpuTrainer::Impl::kl_weighted_sum(int count, const StepTable& at) {
+  if (!kl_warmup()) return;
+  const NvtxRange range("KL warm-up: weighted KL sum");
+  kl_weighted_accumulate(sums.data() + 2, kl.data(), count, at, s());
 }
 
 template <typename T>

@@ -40,18 +40,22 @@ void GpuTrainer::Impl::forward_backward(const ConvSet& c, int count, const StepT
                 kImagePixels, dim, s());
     loss_accumulate(sums.data(), recon.data(), kl.data(), count, s());
   }
+  kl_weighted_sum(count, at);
   // Backward.
   layer_backward(c, kDecOut, g_d2.data(), dlogits.data(), logits.data(), d2.data(), count, !fused);
   layer_backward(c, kDecDeconv2, g_d1.data(), g_d2.data(), d2.data(), d1.data(), count);
   layer_backward(c, kDecDeconv1, g_d0.data(), g_d1.data(), d1.data(), d0.data(), count);
   layer_backward(c, kDecFc, g_z.data(), g_d0.data(), d0.data(), z.data(), count);
   if (fused) {
-    heads_backward(count);
+    heads_backward(count, at);
   } else {
     {
       const NvtxRange range("reparameterization backward");
-      reparam_backward(g_mu, g_lv, g_z.data(), mu, logvar, eps.data(), count, dim, float(cfg.beta),
-                       s());
+      if (kl_warmup())
+        reparam_backward(g_mu, g_lv, g_z.data(), mu, logvar, eps.data(), count, dim, at, s());
+      else
+        reparam_backward(g_mu, g_lv, g_z.data(), mu, logvar, eps.data(), count, dim,
+                         float(cfg.beta), s());
     }
     layer_backward(c, kEncMu, g_h3.data(), g_mu, mu, h3.data(), count);
     layer_backward(c, kEncLogvar, g_h3_lv.data(), g_lv, logvar, h3.data(), count);
@@ -93,6 +97,7 @@ void GpuTrainer::Impl::forward_backward_mixed(const ConvSet& c, int count, const
   conv_forward_lo(c, kDecDeconv2, d2_lo.data(), d1_lo.data(), count);
   conv_forward_lo(c, kDecOut, logits_lo.data(), d2_lo.data(), count, false);
   fused_loss(dlogits_lo.data(), static_cast<const bf16*>(logits_lo.data()), count);
+  kl_weighted_sum(count, at);
   // Backward.
   conv_backward_lo(c, kDecOut, g_d2_lo.data(), dlogits_lo.data(), nullptr, d2_lo.data(), count,
                    false);
@@ -110,7 +115,7 @@ void GpuTrainer::Impl::forward_backward_mixed(const ConvSet& c, int count, const
     dense_backward_data(cublas, g_z.data(), g_d0.data(), weight(kDecFc), count, dec_fc.in_channels,
                         dec_fc.out_channels);
   }
-  heads_backward(count);
+  heads_backward(count, at);
   {
     const NvtxRange range(backward_names[kEncFc].c_str());
     bias_act_backward(g_h3_lo.data(), bias_grad(kEncFc), static_cast<const float*>(g_h3.data()),

@@ -182,9 +182,10 @@ void save_train_state(const std::string& path, const ModelDesc& desc, const Trai
         {adam_name("v", p.name), DType::F32, p.shape, state.adam_v.data() + p.offset});
   tensors.push_back({"step", DType::I64, {1}, &state.step});
   tensors.push_back({"epoch", DType::I64, {1}, &state.epoch});
-  const double epoch_sums[2] = {state.epoch_recon_sum, state.epoch_kl_sum};
+  const double epoch_sums[3] = {state.epoch_recon_sum, state.epoch_kl_sum,
+                                state.epoch_weighted_kl_sum};
   tensors.push_back({"epoch_step", DType::I64, {1}, &state.epoch_step});
-  tensors.push_back({"epoch_sums", DType::F64, {2}, epoch_sums});
+  tensors.push_back({"epoch_sums", DType::F64, {3}, epoch_sums});
   const TrainConfig& c = run.cfg;
   char crc[16];
   std::snprintf(crc, sizeof crc, "%08x", unsigned(run.train_crc32));
@@ -196,6 +197,7 @@ void save_train_state(const std::string& path, const ModelDesc& desc, const Trai
                      {"batch_size", std::to_string(c.batch_size)},
                      {"lr", exact_text(c.adam.lr)},
                      {"beta", exact_text(c.beta)},
+                     {"beta_warmup", std::to_string(c.beta_warmup)},
                      {"adam_beta1", exact_text(c.adam.beta1)},
                      {"adam_beta2", exact_text(c.adam.beta2)},
                      {"adam_eps", exact_text(c.adam.eps)},
@@ -232,6 +234,9 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   c.batch_size = int(meta.integer("batch_size", 1, 65536, what));
   c.adam.lr = float(meta.real("lr", 0.0, 10.0, false, what));
   c.beta = meta.real("beta", 0.0, 1e6, true, what);
+  // Written since --beta-warmup exists; the runs before it had none.
+  if (f.metadata.count("beta_warmup"))
+    c.beta_warmup = int(meta.integer("beta_warmup", 0, 100000, what));
   c.adam.beta1 = float(meta.real("adam_beta1", 0.0, 1.0, true, what));
   c.adam.beta2 = float(meta.real("adam_beta2", 0.0, 1.0, true, what));
   c.adam.eps = float(meta.real("adam_eps", 0.0, 1.0, false, what));
@@ -275,14 +280,19 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   // resumable lack both tensors and always stop at an epoch boundary.
   if (f.tensors.count("epoch_step") || f.tensors.count("epoch_sums")) {
     st.epoch_step = read_i64_scalar(f, "epoch_step");
-    const TensorIn& sums = f.get("epoch_sums", DType::F64, {2});
-    double v[2];
-    std::memcpy(v, sums.bytes.data(), sizeof v);
-    if (!std::isfinite(v[0]) || !std::isfinite(v[1]) || v[0] < 0 || v[1] < 0 ||
-        (st.epoch_step == 0 && (v[0] != 0 || v[1] != 0)))
-      throw InputError(path + ": tensor 'epoch_sums' holds impossible loss sums");
+    // (recon, KL, weighted KL) sums; files written before --beta-warmup hold the first two.
+    const auto found = f.tensors.find("epoch_sums");
+    const int64_t count =
+        found != f.tensors.end() && found->second.shape == std::vector<int64_t>{2} ? 2 : 3;
+    const TensorIn& sums = f.get("epoch_sums", DType::F64, {count});
+    double v[3] = {0, 0, 0};
+    std::memcpy(v, sums.bytes.data(), size_t(count) * sizeof(double));
+    for (const double x : v)
+      if (!std::isfinite(x) || x < 0 || (st.epoch_step == 0 && x != 0))
+        throw InputError(path + ": tensor 'epoch_sums' holds impossible loss sums");
     st.epoch_recon_sum = v[0];
     st.epoch_kl_sum = v[1];
+    st.epoch_weighted_kl_sum = v[2];
   }
   // Every epoch is ceil(N / B) steps, so the counters must agree.
   const int64_t steps_per_epoch = (out.run.train_images + c.batch_size - 1) / c.batch_size;

@@ -12,10 +12,13 @@
 //                              epoch                 I64 [1]                epochs completed
 //                              epoch_step            I64 [1]                steps done in
 //                                                    epoch + 1 (an interrupted epoch; else 0)
-//                              epoch_sums            F64 [2]                their recon and KL
-//                                                    sums over images (else 0)
+//                              epoch_sums            F64 [3]                their recon, KL
+//                                                    and (KL warm-up) weighted KL sums over
+//                                                    images (else 0; [2], no weighted sum, in
+//                                                    files from before --beta-warmup)
 //                            and in the metadata the hyperparameters (latent_dim, batch_size,
-//                            lr, beta, adam_beta1/2, adam_eps, exact decimal text), the seed
+//                            lr, beta, beta_warmup (absent in older files: 0), adam_beta1/2,
+//                            adam_eps, exact decimal text), the seed
 //                            (decimal), the architecture and format version, the planned total
 //                            of epochs, the data folder, --train-split (absent in older files:
 //                            train), --limit, --test-limit, and the training images' count and

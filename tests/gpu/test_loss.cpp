@@ -173,6 +173,41 @@ TEST_CASE("loss_accumulate adds the batch sums in double, deterministically",
   require_same_run(run(2), twice, "sums");
 }
 
+TEST_CASE("kl_weighted_accumulate adds the step's KL weight times loss_accumulate's KL sum",
+          "[gpu][kernels][loss]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 129, 4097);
+  INFO("batch " << batch);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const std::vector<float> recon = uniform(rng, size_t(batch), 0, 600),
+                           kl = uniform(rng, size_t(batch), 0, 30);
+  // Two table entries with different weights; the cursor picks the second.
+  const KlSchedule ramp{1.5, 1000};
+  const std::vector<StepScalars> table{step_scalars(1e-3f, 0.9f, 0.999f, 10, ramp),
+                                       step_scalars(1e-3f, 0.9f, 0.999f, 400, ramp)};
+  const auto d_table = to_device(table, s);
+  const auto d_cursor = to_device(std::vector<int32_t>{1}, s);
+  const StepTable at{d_table.data(), d_cursor.data()};
+  const auto d_recon = to_device(recon, s), d_kl = to_device(kl, s);
+  // loss_accumulate's KL sum (the same order) times the weight, added to a start value.
+  auto d_sums = to_device(std::vector<double>{0.0, 0.0}, s);
+  loss_accumulate(d_sums.data(), d_recon.data(), d_kl.data(), batch, s);
+  const double kl_sum = to_host(d_sums, s)[1];
+  const double start = 3.25;
+  auto d_weighted = to_device(std::vector<double>{start}, s);
+  kl_weighted_accumulate(d_weighted.data(), d_kl.data(), batch, at, s);
+  const double got = to_host(d_weighted, s)[0];
+  REQUIRE(table[1].kl_weight == float(1.5 * 399.0 / 1000.0));
+  REQUIRE(got == start + double(table[1].kl_weight) * kl_sum);  // bit for bit
+  REQUIRE_THROWS_AS(kl_weighted_accumulate(d_weighted.data(), d_kl.data(), 0, at, s), Error);
+  REQUIRE_THROWS_AS(
+      kl_weighted_accumulate(d_weighted.data(), d_kl.data(), batch, StepTable{nullptr, nullptr}, s),
+      Error);
+}
+
 TEST_CASE("bce_kl_loss_fused equals the four kernels it replaces", "[gpu][kernels][loss]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);

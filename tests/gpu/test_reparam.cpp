@@ -112,6 +112,56 @@ TEST_CASE("reparam_backward: the dz path plus the beta-weighted KL gradient",
   require_same_run(again.second, got.second, "dlogvar");
 }
 
+TEST_CASE("reparam_backward with the KL weight from the step table is the launch given it",
+          "[gpu][kernels][reparam]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int batch = GENERATE(1, 129, 4097);
+  const int dim = GENERATE(1, 17);
+  INFO("batch " << batch << " D " << dim);
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  const size_t n = size_t(batch) * dim;
+  const auto d_mu = to_device(uniform(rng, n, -2, 2), s),
+             d_lv = to_device(uniform(rng, n, -3, 1), s),
+             d_dz = to_device(uniform(rng, n, -1, 1), s),
+             d_eps = to_device(uniform(rng, n, -3, 3), s);
+  // A step in the middle of a warm-up: its weight is neither 0 nor beta.
+  const KlSchedule ramp{2.0, 900};
+  const std::vector<StepScalars> table{step_scalars(1e-3f, 0.9f, 0.999f, 1 + rng() % 900, ramp)};
+  const auto d_table = to_device(table, s);
+  const auto d_cursor = to_device(std::vector<int32_t>{0}, s);
+  const StepTable at{d_table.data(), d_cursor.data()};
+  const float w = table[0].kl_weight;
+  INFO("weight " << w);
+  const size_t dims = size_t(dim);
+  DeviceBuffer<float> g_dmu(n), g_dlv(n), t_dmu(n), t_dlv(n), g_bmu(dims), g_blv(dims), t_bmu(dims),
+      t_blv(dims);
+  for (auto* buf : {&g_dmu, &g_dlv, &t_dmu, &t_dlv, &g_bmu, &g_blv, &t_bmu, &t_blv})
+    poison_device(*buf, s);
+  reparam_backward(g_dmu.data(), g_dlv.data(), d_dz.data(), d_mu.data(), d_lv.data(), d_eps.data(),
+                   batch, dim, w, s);
+  reparam_backward(t_dmu.data(), t_dlv.data(), d_dz.data(), d_mu.data(), d_lv.data(), d_eps.data(),
+                   batch, dim, at, s);
+  require_bitwise_equal(to_host(t_dmu, s), to_host(g_dmu, s), "dmu");
+  require_bitwise_equal(to_host(t_dlv, s), to_host(g_dlv, s), "dlogvar");
+  auto ticket_g = to_device(std::vector<unsigned>{0}, s),
+       ticket_t = to_device(std::vector<unsigned>{0}, s);
+  reparam_backward_biased(g_dmu.data(), g_dlv.data(), g_bmu.data(), g_blv.data(), ticket_g.data(),
+                          d_dz.data(), d_mu.data(), d_lv.data(), d_eps.data(), batch, dim, w, s);
+  reparam_backward_biased(t_dmu.data(), t_dlv.data(), t_bmu.data(), t_blv.data(), ticket_t.data(),
+                          d_dz.data(), d_mu.data(), d_lv.data(), d_eps.data(), batch, dim, at, s);
+  require_bitwise_equal(to_host(t_dmu, s), to_host(g_dmu, s), "dmu (biased)");
+  require_bitwise_equal(to_host(t_bmu, s), to_host(g_bmu, s), "dbias mu");
+  require_bitwise_equal(to_host(t_blv, s), to_host(g_blv, s), "dbias logvar");
+  REQUIRE(to_host(ticket_t, s)[0] == 0u);
+  REQUIRE_THROWS_AS(
+      reparam_backward(t_dmu.data(), t_dlv.data(), d_dz.data(), d_mu.data(), d_lv.data(),
+                       d_eps.data(), batch, dim, StepTable{nullptr, nullptr}, s),
+      Error);
+}
+
 // ---- the biased forms ---------------------------------------------------------------------------
 
 TEST_CASE("the biased reparameterization kernels equal the head bias kernels plus reparam",

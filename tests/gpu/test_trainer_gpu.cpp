@@ -361,6 +361,60 @@ TEST_CASE("a GPU run stopped between any two steps and resumed equals the straig
   }
 }
 
+TEST_CASE("a GPU run with a KL warm-up follows the CPU trainer and resumes inside the ramp",
+          "[gpu][trainer]") {
+  const uint64_t seed = test::fresh_seed();
+  GpuOptions opts;
+  opts.fused = GENERATE(true, false);  // the weight in both reparameterization backward forms
+  opts.bf16 = opts.fused && GENERATE(false, true);
+  INFO("seed " << seed << " fused " << opts.fused << " bf16 " << opts.bf16);
+  const ModelDesc d = make_vae(2);
+  TrainConfig cfg = small_config(seed, 64, 2.0);
+  cfg.epochs = 3;
+  cfg.beta_warmup = 2;                               // 10 steps of ramp, then beta 2
+  const ImageSet img = synthetic_images(seed, 300);  // 64 x 4 + 44: 5 steps an epoch
+  const TrainState fresh = fresh_state(d, seed);
+  TrainState cpu_state = fresh, gpu_state = fresh;
+  std::vector<EpochMetrics> cpu_m, gpu_m;
+  cfg.device = "cpu";
+  train_cpu(cfg, d, img, cpu_state, [&](const EpochMetrics& m) { cpu_m.push_back(m); });
+  REQUIRE(
+      train_gpu(cfg, opts, d, img, gpu_state, [&](const EpochMetrics& m) { gpu_m.push_back(m); }));
+  REQUIRE(gpu_m.size() == 3);
+  for (size_t e = 0; e < 3; ++e) {
+    INFO("epoch " << e + 1 << ": gpu weight " << gpu_m[e].kl_weight << " cpu "
+                  << cpu_m[e].kl_weight);
+    REQUIRE(gpu_m[e].loss == gpu_m[e].recon + gpu_m[e].kl_weight * gpu_m[e].kl);
+    // The effective weight is a mean of the same per-step weights, weighed by KLs that agree
+    // to the trainers' tolerance.
+    REQUIRE(std::abs(gpu_m[e].kl_weight - cpu_m[e].kl_weight) <= 2e-2 * cpu_m[e].kl_weight);
+    REQUIRE(std::abs(gpu_m[e].loss - cpu_m[e].loss) <= 1e-2 * cpu_m[e].loss);
+  }
+  REQUIRE(gpu_m[0].kl_weight < gpu_m[1].kl_weight);
+  REQUIRE(gpu_m[1].kl_weight < 2.0);
+  REQUIRE(gpu_m[2].kl_weight == 2.0);
+  if (!opts.bf16)
+    REQUIRE_REL_L2(compare(gpu_state.params.data(), cpu_state.params.data(), d.num_params),
+                   "params after 15 steps", 2e-2);
+  // Stopped after step 7 (epoch 2, inside the ramp), resumed: the straight run, bit for bit.
+  TrainState st = fresh;
+  std::vector<EpochMetrics> metrics;
+  int64_t asked = 0;
+  REQUIRE_FALSE(train_gpu(
+      cfg, opts, d, img, st, [&](const EpochMetrics& m) { metrics.push_back(m); }, nullptr,
+      [&] { return asked++ == 7; }));
+  REQUIRE(st.step == 7);
+  REQUIRE(st.epoch_weighted_kl_sum > 0);
+  REQUIRE(train_gpu(cfg, opts, d, img, st, [&](const EpochMetrics& m) { metrics.push_back(m); }));
+  REQUIRE(std::memcmp(st.params.data(), gpu_state.params.data(), d.num_params * sizeof(float)) ==
+          0);
+  REQUIRE(metrics.size() == 3);
+  for (size_t e = 0; e < 3; ++e) {
+    CHECK(metrics[e].loss == gpu_m[e].loss);
+    CHECK(metrics[e].kl_weight == gpu_m[e].kl_weight);
+  }
+}
+
 // ---- bf16 mixed precision (GpuOptions::bf16) ---------------------------------------------------
 
 namespace {
