@@ -93,6 +93,8 @@ expect_error --iw-samples eval "$TMP/norun" --iw-samples 1e9
 expect_error --limit eval "$TMP/norun" --limit NaN
 expect_error --split eval "$TMP/norun" --split validation
 expect_error --limit encode "$TMP/norun" --csv "$TMP/z.csv" --limit -7
+expect_error --steps interpolate "$TMP/norun" --out "$TMP/i.png" --steps 1
+expect_error --pairs interpolate "$TMP/norun" --out "$TMP/i.png" --pairs 0
 expect_error --batch-size parity-dump --out "$TMP/p.safetensors" --batch-size 0
 expect_error --beta parity-dump --out "$TMP/p.safetensors" --beta -0.5
 expect_error "unknown command" fly

@@ -30,6 +30,7 @@ const char* kUsage =
     "  scatter       z_mean of a labelled set coloured by class (PNG)\n"
     "  reconstruct   originals above their reconstructions (PNG)\n"
     "  sample        images decoded from the prior (PNG)\n"
+    "  interpolate   decoded images along the latent path between two images (PNG)\n"
     "  bench         time training epochs and report them as JSON (tools/bench/bench.py)\n"
     "  parity-dump   one batch with a CPU engine's loss and gradients, for the\n"
     "                PyTorch parity check (tools/parity/parity.py)\n"
@@ -119,10 +120,11 @@ int run_cli(int argc, char** argv) {
   if (cmd == "sample") return cmd_sample(argc - 1, argv + 1);
   if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
   if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
+  if (cmd == "interpolate") return cmd_interpolate(argc - 1, argv + 1);
   if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
   throw InputError("unknown command " + quote_arg(cmd) +
                    " (commands: train, eval, encode, grid, scatter, reconstruct, sample, "
-                   "parity-dump)");
+                   "interpolate, bench, parity-dump)");
 }
 
 }  // namespace cuvae

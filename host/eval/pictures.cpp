@@ -26,35 +26,8 @@ namespace {
 constexpr int kChunk = 1024;                 // images per encode / decode call
 constexpr uint64_t kScatterJitterTag = 101;  // Philox counter word of the D == 1 jitter
 
-// ---- model calls ---------------------------------------------------------------------------
 float sigmoid(float l) {
   return 1.0f / (1.0f + std::exp(-l));
-}
-
-// sigmoid(decode(z)) for `count` latents (count, D) -> (count, 784).
-std::vector<float> decode_means(Inference& model, const std::vector<float>& z, int64_t count) {
-  const int dim = model.desc().latent_dim;
-  std::vector<float> p(size_t(count) * kImagePixels);
-  for (int64_t first = 0; first < count; first += kChunk) {
-    const int n = int(std::min<int64_t>(kChunk, count - first));
-    model.decode(p.data() + size_t(first) * kImagePixels, z.data() + size_t(first) * dim, n);
-  }
-  for (float& v : p) v = sigmoid(v);
-  return p;
-}
-
-// z_mean of the first `count` images (count, D).
-std::vector<float> encode_means(Inference& model, const ImageSet& images, int64_t count) {
-  const int dim = model.desc().latent_dim;
-  std::vector<float> mu(size_t(count) * dim), logvar(size_t(kChunk) * dim);
-  std::vector<float> x(size_t(kChunk) * kImagePixels);
-  for (int64_t first = 0; first < count; first += kChunk) {
-    const int n = int(std::min<int64_t>(kChunk, count - first));
-    const uint8_t* src = images.pixels.data() + size_t(first) * kImagePixels;
-    for (size_t i = 0; i < size_t(n) * kImagePixels; ++i) x[i] = float(src[i]) / 255.0f;
-    model.encode(mu.data() + size_t(first) * dim, logvar.data(), x.data(), n);
-  }
-  return mu;
 }
 
 void check_images(const ImageSet& images, const std::string& what) {
@@ -69,6 +42,35 @@ std::string dim_name(int d) {
 }
 
 }  // namespace
+
+// ---- model calls ---------------------------------------------------------------------------
+std::vector<float> decode_means(Inference& model, const std::vector<float>& z, int64_t count) {
+  const int dim = model.desc().latent_dim;
+  std::vector<float> p(size_t(count) * kImagePixels);
+  for (int64_t first = 0; first < count; first += kChunk) {
+    const int n = int(std::min<int64_t>(kChunk, count - first));
+    model.decode(p.data() + size_t(first) * kImagePixels, z.data() + size_t(first) * dim, n);
+  }
+  for (float& v : p) v = sigmoid(v);
+  return p;
+}
+
+std::vector<float> encode_means(Inference& model, const ImageSet& images, int64_t count) {
+  const int dim = model.desc().latent_dim;
+  std::vector<float> mu(size_t(count) * dim), logvar(size_t(kChunk) * dim);
+  std::vector<float> x(size_t(kChunk) * kImagePixels);
+  for (int64_t first = 0; first < count; first += kChunk) {
+    const int n = int(std::min<int64_t>(kChunk, count - first));
+    const uint8_t* src = images.pixels.data() + size_t(first) * kImagePixels;
+    for (size_t i = 0; i < size_t(n) * kImagePixels; ++i) x[i] = float(src[i]) / 255.0f;
+    model.encode(mu.data() + size_t(first) * dim, logvar.data(), x.data(), n);
+  }
+  return mu;
+}
+
+std::vector<float> reconstruction_means(Inference& model, const ImageSet& images, int64_t count) {
+  return decode_means(model, encode_means(model, images, count), count);
+}
 
 // ---- latent grid ---------------------------------------------------------------------------
 double grid_value(int i, int n, double extent) {
@@ -218,8 +220,7 @@ void write_reconstructions(const std::string& path, Inference& model, const Imag
     throw InputError(what + ": count must be between 1 and " + std::to_string(most) + " (" +
                      images.path + " holds " + with_commas(images.count) + " images), got " +
                      std::to_string(count));
-  const std::vector<float> mu = encode_means(model, images, count);
-  const std::vector<float> p = decode_means(model, mu, count);
+  const std::vector<float> p = reconstruction_means(model, images, count);
 
   const int strip = count * kTile + (count - 1) * kTileGap;
   Canvas c(2 * kPicturePad + kRowLabelWidth + strip,

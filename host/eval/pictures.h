@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "host/core/inference.h"
 #include "host/core/model.h"
@@ -58,6 +59,14 @@ constexpr int kMaxReconstructions = 100;
 // Samples: (2 kPicturePad + cols kTile + (cols - 1) kTileGap) x
 // (2 kPicturePad + kTitleBand + rows kTile + (rows - 1) kTileGap).
 constexpr int kMaxSampleSide = 100;
+
+// ---- model calls (every picture decodes through these) --------------------------------------
+// sigmoid(decode(z)) for `count` latents z (count, D) -> (count, 784), in chunks.
+std::vector<float> decode_means(Inference& model, const std::vector<float>& z, int64_t count);
+// z_mean = encoder.mu(x / 255) of the first `count` images (count, D), in chunks.
+std::vector<float> encode_means(Inference& model, const ImageSet& images, int64_t count);
+// What the reconstructions show for the first `count` images: decode_means(encode_means(x)).
+std::vector<float> reconstruction_means(Inference& model, const ImageSet& images, int64_t count);
 
 struct GridOptions {
   int n = 15;           // digits per side, 1..kGridMaxN
