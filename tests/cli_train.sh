@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short real CPU training run on MNIST: the parameter count is printed, the per-epoch loss
 # falls every epoch, loss = reconstruction + KL in metrics.csv, and the run folder holds the
-# model. Skips (77) when no MNIST folder is found. The training seed is printed first
+# model and curves.png. Skips (77) when no MNIST folder is found. The training seed is printed first
 # (CUVAE_TEST_SEED replays it).
 # usage: cli_train.sh <cuvae-binary> <repo-root>
 set -u
@@ -26,7 +26,7 @@ cli_seed
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "FAIL: cuvae train exited $rc"; exit 1; }
 grep -q "134,165 parameters" "$TMP/log" || { echo "FAIL: parameter count 134,165 not printed"; exit 1; }
-for f in metrics.csv config.json model.safetensors; do
+for f in metrics.csv config.json model.safetensors curves.png; do
   [ -s "$TMP/run/$f" ] || { echo "FAIL: $f missing from the run folder"; exit 1; }
 done
 /usr/bin/env awk -F, '

@@ -26,11 +26,14 @@ const char* kUsage =
     "  train         train the VAE into a run folder, or --resume one\n"
     "  eval          test negative ELBO and an importance-weighted estimate of -log p(x)\n"
     "  encode        z_mean, z_log_var and the per-image anomaly score as CSV\n"
+    "  anomaly       how well the anomaly score tells outliers from inliers: ROC AUC, TPR at\n"
+    "                1% and 5% false positives, score histograms and ROC curve (PNG)\n"
     "  grid          the decoder's output over a grid of the latent plane (PNG)\n"
     "  scatter       z_mean of a labelled set coloured by class (PNG)\n"
     "  reconstruct   originals above their reconstructions (PNG)\n"
     "  sample        images decoded from the prior (PNG)\n"
     "  interpolate   decoded images along the latent path between two images (PNG)\n"
+    "  curves        the training curves of one or more runs from metrics.csv (PNG)\n"
     "  bench         time training epochs and report them as JSON (tools/bench/bench.py)\n"
     "  parity-dump   one batch with a CPU engine's loss and gradients, for the\n"
     "                PyTorch parity check (tools/parity/parity.py)\n"
@@ -122,9 +125,11 @@ int run_cli(int argc, char** argv) {
   if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
   if (cmd == "interpolate") return cmd_interpolate(argc - 1, argv + 1);
   if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
+  if (cmd == "anomaly") return cmd_anomaly(argc - 1, argv + 1);
+  if (cmd == "curves") return cmd_curves(argc - 1, argv + 1);
   throw InputError("unknown command " + quote_arg(cmd) +
-                   " (commands: train, eval, encode, grid, scatter, reconstruct, sample, "
-                   "interpolate, bench, parity-dump)");
+                   " (commands: train, eval, encode, anomaly, grid, scatter, reconstruct, "
+                   "sample, interpolate, curves, bench, parity-dump)");
 }
 
 }  // namespace cuvae

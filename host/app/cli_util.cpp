@@ -31,10 +31,11 @@ std::string flag_of(const std::string& message) {
 
 // cxxopts throws its own exceptions for unknown flags and missing values; give them our
 // one-line form and exit code.
-cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv) {
+cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv,
+                                    bool more_positionals) {
   try {
     cxxopts::ParseResult r = options.parse(argc, argv);
-    if (!r.unmatched().empty())
+    if (!more_positionals && !r.unmatched().empty())
       throw InputError("unexpected argument " + quote_arg(r.unmatched().front()) + " (see --help)");
     return r;
   } catch (const cxxopts::exceptions::no_such_option& e) {
@@ -108,6 +109,14 @@ void check_output_path(const std::string& flag, const std::string& path, const s
   if (::access(dir.c_str(), W_OK) != 0)
     throw InputError(flag + " " + path + ": cannot write in " + dir.string() + ": " +
                      std::strerror(errno));
+}
+
+std::string folder_name(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::path p = fs::path(dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  const std::string name = p.filename().string();
+  return name.empty() || name == "." || name == ".." ? dir : name;
 }
 
 ProgressLine::ProgressLine(Stream stream)

@@ -18,8 +18,10 @@ namespace cuvae {
 constexpr const char* kVersion = CUVAE_VERSION;  // project(VERSION) in CMakeLists.txt
 
 // Parses argv with cxxopts; unknown options, missing values and stray arguments become
-// InputErrors that lead with the flag.
-cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv);
+// InputErrors that lead with the flag. With `more_positionals`, the arguments after those the
+// positional options take are no error: they stay in the result's unmatched(), in order.
+cxxopts::ParseResult parse_or_throw(cxxopts::Options& options, int argc, char** argv,
+                                    bool more_positionals = false);
 
 // Shared by train and bench: --tf32, --bf16, --algo (deterministic|fastest), --no-cuda-graph
 // and (bench only) --no-fusion become the GPU options. --bf16 with --tf32 or --no-fusion is an
@@ -39,6 +41,10 @@ std::string required_run(const cxxopts::ParseResult& r, const std::string& cmd);
 // folder that exists and can be written. InputErrors lead with the flag.
 void check_output_path(const std::string& flag, const std::string& path,
                        const std::string& kind = "file");
+
+// A folder's last component, for legends and lines ("data/mnist/" -> "mnist"); the text as
+// given when it has none ("/", ".").
+std::string folder_name(const std::string& dir);
 
 // The live progress line of every command: on a terminal, one line rewritten in place with
 // '\r' at most every 0.2 s; elsewhere (a pipe, a file) nothing at all. train draws it on stdout;

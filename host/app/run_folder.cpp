@@ -13,8 +13,10 @@
 #include <iostream>
 #include <sstream>
 
+#include "host/app/cli_util.h"
 #include "host/core/error.h"
 #include "host/core/text.h"
+#include "host/eval/curves.h"
 #include "host/eval/pictures.h"
 #include "host/io/atomic_file.h"
 
@@ -24,8 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // Picture families write_run_pictures() writes (pictures.h); --overwrite removes old ones.
+// The same for write_curves() and for `cuvae anomaly`'s default picture, drawn from the old run.
 constexpr const char* kPicturePrefixes[] = {"grid_15", "grid_30", "scatter", "reconstructions",
-                                            "samples"};
+                                            "samples", "curves",  "anomaly"};
 
 }  // namespace
 
@@ -139,6 +142,17 @@ void RunFolder::save_checkpoint(const ModelDesc& desc, const TrainRun& run, cons
 void RunFolder::write_pictures(Inference& model, const Dataset& shown, const std::string& suffix,
                                uint64_t seed) const {
   write_run_pictures(dir_, model, shown, suffix, seed);
+}
+
+bool RunFolder::write_curves(std::ostream& log) const {
+  try {
+    write_curves_png(curves_path(), {{folder_name(dir_), read_metrics_csv(metrics_path())}});
+    return true;
+  } catch (const std::exception& e) {
+    log << "cuvae: warning: " << kCurvesFile << " not drawn (the run is saved): " << e.what()
+        << "\n";
+    return false;
+  }
 }
 
 RunModel find_run_model(const std::string& run) {

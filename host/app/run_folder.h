@@ -7,10 +7,12 @@
 //   model.safetensors        the weights for PyTorch and the other subcommands
 //   metrics.csv              one row per epoch (epoch,loss,reconstruction,kl,test_loss,images,
 //                            steps,images_per_s,seconds,kl_weight; loss = reconstruction +
-//                            kl_weight * kl, kl_weight is beta but during a KL warm-up)
+//                            kl_weight * kl, kl_weight is beta but during a KL warm-up;
+//                            host/io/metrics_csv.h reads it)
 //   config.json              the settings of the latest invocation
 //   *.png                    write_run_pictures() (pictures.h): at the end of training and, with
-//                            a suffix _epochN, every --snapshot-every epochs
+//                            a suffix _epochN, every --snapshot-every epochs; curves.png
+//                            (curves.h, from metrics.csv) at the end and at every snapshot
 // Every file is written atomically (atomic_file.h); after each epoch train_state goes first,
 // then model, then the metrics row, so a crash leaves at worst a metrics.csv one row short of
 // the state it resumes from.
@@ -29,6 +31,7 @@
 #include "host/core/train_types.h"
 #include "host/io/checkpoint.h"
 #include "host/io/idx.h"
+#include "host/io/metrics_csv.h"
 
 namespace cuvae {
 
@@ -43,12 +46,10 @@ bool entry_exists(const std::string& path);
 // note on stdout.
 class MetricsCsv {
  public:
-  static constexpr const char* kHeader =
-      "epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds,kl_weight";
+  static constexpr const char* kHeader = kMetricsCsvHeader;
   // The header before the kl_weight column: a resumed run's file of that form is rewritten in
   // the new one, its rows given kl_weight `beta` (those runs had no warm-up).
-  static constexpr const char* kHeaderNoWeight =
-      "epoch,loss,reconstruction,kl,test_loss,images,steps,images_per_s,seconds";
+  static constexpr const char* kHeaderNoWeight = kMetricsCsvHeaderNoWeight;
 
   MetricsCsv(const std::string& path, int64_t keep_through_epoch, bool resume, double beta);
   // One row, written whole. test_loss: NaN when there is no test split (the column stays
@@ -66,6 +67,7 @@ class RunFolder {
   static constexpr const char* kModelFile = "model.safetensors";
   static constexpr const char* kMetricsFile = "metrics.csv";
   static constexpr const char* kConfigFile = "config.json";
+  static constexpr const char* kCurvesFile = "curves.png";
 
   RunFolder() = default;
   explicit RunFolder(std::string dir) : dir_(std::move(dir)) {}
@@ -75,6 +77,7 @@ class RunFolder {
   std::string model_path() const { return file(kModelFile); }
   std::string metrics_path() const { return file(kMetricsFile); }
   std::string config_path() const { return file(kConfigFile); }
+  std::string curves_path() const { return file(kCurvesFile); }
   bool has_state() const { return entry_exists(state_path()); }
 
   // Before any training time is spent. create(): makes the folder and checks that it takes
@@ -100,6 +103,9 @@ class RunFolder {
                        double beta) const;
   void write_pictures(Inference& model, const Dataset& shown, const std::string& suffix,
                       uint64_t seed) const;
+  // curves.png from metrics.csv (curves.h). A picture is not worth a run: any failure is a
+  // warning on `log` and false, never an exception.
+  bool write_curves(std::ostream& log) const;
 
  private:
   std::string file(const char* name) const { return dir_ + "/" + name; }

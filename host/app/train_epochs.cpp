@@ -97,6 +97,7 @@ void EpochReporter::epoch_done(const EpochMetrics& m) {
     progress_.show(epoch_of + "  pictures ...");
     job_.folder.write_pictures(*model_, shown_, "_epoch" + std::to_string(m.epoch), job_.cfg.seed);
     progress_.clear();
+    job_.folder.write_curves(std::cerr);  // the curves so far
   }
 }
 
@@ -116,11 +117,14 @@ void EpochReporter::print_epoch_line(const EpochMetrics& m, double test_loss) {
             << std::flush;
 }
 
-void EpochReporter::final_pictures() {
+bool EpochReporter::final_pictures() {
   model_->set_params(job_.state.params.data());
   progress_.show("pictures ...");
+  // The curves first: they need no model, and a failure is only a warning.
+  const bool curves = job_.folder.write_curves(std::cerr);
   job_.folder.write_pictures(*model_, shown_, "", job_.cfg.seed);
   progress_.clear();
+  return curves;
 }
 
 void print_cpu_notes(const TrainJob& job) {
@@ -184,12 +188,13 @@ int finish_training(const TrainJob& job, EpochReporter& reporter, const StopSign
   if (const int sig = signals.signal()) {
     std::cerr << "cuvae: " << StopSignals::name(sig) << ": training had finished and "
               << folder.state_path() << " is complete; the final pictures were not drawn (cuvae "
-              << "grid, scatter, reconstruct and sample draw them)\n";
+              << "grid, scatter, reconstruct, sample and curves draw them)\n";
     return 128 + sig;
   }
-  reporter.final_pictures();
+  const bool curves = reporter.final_pictures();
   std::cout << "cuvae: wrote " << folder.model_path() << ", " << folder.state_path() << ", "
-            << folder.metrics_path() << ", " << folder.config_path() << " and the pictures\n";
+            << folder.metrics_path() << ", " << folder.config_path() << " and the pictures"
+            << (curves ? " (" + std::string(RunFolder::kCurvesFile) + " too)" : "") << "\n";
   return 0;
 }
 

@@ -70,8 +70,9 @@ class EpochReporter {
   EpochCallback on_epoch();
   StepCallback on_step();  // empty when there is no terminal to show progress on
   ProgressLine& progress() { return progress_; }
-  // The final pictures, with the weights at the end of training.
-  void final_pictures();
+  // The final pictures, with the weights at the end of training, and curves.png; false when
+  // curves.png could not be drawn (a warning said why).
+  bool final_pictures();
 
  private:
   void epoch_done(const EpochMetrics& m);

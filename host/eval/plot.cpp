@@ -58,6 +58,13 @@ void ink_text(Canvas& c, int x, int y, const std::string& s) {
   draw_text(c, x, y, s, kInk, kTextScale);
 }
 
+std::string shorten_to_px(const std::string& s, int max_px) {
+  if (text_px(s) <= max_px) return s;
+  std::string cut = s;
+  while (!cut.empty() && text_px(cut + "...") > max_px) cut.pop_back();
+  return cut.empty() ? std::string() : cut + "...";
+}
+
 // The first of `candidates` that fits between x_min and x_max, centred on cx as far as the
 // bounds allow; nothing when none fits (a very narrow picture).
 void draw_fitting(Canvas& c, int cx, int y, const std::vector<std::string>& candidates, int x_min,

@@ -28,6 +28,9 @@ constexpr Rgb kClassColors[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44}
 int text_px(const std::string& s);                             // width at kTextScale
 void ink_text(Canvas& c, int x, int y, const std::string& s);  // top-left corner at (x, y)
 
+// `s` cut at the end to at most max_px pixels wide, ending in "..." when cut.
+std::string shorten_to_px(const std::string& s, int max_px);
+
 // The first of `candidates` that fits between x_min and x_max, centred on cx as far as the
 // bounds allow; nothing when none fits (a very narrow picture).
 void draw_fitting(Canvas& c, int cx, int y, const std::vector<std::string>& candidates, int x_min,
