@@ -48,9 +48,7 @@ cxxopts::Options anomaly_options() {
        cxxopts::value<std::string>()->default_value("0"), "N")
     ("seed", "seed of the noise of the score's z sample (as cuvae encode and eval --seed)",
        cxxopts::value<std::string>()->default_value("0"), "N")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("png", "the picture: both score histograms and the ROC curve (default: RUN/anomaly.png)",
        cxxopts::value<std::string>(), "FILE")
     ("json", "also write the figures as JSON to FILE", cxxopts::value<std::string>(), "FILE")

@@ -57,9 +57,7 @@ cxxopts::Options bench_options() {
   options.add_options()
     ("data", "folder with the MNIST-format training files",
        cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS")
     ("bf16", "mixed precision: bf16 activations and tensor-core convolutions (GPU only)")
     ("no-cuda-graph", "launch every kernel of every step instead of replaying a CUDA graph")

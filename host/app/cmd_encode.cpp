@@ -35,9 +35,7 @@ cxxopts::Options encode_options() {
     ("csv", "output CSV file (written atomically)", cxxopts::value<std::string>(), "FILE")
     ("limit", "the first N images only (0: all)", cxxopts::value<std::string>()->default_value("0"), "N")
     ("seed", "seed of the noise of the neg_elbo sample", cxxopts::value<std::string>()->default_value("0"), "N")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("h,help", "show this help");
   // clang-format on
   options.parse_positional({"run"});

@@ -105,9 +105,7 @@ cxxopts::Options eval_options() {
     ("limit", "evaluate the first N images only (0: all; default all, but 1000 with cpu-ref)",
        cxxopts::value<std::string>(), "N")
     ("seed", "seed of the evaluation noise", cxxopts::value<std::string>()->default_value("0"), "N")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("json", "write the JSON object to FILE instead of stdout", cxxopts::value<std::string>(), "FILE")
     ("dump-batch", "also write the first --dump-images images, their noise and cuvae's loss to "
                    "FILE (.safetensors) for tools/parity/check_model.py",

@@ -49,9 +49,7 @@ cxxopts::Options interpolate_options() {
                 std::to_string(kMinSlerpDim) + " or more)")
     ("json", "also write the pairs, their labels and the latent path of each to FILE",
        cxxopts::value<std::string>(), "FILE")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("h,help", "show this help");
   // clang-format on
   options.parse_positional({"run"});

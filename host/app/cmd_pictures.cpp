@@ -44,9 +44,7 @@ void add_common_options(cxxopts::Options& options, const std::string& default_ou
   options.add_options()
     ("out", "PNG file to write (default: RUN/" + default_out + ")", cxxopts::value<std::string>(),
        "FILE")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a note when "
-               "no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("h,help", "show this help");
   // clang-format on
 }

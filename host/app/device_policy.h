@@ -21,6 +21,10 @@ inline bool is_cpu_device(const std::string& device) {
 }
 constexpr const char* kDeviceHelp =
     "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging)";
+// The --device help of the commands that use a model (train words its note itself).
+constexpr const char* kDeviceOptionHelp =
+    "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging) (default "
+    "gpu; falls back to cpu with a note when no GPU is usable)";
 // The device a command runs on, one policy for every command: --device validated; an explicit
 // --device gpu without a usable GPU is an InputError; the default (gpu) falls back to the fast
 // CPU engine with one note on `log`. `gpu` describes the GPU when the choice is "gpu".
