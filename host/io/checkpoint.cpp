@@ -115,6 +115,26 @@ int64_t read_i64_scalar(const SafetensorsFile& f, const char* name) {
   return v;
 }
 
+// The position inside an interrupted epoch (epoch_step, epoch_sums) into `st`; files written
+// before interrupts were resumable lack both tensors and always stop at an epoch boundary.
+void read_epoch_position(const SafetensorsFile& f, const std::string& path, TrainState& st) {
+  if (!f.tensors.count("epoch_step") && !f.tensors.count("epoch_sums")) return;
+  st.epoch_step = read_i64_scalar(f, "epoch_step");
+  // (recon, KL, weighted KL) sums; files written before --beta-warmup hold the first two.
+  const auto found = f.tensors.find("epoch_sums");
+  const int64_t count =
+      found != f.tensors.end() && found->second.shape == std::vector<int64_t>{2} ? 2 : 3;
+  const TensorIn& sums = f.get("epoch_sums", DType::F64, {count});
+  double v[3] = {0, 0, 0};
+  std::memcpy(v, sums.bytes.data(), size_t(count) * sizeof(double));
+  for (const double x : v)
+    if (!std::isfinite(x) || x < 0 || (st.epoch_step == 0 && x != 0))
+      throw InputError(path + ": tensor 'epoch_sums' holds impossible loss sums");
+  st.epoch_recon_sum = v[0];
+  st.epoch_kl_sum = v[1];
+  st.epoch_weighted_kl_sum = v[2];
+}
+
 }  // namespace
 
 void save_model(const std::string& path, const ModelDesc& desc, const std::vector<float>& params,
@@ -276,24 +296,7 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   st.epoch = read_i64_scalar(f, "epoch");
   if (st.epoch < 0 || st.epoch > 100000)
     throw InputError(path + ": epoch " + std::to_string(st.epoch) + " is out of range");
-  // The position inside an interrupted epoch; files written before interrupts were
-  // resumable lack both tensors and always stop at an epoch boundary.
-  if (f.tensors.count("epoch_step") || f.tensors.count("epoch_sums")) {
-    st.epoch_step = read_i64_scalar(f, "epoch_step");
-    // (recon, KL, weighted KL) sums; files written before --beta-warmup hold the first two.
-    const auto found = f.tensors.find("epoch_sums");
-    const int64_t count =
-        found != f.tensors.end() && found->second.shape == std::vector<int64_t>{2} ? 2 : 3;
-    const TensorIn& sums = f.get("epoch_sums", DType::F64, {count});
-    double v[3] = {0, 0, 0};
-    std::memcpy(v, sums.bytes.data(), size_t(count) * sizeof(double));
-    for (const double x : v)
-      if (!std::isfinite(x) || x < 0 || (st.epoch_step == 0 && x != 0))
-        throw InputError(path + ": tensor 'epoch_sums' holds impossible loss sums");
-    st.epoch_recon_sum = v[0];
-    st.epoch_kl_sum = v[1];
-    st.epoch_weighted_kl_sum = v[2];
-  }
+  read_epoch_position(f, path, st);
   // Every epoch is ceil(N / B) steps, so the counters must agree.
   const int64_t steps_per_epoch = (out.run.train_images + c.batch_size - 1) / c.batch_size;
   if (st.epoch_step < 0 || st.epoch_step >= steps_per_epoch)
