@@ -26,6 +26,7 @@ const char* kUsage =
     "  train         train the VAE into a run folder, or --resume one\n"
     "  eval          test negative ELBO and an importance-weighted estimate of -log p(x)\n"
     "  encode        z_mean, z_log_var and the per-image anomaly score as CSV\n"
+    "  classify      test accuracy of classifiers on z_mean from few labels, against pixels\n"
     "  grid          the decoder's output over a grid of the latent plane (PNG)\n"
     "  scatter       z_mean of a labelled set coloured by class (PNG)\n"
     "  reconstruct   originals above their reconstructions (PNG)\n"
@@ -119,9 +120,10 @@ int run_cli(int argc, char** argv) {
   if (cmd == "sample") return cmd_sample(argc - 1, argv + 1);
   if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
   if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
+  if (cmd == "classify") return cmd_classify(argc - 1, argv + 1);
   if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
   throw InputError("unknown command " + quote_arg(cmd) +
-                   " (commands: train, eval, encode, grid, scatter, reconstruct, sample, "
+                   " (commands: train, eval, encode, classify, grid, scatter, reconstruct, sample, "
                    "parity-dump)");
 }
 

@@ -11,6 +11,7 @@ int cmd_reconstruct(int argc, char** argv);  // cmd_pictures.cpp
 int cmd_sample(int argc, char** argv);       // cmd_pictures.cpp
 int cmd_eval(int argc, char** argv);         // cmd_eval.cpp
 int cmd_encode(int argc, char** argv);       // cmd_encode.cpp
+int cmd_classify(int argc, char** argv);     // cmd_classify.cpp
 int cmd_bench(int argc, char** argv);        // cmd_bench.cpp
 
 }  // namespace cuvae
