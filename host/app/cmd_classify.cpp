@@ -280,13 +280,21 @@ std::vector<CountResult> run_probe(const ClassifyFlags& f, const Draws& draws,
               if (line.enabled()) line.show(where + ": " + s);
             });
         record(out, feat, d, test_labels);
+        if (!d.converged) {
+          line.clear();
+          std::cerr << "cuvae: note: " << where << ": the logistic regression at lambda "
+                    << d.lambda << " stopped at its " << d.iterations
+                    << "-iteration budget before max |gradient| <= " << logreg.grad_tol << "\n";
+        }
       }
     }
     out.seconds = seconds_since(t0);
     line.clear();
-    std::cerr << "cuvae: " << count_name(out.count) << " labels per class: " << count_draws.size()
-              << (count_draws.size() == 1 ? " draw" : " draws") << " in " << fixed(out.seconds, 1)
-              << " s\n";
+    std::cerr << "cuvae: "
+              << (out.count == kAll ? "all " + with_commas(out.labelled) + " labels"
+                                    : count_name(out.count) + " labelled per class")
+              << ", " << count_draws.size() << (count_draws.size() == 1 ? " draw" : " draws")
+              << " in " << fixed(out.seconds, 1) << " s\n";
     results.push_back(std::move(out));
   }
   return results;

@@ -77,7 +77,7 @@ FeatureSet latent_means(Inference& model, const ImageSet& images, int64_t n,
 // ---- k nearest neighbours ----------------------------------------------------------------
 
 struct KnnOptions {
-  int max_k = 31;                 // the odd k from 1 to max_k are tried
+  int max_k = 127;                // the odd k from 1 to max_k are tried
   int64_t max_cv_queries = 5000;  // leave-one-out on at most this many labelled images
   int64_t block = 2048;           // query and reference rows per distance block
 };

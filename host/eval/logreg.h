@@ -8,12 +8,11 @@
 //   df/dW_c = 1/n sum_i (p_ic - [y_i = c]) x'_i + lambda W_c,  df/db_c = 1/n sum_i (p_ic - [y_i =
 //   c])
 // with p_i = softmax(z_i); the biases are not penalised. f is convex (strictly in W for
-// lambda > 0) and minimised, from zero or a given start, by L-BFGS (10 pairs of history, backtracking line search
-// with the Armijo condition) until max |gradient| <= grad_tol, the objective stops falling
-// (a step lowers it by less than 1e-12 of its value, or no step lowers it at all) or
-// max_iterations. In float (the product
-// x'.W and the gradient's sum over the rows on the GEMM of host/cpu/gemm.h, the softmax and
-// the loss in double) or, for the tests, wholly in double.
+// lambda > 0) and minimised, from zero or a given start, by L-BFGS (10 pairs of history,
+// backtracking line search with the Armijo condition) until max |gradient| <= grad_tol, the
+// objective stops falling (a step lowers it by less than 1e-12 of its value, or no step lowers it
+// at all) or max_iterations. In float (the product x'.W and the gradient's sum over the rows on the
+// GEMM of host/cpu/gemm.h, the softmax and the loss in double) or, for the tests, wholly in double.
 //
 // lambda by cross-validation on the training rows alone: stratified folds (member t of a class,
 // in row order, goes to fold t mod K), K = min(folds, the smallest class count); every lambda
@@ -36,7 +35,7 @@
 namespace cuvae {
 
 struct LogRegOptions {
-  std::vector<double> lambdas = {1, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5};  // the grid, largest first
+  std::vector<double> lambdas = {10, 1, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5};  // the grid, largest first
   double fixed_lambda = 1e-2;          // when no class has 2 rows to cross-validate
   int folds = 5;                       // K, at most
   int64_t single_split_above = 10000;  // more rows: one train/validation split
