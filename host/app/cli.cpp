@@ -28,6 +28,7 @@ const char* kUsage =
     "  encode        z_mean, z_log_var and the per-image anomaly score as CSV\n"
     "  anomaly       how well the anomaly score tells outliers from inliers: ROC AUC, TPR at\n"
     "                1% and 5% false positives, score histograms and ROC curve (PNG)\n"
+    "  classify      test accuracy of classifiers on z_mean from few labels, against pixels\n"
     "  grid          the decoder's output over a grid of the latent plane (PNG)\n"
     "  scatter       z_mean of a labelled set coloured by class (PNG)\n"
     "  reconstruct   originals above their reconstructions (PNG)\n"
@@ -124,12 +125,13 @@ int run_cli(int argc, char** argv) {
   if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
   if (cmd == "encode") return cmd_encode(argc - 1, argv + 1);
   if (cmd == "interpolate") return cmd_interpolate(argc - 1, argv + 1);
+  if (cmd == "classify") return cmd_classify(argc - 1, argv + 1);
   if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
   if (cmd == "anomaly") return cmd_anomaly(argc - 1, argv + 1);
   if (cmd == "curves") return cmd_curves(argc - 1, argv + 1);
   throw InputError("unknown command " + quote_arg(cmd) +
-                   " (commands: train, eval, encode, anomaly, grid, scatter, reconstruct, "
-                   "sample, interpolate, curves, bench, parity-dump)");
+                   " (commands: train, eval, encode, anomaly, classify, grid, scatter, "
+                   "reconstruct, sample, interpolate, curves, bench, parity-dump)");
 }
 
 }  // namespace cuvae

@@ -12,6 +12,7 @@ int cmd_sample(int argc, char** argv);       // cmd_pictures.cpp
 int cmd_eval(int argc, char** argv);         // cmd_eval.cpp
 int cmd_encode(int argc, char** argv);       // cmd_encode.cpp
 int cmd_interpolate(int argc, char** argv);  // cmd_interpolate.cpp
+int cmd_classify(int argc, char** argv);     // cmd_classify.cpp
 int cmd_bench(int argc, char** argv);        // cmd_bench.cpp
 int cmd_anomaly(int argc, char** argv);      // cmd_anomaly.cpp
 int cmd_curves(int argc, char** argv);       // cmd_curves.cpp

@@ -27,6 +27,7 @@ enum class Stream : uint32_t {
   Shuffle = 3,  // per-epoch permutation: (epoch, image index)
   Data = 4,     // synthetic data in tests and parity dumps
   Eval = 5,     // evaluation noise: (seed, image index, sample * D + j)
+  Labels = 6,   // labelled subsets of `cuvae classify`: (draw, image index)
 };
 
 struct Philox4 {

@@ -1,7 +1,7 @@
 // The building blocks of the fast CPU engine (cpu_fast.h) on oneDNN: format conversions, one
 // layer's three primitives, and the plain loops the engine runs beside them (ReLU, ReLU masks,
-// bias gradients). With cpu_fast_prims.cpp and cpu_fast.cpp, the only files that include oneDNN;
-// only those two include this header.
+// bias gradients). With cpu_fast_prims.cpp, cpu_fast.cpp and gemm.cpp, the only files that include
+// oneDNN; only the first two include this header.
 #pragma once
 
 #include <dnnl.hpp>
