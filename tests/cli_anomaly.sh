@@ -15,8 +15,6 @@ if [ $# -ne 2 ]; then
   exit 1
 fi
 CUVAE=$1
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
 source "$(dirname "${BASH_SOURCE[0]}")/lib/cli.sh"
 cli_setup anomaly "$CUVAE"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/idx.sh"

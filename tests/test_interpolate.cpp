@@ -26,16 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() : path(test::temp_dir("cuvae_interpolate_")) {}
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
 // Random images with random labels 0-9.
 Dataset synthetic_data(std::mt19937_64& rng, int count) {
   Dataset d;
@@ -449,7 +439,7 @@ TEST_CASE("interpolation picture: size from the layout, the steps decoded, the o
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_interpolate_");
   const Dataset data = synthetic_data(rng, 12);
   const ModelDesc desc = make_vae(3);
   const auto engine = make_cpu_inference(desc, random_params(desc, seed), "cpu");

@@ -23,17 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh folder, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() : path(test::temp_dir("cuvae_pictures_")) {}
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
 // A PNG read back with libpng as 8-bit RGB.
 struct Image {
   int width = 0, height = 0;
@@ -149,7 +138,7 @@ TEST_CASE("write_png round trip is exact for a random canvas", "[pictures][png]"
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   for (int round = 0; round < 4; ++round) {
     // Awkward sizes: a single pixel, a single row, odd sizes.
     const int w = round == 0 ? 1 : int(rng() % 97) + 1;
@@ -173,7 +162,7 @@ TEST_CASE("write_png round trip is exact for a random canvas", "[pictures][png]"
 
 TEST_CASE("write_png failures are InputErrors naming the file and leave nothing",
           "[pictures][png]") {
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   const Canvas c(4, 4);
   const std::string missing = dir.file("no-such-folder/x.png");
   require_input_error([&] { write_png(missing, c); }, missing);
@@ -268,7 +257,7 @@ TEST_CASE("turned text has the same pixels as the straight text but rotated", "[
 TEST_CASE("latent grid: size from the layout and each cell the decoder at its z", "[pictures]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   // (latent dim, n, extent, dim_x, dim_y)
   for (const auto& [dim, n, extent, dx, dy] :
        {std::tuple<int, int, double, int, int>{2, 4, 1.0, 0, 1},
@@ -318,7 +307,7 @@ TEST_CASE("latent grid: size from the layout and each cell the decoder at its z"
 }
 
 TEST_CASE("latent grid refuses bad options", "[pictures]") {
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   const std::string path = dir.file("bad.png");
   auto two = random_model(2, 1);
   auto one = random_model(1, 1);
@@ -351,7 +340,7 @@ TEST_CASE("scatter: size from the layout and one colour per class in the plot", 
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   const Dataset data = synthetic_data(rng, 60);
   // tab10, the documented palette.
   const Rgb palette[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
@@ -406,7 +395,7 @@ TEST_CASE("reconstructions: originals above decoder of z_mean", "[pictures]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   const Dataset data = synthetic_data(rng, 9);
   for (const auto& [dim, count] : {std::pair<int, int>{2, 4}, {1, 1}, {3, 9}}) {
     INFO("latent dim " << dim << ", count " << count);
@@ -446,7 +435,7 @@ TEST_CASE("reconstructions: originals above decoder of z_mean", "[pictures]") {
 TEST_CASE("samples: the decoder of the documented Philox normals and reproducible", "[pictures]") {
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   for (const auto& [dim, rows, cols] : {std::tuple<int, int, int>{2, 2, 3}, {1, 1, 1}, {3, 3, 2}}) {
     INFO("latent dim " << dim << ", " << rows << " x " << cols);
     auto model = random_model(dim, seed + 3);
@@ -493,7 +482,7 @@ TEST_CASE("write_run_pictures writes the five pictures with the suffix", "[pictu
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
-  TempDir dir;
+  const test::TempDir dir("cuvae_pictures_");
   const Dataset test_set = synthetic_data(rng, 25);
   for (const int dim : {2, 1}) {
     INFO("latent dim " << dim);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <random>
 #include <string>
@@ -88,6 +89,19 @@ inline double l2_norm(const std::vector<double>& v, size_t offset, size_t n) {
 // A new folder under the system temp directory, named prefix + six random characters
 // (mkdtemp): never shared with another call or process, whatever CUVAE_TEST_SEED says.
 std::string temp_dir(const std::string& prefix);
+
+// A temp_dir(prefix) folder, removed with everything in it at the end of the test.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix) : path(temp_dir(prefix)) {}
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
 
 // The exit code CTest reads as "skipped" (SKIP_RETURN_CODE); reached only through run_or_skip's
 // skip_reason, never through a test result.

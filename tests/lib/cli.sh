@@ -6,6 +6,10 @@
 #                          "seed N" and seeds $RANDOM from it; a test seeds its synthetic
 #                          pixels with `idx_seed "$SEED"` (lib/idx.sh)
 #   fail MESSAGE...        prints "FAIL: MESSAGE" and counts it
+#   $PY                    the Python the scripts' checks run (Debian's, else the one on PATH)
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 
 cli_setup() {
   if [ ! -x "$2" ]; then
