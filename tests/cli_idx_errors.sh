@@ -240,6 +240,23 @@ if [ -e /proc/self/mem ]; then
   expect_error read-error "$d" "$d/$IMAGES"
 fi
 
+# Not a regular file: a named pipe nobody writes to (opening it would block for ever) and a
+# device file are refused at once, before they are opened. timeout stands guard against a hang.
+d=$(new_dataset fifo)
+rm "$d/$IMAGES"
+mkfifo "$d/$IMAGES"
+REAL_CUVAE=$CUVAE
+CUVAE=$TMP/cuvae-with-timeout
+printf '#!/bin/sh\nexec timeout 20 "%s" "$@"\n' "$REAL_CUVAE" >"$CUVAE"
+chmod +x "$CUVAE"
+expect_error fifo "$d" "$d/$IMAGES"
+grep -q "named pipe" "$TMP/err" || fail "fifo: the message does not say it is a named pipe"
+d=$(new_dataset device-file)
+rm "$d/$IMAGES"
+ln -s /dev/zero "$d/$IMAGES"
+expect_error device-file "$d" "$d/$IMAGES"
+CUVAE=$REAL_CUVAE
+
 # A valid tiny dataset trains, raw and gzip.
 for form in raw gz; do
   d=$(new_dataset "valid-$form")

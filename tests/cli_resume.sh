@@ -348,6 +348,9 @@ expect_ok warm-first "${COMMON[@]}" --beta 2 --beta-warmup 2 --epochs 1 --out "$
 expect_refused warm-changed "--beta-warmup 3 conflicts with the run in $TMP/warm1, trained with --beta-warmup 2" \
   --resume "$TMP/warm1" --epochs 3 --beta-warmup 3 --device cpu
 expect_ok warm-resumed --resume "$TMP/warm1" --epochs 3 --beta-warmup 2 --device cpu
+# --test-limit is the run's too: metrics.csv's test_loss column is over one image count.
+expect_refused test-limit-changed "conflicts with the run in $TMP/warm1, trained with --test-limit" \
+  --resume "$TMP/warm1" --epochs 4 --test-limit 7 --device cpu
 if [ "$(cut -d, -f1-5,10 "$TMP/warm1/metrics.csv")" = "$(cut -d, -f1-5,10 "$TMP/warm/metrics.csv")" ] &&
   cmp -s "$TMP/warm1/model.safetensors" "$TMP/warm/model.safetensors"; then
   echo "ok: a warm-up run resumed after epoch 1 equals the straight run (metrics and weights)"

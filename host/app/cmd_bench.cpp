@@ -27,6 +27,7 @@
 #include "host/app/cli_util.h"
 #include "host/app/commands.h"
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/core/model.h"
 #include "host/cpu/cpu_fast.h"
 #include "host/cpu/trainer_cpu.h"
@@ -153,6 +154,7 @@ BenchRun run_bench(const BenchFlags& f, const ModelDesc& desc, const ImageSet& i
               << " images/s  loss " << fixed(m.loss, 4) << "\n"
               << std::flush;
     b.epochs.push_back(m);
+    check_interrupt();  // a signal stops the benchmark after the epoch (GPU epochs are short)
   };
   if (cfg.device == "gpu") {
     const GpuBenchReport g = bench_gpu(cfg, f.gpu_opts, desc, images, state, report);
@@ -163,7 +165,8 @@ BenchRun run_bench(const BenchFlags& f, const ModelDesc& desc, const ImageSet& i
         "device memory in use after any epoch minus before the trainer was built "
         "(cudaMemGetInfo; excludes the CUDA context)";
   } else {
-    train_cpu(cfg, desc, images, state, report);
+    const StopCheck stop = [] { return interrupt_signal() != 0; };
+    if (!train_cpu(cfg, desc, images, state, report, nullptr, stop)) check_interrupt();
     b.peak = peak_rss_bytes();
     b.peak_what = "peak resident set of the process (getrusage)";
   }

@@ -8,10 +8,15 @@
 // (seed, step) (philox.h), so `--epochs 2` followed by `--resume DIR --epochs 4` gives the
 // same bits as `--epochs 4` straight, on the same device.
 //
-// Faults: SIGINT or SIGTERM lets the current step finish, writes train_state (with the
+// One run per folder: the folder's lock (run_lock.h) is taken before anything in it is looked
+// at and held to the exit; a folder the run made and left empty is removed again.
+//
+// Faults: SIGINT or SIGTERM (interrupt.h) while the data loads stops at once without a
+// checkpoint; during training it lets the current step finish, writes train_state (with the
 // position inside the epoch) and model atomically, says how to resume and exits with
-// 128 + the signal (130, 143); a second signal ends the process at once, which the atomic
-// writes make safe. A kill -9 at any moment leaves the previous checkpoint loadable, and the
+// 128 + the signal (130, 143); during an epoch's test loss the epoch is saved without it;
+// during the final pictures the drawing stops. A second signal ends the process at once, which
+// the atomic writes make safe. A kill -9 at any moment leaves the previous checkpoint loadable, and the
 // next run in the folder clears the temporary file the killed one may have left. A NaN or
 // infinity stops training (TrainingDiverged, exit 3) naming the step and the tensor, before
 // anything of the bad epoch is saved. A folder that cannot be written or lacks the space for
@@ -40,9 +45,10 @@
 #include "host/app/cli_util.h"
 #include "host/app/commands.h"
 #include "host/app/run_folder.h"
-#include "host/app/stop_signals.h"
+#include "host/app/run_lock.h"
 #include "host/app/train_job.h"
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/core/model.h"
 #include "host/io/checkpoint.h"
 
@@ -127,7 +133,8 @@ constexpr const char* kTrainHelpNotes =
     "column kl_weight:\nthe epoch's effective weight, so loss = reconstruction + kl_weight * kl), "
     "the test loss\nalways BCE + beta * KL.\n";
 
-// runs/YYYYmmdd-HHMMSS (local time): a fresh folder for every run started without --out.
+// runs/YYYYmmdd-HHMMSS (local time): the name of the fresh folder of a run started without
+// --out (RunLock::take_new adds -2, -3, ... when a run started in the same second has it).
 std::string default_run_dir() {
   const std::time_t now = std::time(nullptr);
   std::tm local{};
@@ -140,6 +147,7 @@ std::string default_run_dir() {
 // The flags as given, validated (even those a resume then ignores).
 struct TrainFlags {
   TrainConfig cfg;  // epochs: --epochs as given; out_dir: --out or default_run_dir()
+  bool out_given = false;
   GpuOptions gpu_opts;
   TrainSplit split = TrainSplit::Train;
   std::string split_text;
@@ -185,7 +193,8 @@ TrainFlags parse_train_flags(const cxxopts::ParseResult& r) {
     f.test_limit = parse_int_flag("--test-limit", r["test-limit"].as<std::string>(), 0, INT32_MAX);
   f.snapshot_every =
       int(parse_int_flag("--snapshot-every", r["snapshot-every"].as<std::string>(), 0, 100000));
-  cfg.out_dir = r.count("out") ? r["out"].as<std::string>() : default_run_dir();
+  f.out_given = r.count("out") > 0;
+  cfg.out_dir = f.out_given ? r["out"].as<std::string>() : default_run_dir();
   f.resume = r.count("resume") > 0;
   f.overwrite = r.count("overwrite") > 0;
   if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
@@ -248,6 +257,8 @@ void require_same_settings(const cxxopts::ParseResult& r, const TrainFlags& f, c
   require_same(r, "limit", cfg.limit, saved.limit, dir);
   require_same(r, "train-split", f.split_text, train_split_name(run.train_split),
                f.split == run.train_split, dir);
+  // metrics.csv's test_loss column is over one image count for the whole run.
+  if (f.test_limit) require_same(r, "test-limit", *f.test_limit, run.test_limit, dir);
 }
 
 // A resume to `total` epochs of a run that has completed `done` is refused when there is
@@ -280,6 +291,8 @@ TrainJob resume_run(const cxxopts::ParseResult& r, const TrainFlags& f) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw InputError("--resume " + dir + ": no such folder");
   TrainJob job;
+  // Owned from before the state is read to the exit: no other training can replace it.
+  job.lock = RunLock::take(dir, "--resume", false);
   job.folder = RunFolder(dir);
   if (!job.folder.has_state())
     throw InputError(job.folder.state_path() + ": missing, so " + dir + " cannot be resumed");
@@ -292,7 +305,7 @@ TrainJob resume_run(const cxxopts::ParseResult& r, const TrainFlags& f) {
   job.cfg.device = f.cfg.device;
   job.cfg.out_dir = dir;
   if (r.count("data")) job.cfg.data_dir = f.cfg.data_dir;
-  job.test_limit = f.test_limit.value_or(loaded.run.test_limit);
+  job.test_limit = loaded.run.test_limit;
   job.run = loaded.run;
   job.state = std::move(loaded.state);
   job.resume = true;
@@ -302,12 +315,16 @@ TrainJob resume_run(const cxxopts::ParseResult& r, const TrainFlags& f) {
 // A new run in --out, which must not hold one already unless --overwrite says so.
 TrainJob new_run(const TrainFlags& f) {
   TrainJob job;
-  job.folder = RunFolder(f.cfg.out_dir);
+  // Owned from before the folder is looked at to the exit: no other training can start there.
+  job.lock =
+      f.out_given ? RunLock::take(f.cfg.out_dir, "--out", true) : RunLock::take_new(f.cfg.out_dir);
+  job.folder = RunFolder(job.lock.dir());
   if (job.folder.has_state() && !f.overwrite)
     throw InputError("--out " + f.cfg.out_dir + ": already holds a training run (" +
                      RunFolder::kStateFile + "); pass --resume " + f.cfg.out_dir +
                      " to continue it, --overwrite to replace it, or another --out");
   job.cfg = f.cfg;
+  job.cfg.out_dir = job.lock.dir();
   job.run.train_split = f.split;
   if (f.test_limit) job.test_limit = *f.test_limit;
   return job;
@@ -322,6 +339,7 @@ TrainJob resolve_run(const cxxopts::ParseResult& r, const TrainFlags& f) {
   job.data_given = r.count("data") > 0;
   job.test_limit_given = f.test_limit.has_value();
   job.snapshot_every = f.snapshot_every;
+  job.start_step = job.state.step;
   return job;
 }
 
@@ -343,20 +361,26 @@ int cmd_train(int argc, char** argv) {
     std::cout << options.help() << kTrainHelpNotes;
     return 0;
   }
-  // From here on SIGINT/SIGTERM only ask training to stop: one arriving while the data loads
-  // stops it before the first step, with a checkpoint of where it stood.
-  const StopSignals signals;
   const TrainFlags flags = parse_train_flags(r);
   TrainJob job = resolve_run(r, flags);
-  choose_device(job, r.count("device") > 0);
-  const TrainData data = load_train_data(job);
-  prepare_run_folder(job);
-  print_banner(job, data);
-  start_run(job, data);
-  EpochReporter reporter(job, data);
-  print_cpu_notes(job);
-  const bool finished = run_training(job, data, reporter, signals);
-  return finish_training(job, reporter, signals, finished);
+  try {
+    choose_device(job, r.count("device") > 0);
+    const TrainData data = load_train_data(job);  // a signal stops the loading (Interrupted)
+    prepare_run_folder(job);
+    print_banner(job, data);
+    start_run(job, data);
+    EpochReporter reporter(job, data);
+    print_cpu_notes(job);
+    check_interrupt();
+    // From here on a signal lets the current step finish and writes a checkpoint.
+    set_interrupt_note(kTrainingInterruptNote);
+    const bool finished = run_training(job, data, reporter);
+    return finish_training(job, reporter, finished);
+  } catch (const Interrupted& e) {
+    if (job.state.step > job.start_step) throw;  // training had begun: finish_training's word
+    throw Interrupted(e.signal(), signal_name(e.signal()) +
+                                      ": stopped before training started; no checkpoint written");
+  }
 }
 
 }  // namespace cuvae

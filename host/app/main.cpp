@@ -1,14 +1,18 @@
 // cuvae entry point: the only place that turns an exception into a message and an exit code.
 //   InputError (a bad file or flag)  -> "cuvae: error: <message>", exit 2
 //   TrainingDiverged (NaN/inf)       -> "cuvae: error: <message>", exit 3
-//   (an interrupted `cuvae train` returns 128 + the signal number itself: 130, 143)
+//   Interrupted (SIGINT, SIGTERM)    -> "cuvae: SIGINT: stopped ...", exit 128 + the signal
+//   (an interrupted `cuvae train` saves its checkpoint and returns 128 + the signal itself)
 //   anything else (internal failure) -> "cuvae: internal error: <message>", exit 1
 #include <cstdio>
 #include <exception>
+#include <iostream>
 #include <string>
 
 #include "host/app/cli.h"
+#include "host/app/run_folder.h"
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 
 namespace {
 
@@ -22,8 +26,21 @@ std::string one_line(std::string s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cuvae::install_interrupt_handlers();
   try {
-    return cuvae::run_cli(argc, argv);
+    const int rc = cuvae::run_cli(argc, argv);
+    cuvae::note_replaced_run_models(std::cerr);
+    // A signal that came as the command finished (its outputs are complete): still reported,
+    // so that a script stops at the user's Ctrl-C.
+    if (const int sig = cuvae::interrupt_signal(); sig != 0 && rc == 0) {
+      std::fprintf(stderr, "cuvae: %s: arrived as the command finished; its output is complete\n",
+                   cuvae::signal_name(sig).c_str());
+      return 128 + sig;
+    }
+    return rc;
+  } catch (const cuvae::Interrupted& e) {
+    std::fprintf(stderr, "cuvae: %s\n", one_line(e.what()).c_str());
+    return 128 + e.signal();
   } catch (const cuvae::TooLargeForDevice& e) {
     std::fprintf(stderr, "cuvae: error: %s (try a smaller --batch-size)\n",
                  one_line(e.what()).c_str());

@@ -1,6 +1,8 @@
 // The run folder's files and the RUN lookup (run_folder.h).
 #include "host/app/run_folder.h"
 
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -11,7 +13,9 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
+#include <vector>
 
 #include "host/app/cli_util.h"
 #include "host/core/error.h"
@@ -29,6 +33,10 @@ namespace fs = std::filesystem;
 // The same for write_curves() and for `cuvae anomaly`'s default picture, drawn from the old run.
 constexpr const char* kPicturePrefixes[] = {"grid_15", "grid_30", "scatter", "reconstructions",
                                             "samples", "curves",  "anomaly"};
+
+// The pictures write_run_pictures() draws (pictures.h), without their suffix.
+constexpr const char* kRunPictures[] = {"grid_15", "grid_30", "scatter", "reconstructions",
+                                        "samples"};
 
 }  // namespace
 
@@ -95,8 +103,12 @@ void RunFolder::create() const {
   std::remove(probe.c_str());
 }
 
+uint64_t RunFolder::state_file_bytes(size_t num_params) {
+  return uint64_t(num_params) * sizeof(float) * 3 + (64 << 10);
+}
+
 uint64_t RunFolder::checkpoint_bytes(size_t num_params) {
-  const uint64_t state_bytes = uint64_t(num_params) * sizeof(float) * 3 + (64 << 10);
+  const uint64_t state_bytes = state_file_bytes(num_params);
   const uint64_t model_bytes = uint64_t(num_params) * sizeof(float) + (16 << 10);
   return 2 * (state_bytes + model_bytes) + (4 << 20);
 }
@@ -110,6 +122,16 @@ void RunFolder::require_free_space(size_t num_params) const {
     throw InputError("--out " + dir_ + ": only " + with_commas(int64_t(free_bytes >> 10)) +
                      " KiB free; a checkpoint and the pictures need about " +
                      with_commas(int64_t(need >> 10)) + " KiB");
+}
+
+void RunFolder::require_file_size_limit(size_t num_params) const {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  const uint64_t need = state_file_bytes(num_params);  // the largest file a run writes
+  if (uint64_t(limit.rlim_cur) < need)
+    throw InputError("--out " + dir_ + ": the file-size limit (ulimit -f) is " +
+                     with_commas(int64_t(limit.rlim_cur >> 10)) + " KiB, but " + kStateFile +
+                     " takes about " + with_commas(int64_t(need >> 10)) + " KiB; raise the limit");
 }
 
 void RunFolder::clear_stale_temporaries(std::ostream& log) const {
@@ -144,6 +166,19 @@ void RunFolder::write_pictures(Inference& model, const Dataset& shown, const std
   write_run_pictures(dir_, model, shown, suffix, seed);
 }
 
+void RunFolder::copy_pictures(const std::string& suffix) const {
+  for (const char* family : kRunPictures) {
+    const std::string from = file(family) + ".png";
+    std::error_code ec;
+    if (!fs::is_regular_file(from, ec)) continue;  // no scatter without images to show, say
+    std::ifstream in(from, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    if (!in) throw InputError(from + ": cannot read the picture back to copy it");
+    write_text_atomically(file(family) + suffix + ".png", bytes.str());
+  }
+}
+
 bool RunFolder::write_curves(std::ostream& log) const {
   try {
     write_curves_png(curves_path(), {{folder_name(dir_), read_metrics_csv(metrics_path())}});
@@ -163,11 +198,52 @@ RunModel find_run_model(const std::string& run) {
     if (!entry_exists(model))
       throw InputError(run + ": no " + RunFolder::kModelFile +
                        " in this folder (not a cuvae run folder?)");
+    watch_run_model(model);
     return {model, run};
   }
   if (!entry_exists(run)) throw InputError(run + ": no such run folder or model file");
   const std::string dir = fs::path(run).parent_path().string();
+  watch_run_model(run);
   return {run, dir.empty() ? "." : dir};
+}
+
+namespace {
+
+struct FileIdentity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  timespec mtime{};
+  bool operator==(const FileIdentity& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
+           mtime.tv_nsec == o.mtime.tv_nsec;
+  }
+};
+
+std::optional<FileIdentity> identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileIdentity{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+}
+
+// The model files this process reads and what they were when it started reading them.
+std::vector<std::pair<std::string, std::optional<FileIdentity>>>& watched_models() {
+  static std::vector<std::pair<std::string, std::optional<FileIdentity>>> watched;
+  return watched;
+}
+
+}  // namespace
+
+void watch_run_model(const std::string& model_path) {
+  watched_models().emplace_back(model_path, identity(model_path));
+}
+
+void note_replaced_run_models(std::ostream& log) {
+  for (const auto& [path, then] : watched_models())
+    if (then && !(identity(path) == then))
+      log << "cuvae: note: " << path
+          << " was replaced while this command ran (a training writes it after every epoch); "
+             "the results are from the model as it was when the command read it\n";
 }
 
 }  // namespace cuvae

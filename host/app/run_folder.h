@@ -88,6 +88,10 @@ class RunFolder {
   void create() const;
   void require_free_space(size_t num_params) const;
   static uint64_t checkpoint_bytes(size_t num_params);  // what require_free_space() asks for
+  // Refuses a file-size limit (RLIMIT_FSIZE, `ulimit -f`) below the state file's size: the
+  // write would fail at the first checkpoint (EFBIG; SIGXFSZ is ignored, interrupt.h).
+  void require_file_size_limit(size_t num_params) const;
+  static uint64_t state_file_bytes(size_t num_params);  // an upper bound
   // Clears the temporary files of killed runs (atomic_file.h) and says so on `log`.
   void clear_stale_temporaries(std::ostream& log) const;
   // --overwrite: removes what a previous run left that a new one would not rewrite at once (its
@@ -103,6 +107,8 @@ class RunFolder {
                        double beta) const;
   void write_pictures(Inference& model, const Dataset& shown, const std::string& suffix,
                       uint64_t seed) const;
+  // Copies the pictures write_pictures() drew without a suffix to their names with `suffix`.
+  void copy_pictures(const std::string& suffix) const;
   // curves.png from metrics.csv (curves.h). A picture is not worth a run: any failure is a
   // warning on `log` and false, never an exception.
   bool write_curves(std::ostream& log) const;
@@ -118,6 +124,15 @@ struct RunModel {
   std::string dir;    // the run folder, or the model file's folder: where pictures go by default
 };
 // InputError when RUN is empty, does not exist, or is a folder without model.safetensors.
+// The model file is watched (watch_run_model).
 RunModel find_run_model(const std::string& run);
+
+// A command that reads a run does not lock it (run_lock.h): a training may be writing it, which
+// replaces model.safetensors atomically after every epoch. watch_run_model() remembers the
+// file's identity (inode, size, modification time) as the command starts reading it;
+// note_replaced_run_models() writes a note on `log` for each watched file replaced since (main
+// calls it when a command has finished), so results from an older model do not go unnoticed.
+void watch_run_model(const std::string& model_path);
+void note_replaced_run_models(std::ostream& log);
 
 }  // namespace cuvae

@@ -167,6 +167,7 @@ TrainData load_train_data(const TrainJob& job) {
 void prepare_run_folder(const TrainJob& job) {
   job.folder.create();
   job.folder.require_free_space(job.desc.num_params);
+  job.folder.require_file_size_limit(job.desc.num_params);
   job.folder.clear_stale_temporaries(std::cout);
   if (!job.resume && job.overwrite) job.folder.clear_old_run();
 }

@@ -9,6 +9,7 @@
 #include "host/app/cli_util.h"
 #include "host/app/train_job.h"
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/cpu/trainer_cpu.h"
 #include "host/eval/evaluate.h"
 #include "host/gpu/trainer_gpu.h"
@@ -77,25 +78,41 @@ void EpochReporter::step_done(const StepProgress& p) {
   progress_.show(line);
 }
 
+bool EpochReporter::snapshot_due(int64_t epoch) const {
+  return job_.snapshot_every > 0 && epoch % job_.snapshot_every == 0;
+}
+
 void EpochReporter::epoch_done(const EpochMetrics& m) {
-  const int every = job_.snapshot_every;
-  const bool snapshot = every > 0 && m.epoch % every == 0;
+  // The last epoch's snapshot is a copy of the final pictures, drawn once after training.
+  const bool snapshot = snapshot_due(m.epoch) && m.epoch < job_.cfg.epochs;
   const std::string epoch_of =
       "epoch " + std::to_string(m.epoch) + "/" + std::to_string(job_.cfg.epochs);
   double test_loss = std::nan("");
   if (data_.have_test || snapshot) model_->set_params(job_.state.params.data());
   if (data_.have_test) {
     progress_.show(epoch_of + "  test loss on " + with_commas(data_.test_images) + " images ...");
-    test_loss = evaluate_elbo(*model_, data_.test.images, job_.cfg.seed, job_.test_limit)
-                    .loss(job_.cfg.beta);
+    try {
+      test_loss = evaluate_elbo(*model_, data_.test.images, job_.cfg.seed, job_.test_limit)
+                      .loss(job_.cfg.beta);
+    } catch (const Interrupted&) {
+      // A signal: the epoch is saved without its test loss (an empty column), then the trainer
+      // stops before its next step.
+    }
   }
   job_.folder.save_checkpoint(job_.desc, job_.run, job_.state, job_.cfg.beta);
   csv_.add(m, test_loss);
   progress_.clear();
   print_epoch_line(m, test_loss);
-  if (snapshot) {
+  if (snapshot && interrupt_signal() == 0) {
     progress_.show(epoch_of + "  pictures ...");
-    job_.folder.write_pictures(*model_, shown_, "_epoch" + std::to_string(m.epoch), job_.cfg.seed);
+    try {
+      job_.folder.write_pictures(*model_, shown_, "_epoch" + std::to_string(m.epoch),
+                                 job_.cfg.seed);
+    } catch (const Interrupted&) {
+      progress_.clear();
+      std::cerr << "cuvae: the pictures of epoch " << m.epoch << " were not all drawn\n";
+      return;
+    }
     progress_.clear();
     job_.folder.write_curves(std::cerr);  // the curves so far
   }
@@ -108,7 +125,9 @@ void EpochReporter::print_epoch_line(const EpochMetrics& m, double test_loss) {
   std::cout << "epoch " << e << "/" << job_.cfg.epochs << "  loss " << fixed(m.loss, 4)
             << "  reconstruction " << fixed(m.recon, 4) << "  kl " << fixed(m.kl, 4);
   if (m.kl_weight != job_.cfg.beta) std::cout << "  kl_weight " << fixed(m.kl_weight, 4);
-  if (data_.have_test)
+  if (data_.have_test && !std::isfinite(test_loss))
+    std::cout << "  test_loss not measured (stopped)";
+  else if (data_.have_test)
     std::cout << "  test_loss " << fixed(test_loss, 4)
               << (data_.test_seen == 0                   ? ""
                   : data_.test_seen == data_.test_images ? " (seen in training)"
@@ -123,6 +142,8 @@ bool EpochReporter::final_pictures() {
   // The curves first: they need no model, and a failure is only a warning.
   const bool curves = job_.folder.write_curves(std::cerr);
   job_.folder.write_pictures(*model_, shown_, "", job_.cfg.seed);
+  if (snapshot_due(job_.cfg.epochs))
+    job_.folder.copy_pictures("_epoch" + std::to_string(job_.cfg.epochs));
   progress_.clear();
   return curves;
 }
@@ -140,9 +161,8 @@ void print_cpu_notes(const TrainJob& job) {
               << " applies to the GPU trainer only; the CPU computes in NCHW\n";
 }
 
-bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter,
-                  const StopSignals& signals) {
-  const StopCheck stop = [&signals] { return signals.signal() != 0; };
+bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter) {
+  const StopCheck stop = [] { return interrupt_signal() != 0; };
   const int64_t good_epoch_at_start = job.state.epoch;
   const EpochCallback on_epoch = reporter.on_epoch();
   const StepCallback on_step = reporter.on_step();
@@ -165,33 +185,47 @@ bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter,
   }
 }
 
-int finish_training(const TrainJob& job, EpochReporter& reporter, const StopSignals& signals,
-                    bool finished) {
+int finish_training(const TrainJob& job, EpochReporter& reporter, bool finished) {
   const RunFolder& folder = job.folder;
   const TrainState& state = job.state;
+  const int sig = interrupt_signal();
+  const std::string redraw =
+      "(cuvae grid, scatter, reconstruct, sample and curves draw them from the run)";
   if (!finished) {
+    reporter.progress().clear();
+    if (state.step == job.start_step)  // stopped before its first step: nothing to save
+      throw Interrupted(sig, signal_name(sig) + ": stopped before training started; " +
+                                 (job.resume ? folder.state_path() + " is as it was"
+                                             : std::string("no checkpoint written")));
     // Stopped by a signal between steps: the state is consistent, save it and say how to
     // go on.
-    reporter.progress().clear();
     folder.save_checkpoint(job.desc, job.run, state, job.cfg.beta);
-    const int sig = signals.signal();
     const std::string where = state.epoch_step > 0
                                   ? "in epoch " + std::to_string(state.epoch + 1) +
                                         " after its step " + std::to_string(state.epoch_step)
                                   : "after epoch " + std::to_string(state.epoch);
-    std::cerr << "cuvae: " << StopSignals::name(sig) << ": stopped " << where << " (step "
+    std::cerr << "cuvae: " << signal_name(sig) << ": stopped " << where << " (step "
               << with_commas(state.step) << "); wrote " << folder.state_path() << " and "
               << folder.model_path() << "\ncuvae: resume with: cuvae train --resume "
               << folder.dir() << "\n";
     return 128 + sig;
   }
-  if (const int sig = signals.signal()) {
-    std::cerr << "cuvae: " << StopSignals::name(sig) << ": training had finished and "
-              << folder.state_path() << " is complete; the final pictures were not drawn (cuvae "
-              << "grid, scatter, reconstruct, sample and curves draw them)\n";
+  if (sig != 0) {
+    std::cerr << "cuvae: " << signal_name(sig) << ": training had finished and "
+              << folder.state_path() << " is complete; the final pictures were not drawn " << redraw
+              << "\n";
     return 128 + sig;
   }
-  const bool curves = reporter.final_pictures();
+  bool curves = false;
+  try {
+    curves = reporter.final_pictures();
+  } catch (const Interrupted& e) {
+    reporter.progress().clear();
+    std::cerr << "cuvae: " << signal_name(e.signal()) << ": training had finished and "
+              << folder.state_path() << " is complete; stopped drawing the final pictures "
+              << "(those written are whole) " << redraw << "\n";
+    return 128 + e.signal();
+  }
   std::cout << "cuvae: wrote " << folder.model_path() << ", " << folder.state_path() << ", "
             << folder.metrics_path() << ", " << folder.config_path() << " and the pictures"
             << (curves ? " (" + std::string(RunFolder::kCurvesFile) + " too)" : "") << "\n";

@@ -9,7 +9,7 @@
 
 #include "host/app/cli_util.h"
 #include "host/app/run_folder.h"
-#include "host/app/stop_signals.h"
+#include "host/app/run_lock.h"
 #include "host/core/inference.h"
 #include "host/core/model.h"
 #include "host/core/train_types.h"
@@ -27,6 +27,7 @@ struct TrainJob {
   GpuInfo gpu;  // the GPU when cfg.device is "gpu"
   TrainRun run;
   TrainState state;
+  RunLock lock;  // held from before the folder is looked at to the exit (run_lock.h)
   RunFolder folder;
   ModelDesc desc;
   bool resume = false;
@@ -37,7 +38,13 @@ struct TrainJob {
   int64_t test_limit = -1;        // test images scored per epoch (0: all; -1: device default)
   int snapshot_every = 0;         // --snapshot-every (0: off)
   int64_t resumed_from = 0;       // the epoch the state had completed when the run started
+  int64_t start_step = 0;         // the state's step when this invocation started
 };
+
+// What a signal during training prints at once (interrupt.h): the step finishes first.
+constexpr const char* kTrainingInterruptNote =
+    "\ncuvae: stopping after the current step to write a checkpoint (signal again to quit at "
+    "once)\n";
 
 // The images of a run: trained on, and scored for the test loss.
 struct TrainData {
@@ -70,12 +77,14 @@ class EpochReporter {
   EpochCallback on_epoch();
   StepCallback on_step();  // empty when there is no terminal to show progress on
   ProgressLine& progress() { return progress_; }
-  // The final pictures, with the weights at the end of training, and curves.png; false when
-  // curves.png could not be drawn (a warning said why).
+  // The final pictures, with the weights at the end of training (copied to the _epochN names
+  // when a snapshot is due after the last epoch), and curves.png; false when curves.png could
+  // not be drawn (a warning said why). A signal stops the drawing (Interrupted).
   bool final_pictures();
 
  private:
   void epoch_done(const EpochMetrics& m);
+  bool snapshot_due(int64_t epoch) const;  // --snapshot-every's pictures after this epoch
   void step_done(const StepProgress& p);
   void print_epoch_line(const EpochMetrics& m, double test_loss);
 
@@ -90,13 +99,12 @@ class EpochReporter {
 
 // Notes on the GPU flags a CPU run ignores (train_epochs.cpp).
 void print_cpu_notes(const TrainJob& job);
-// Trains to cfg.epochs; false when a signal stopped it between steps. A diverged run's error
-// says which checkpoint stays (train_epochs.cpp).
-bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter,
-                  const StopSignals& signals);
+// Trains to cfg.epochs; false when a signal (interrupt.h) stopped it between steps. A diverged
+// run's error says which checkpoint stays (train_epochs.cpp).
+bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter);
 // The end: after a stop, the checkpoint and how to resume (exit 128 + the signal); else the
-// final pictures and the summary line (exit 0) (train_epochs.cpp).
-int finish_training(const TrainJob& job, EpochReporter& reporter, const StopSignals& signals,
-                    bool finished);
+// final pictures and the summary line (exit 0; a signal while they are drawn stops them, exit
+// 128 + the signal) (train_epochs.cpp).
+int finish_training(const TrainJob& job, EpochReporter& reporter, bool finished);
 
 }  // namespace cuvae

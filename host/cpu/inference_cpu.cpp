@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/cpu/cpu_fast.h"
 #include "host/cpu/cpu_model.h"
 
@@ -18,7 +19,10 @@ constexpr int kChunk = 256;  // images per pass: bounds the activation memory
 template <typename F>
 void for_chunks(int count, const F& f) {
   if (count < 1) throw Error("Inference: count must be positive");
-  for (int first = 0; first < count; first += kChunk) f(first, std::min(kChunk, count - first));
+  for (int first = 0; first < count; first += kChunk) {
+    check_interrupt();  // a signal stops an evaluation, an encoding or a picture between chunks
+    f(first, std::min(kChunk, count - first));
+  }
 }
 
 // What the CPU engines share: the parameters, and encode/decode in chunks through a model

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/core/model.h"
 #include "host/core/philox.h"
 #include "host/cpu/gemm.h"
@@ -141,6 +142,7 @@ std::vector<int64_t> nearest_neighbours(const float* refs, int64_t nr, const flo
   std::vector<float> dist(size_t(nq) * k);
   std::vector<float> dots(size_t(std::min(block, nq)) * size_t(std::min(block, nr)));
   for (int64_t q0 = 0; q0 < nq; q0 += block) {
+    check_interrupt();  // a signal stops a long search between blocks of queries
     const int64_t bq = std::min(block, nq - q0);
     std::vector<TopK> top;
     top.reserve(size_t(bq));

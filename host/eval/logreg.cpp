@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/cpu/gemm.h"
 
 namespace cuvae {
@@ -169,6 +170,7 @@ LbfgsResult minimise_lbfgs(const ObjectiveFn& f, std::vector<double>& theta,
   if (!std::isfinite(res.f)) throw Error("logistic regression: the objective is not finite");
   std::deque<Pair> pairs;
   for (res.iterations = 0; res.iterations < options.max_iterations; ++res.iterations) {
+    check_interrupt();  // a signal stops a fit between iterations
     if (max_abs(g) <= options.grad_tol) {
       res.stop = "gradient";
       break;

@@ -14,6 +14,7 @@
 #include "cuda/runtime/device_buffer.cuh"
 #include "cuda/runtime/nvtx.cuh"
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/gpu/device_info.h"
 #include "host/gpu/gpu_plan.h"
 #include "host/gpu/inference_gpu.h"
@@ -105,6 +106,7 @@ class GpuInference final : public Inference {
   void for_chunks(int count, const F& f) {
     if (count < 1) throw Error("Inference: count must be positive");
     for (int first = 0; first < count; first += kChunk) {
+      check_interrupt();  // a signal stops an evaluation, an encoding or a picture between chunks
       const int n = std::min(kChunk, count - first);
       f(first, n, plan(n));
     }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 #include "host/io/idx_source.h"
 
 namespace cuvae {
@@ -184,6 +185,7 @@ std::vector<uint8_t> read_payload(ByteSource& src, const std::string& path, cons
   std::vector<uint8_t> data;
   const uint64_t chunk = known ? declared : uint64_t{1} << 20;
   while (data.size() < declared) {
+    check_interrupt();  // between megabytes of a gzip file
     const size_t old = data.size();
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, declared - old));
     data.resize(old + want);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "host/core/error.h"
+#include "host/core/interrupt.h"
 
 namespace cuvae {
 namespace idx_detail {
@@ -50,21 +51,38 @@ Fd::~Fd() {
   if (fd >= 0) ::close(fd);
 }
 
+// What a path that is not a regular file is, for the message; nullptr for a regular file.
+const char* not_a_regular_file(const struct stat& st) {
+  if (S_ISREG(st.st_mode)) return nullptr;
+  if (S_ISDIR(st.st_mode)) return "is a directory, expected an IDX file";
+  if (S_ISFIFO(st.st_mode)) return "is a named pipe (FIFO); expected a regular IDX file";
+  if (S_ISSOCK(st.st_mode)) return "is a socket; expected a regular IDX file";
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+    return "is a device file; expected a regular IDX file";
+  return "is not a regular file; expected an IDX file";
+}
+
 FileSource::FileSource(const std::string& path) : path_(path) {
-  do {
+  // Regular files only, checked before opening: opening a FIFO blocks until a writer comes, and
+  // reading one may block for ever.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0)
+    if (const char* what = not_a_regular_file(st)) fail(path, what);
+  for (;;) {
     fd_.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  } while (fd_.fd < 0 && errno == EINTR);
+    if (fd_.fd >= 0 || errno != EINTR) break;
+    check_interrupt();
+  }
   if (fd_.fd < 0) {
     const int err = errno;
     fail(path, std::string("cannot open: ") + std::strerror(err));
   }
-  struct stat st {};
   if (::fstat(fd_.fd, &st) != 0) {
     const int err = errno;
     fail(path, std::string("cannot stat: ") + std::strerror(err));
   }
-  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, expected an IDX file");
-  if (S_ISREG(st.st_mode)) size_ = static_cast<uint64_t>(st.st_size);
+  if (const char* what = not_a_regular_file(st)) fail(path, what);
+  size_ = static_cast<uint64_t>(st.st_size);
 }
 
 size_t FileSource::peek(uint8_t* dst, size_t n) {
@@ -96,7 +114,10 @@ size_t FileSource::raw_read(uint8_t* dst, size_t n) {
   for (;;) {
     const ssize_t r = ::read(fd_.fd, dst, n);
     if (r >= 0) return static_cast<size_t>(r);
-    if (errno == EINTR) continue;
+    if (errno == EINTR) {
+      check_interrupt();
+      continue;
+    }
     const int err = errno;
     fail(path_, std::string("read error: ") + std::strerror(err));
   }

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "host/core/error.h"
+#include "host/io/atomic_file.h"
 
 namespace cuvae {
 namespace {
@@ -317,7 +318,7 @@ void draw_text_up(Canvas& canvas, int x, int y, const std::string& text, Rgb col
 // ---- PNG -----------------------------------------------------------------------------------
 void write_png(const std::string& path, const Canvas& canvas) {
   auto fail = [&](const std::string& why) { throw InputError(path + ": " + why); };
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = temporary_path(path);
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail("cannot create the picture file: " + std::string(std::strerror(errno)));
 

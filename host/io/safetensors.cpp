@@ -14,6 +14,7 @@
 
 #include "host/core/error.h"
 #include "host/core/model.h"
+#include "host/io/atomic_file.h"
 
 namespace cuvae {
 namespace {
@@ -127,7 +128,7 @@ void write_safetensors(const std::string& path, const std::vector<TensorOut>& te
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = temporary_path(path);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, "cannot create " + tmp + ": " + errno_text());
   try {
