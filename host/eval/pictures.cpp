@@ -177,12 +177,15 @@ std::vector<std::string> scatter_titles(const ScatterOptions& opt, int dim, int6
   std::string title = "z_mean of " + with_commas(count) + (count == 1 ? " image" : " images");
   if (dim == 1) title += " by label";
   title += ", " + split;
-  if (dim > 2)
-    title += " (" + dim_name(opt.dim_x) + ", " + dim_name(opt.dim_y) + " of " +
-             std::to_string(dim) + ")";
   const std::string note =
       outside > 0 ? ", " + with_commas(outside) + " outside the axes" : std::string();
-  return {title + note, title, split};
+  std::string dims;  // which of the latent dims the axes show
+  if (dim == 1) dims = " (latent dim 1)";
+  if (dim > 2)
+    dims = " (" + dim_name(opt.dim_x) + ", " + dim_name(opt.dim_y) + " of " + std::to_string(dim) +
+           ")";
+  // The count of points outside the axes matters more than the dims, which the axes name.
+  return {title + dims + note, title + note, title + dims, title, split};
 }
 
 }  // namespace
