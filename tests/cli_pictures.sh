@@ -2,8 +2,9 @@
 # End-to-end check of the picture subcommands (grid, scatter, reconstruct, sample) on a model
 # trained here on a tiny synthetic MNIST-format dataset (train and t10k files made with
 # printf): each writes its PNG (exit 0, one "wrote" line) with the width and height the layout
-# of host/eval/pictures.h gives, read from the PNG's IHDR chunk; every bad flag, a missing RUN and a
-# RUN without a model exit 2 with one stderr line and write nothing.
+# of host/eval/pictures.h gives (a row of more than 20 digits wrapped onto evened-out lines),
+# read from the PNG's IHDR chunk; every bad flag, a missing RUN and a RUN without a model exit 2
+# with one stderr line and write nothing; every --extent out of range gets the same message.
 # The pixels come from a seed printed first (CUVAE_TEST_SEED replays it).
 # usage: cli_pictures.sh <cuvae-binary> <repo-root>
 set -u
@@ -36,14 +37,23 @@ rm -f "$RUN"/*.png  # training may write pictures of its own; the commands must 
 # ---- the layout of host/eval/pictures.h (pixels) ------------------------------------------------
 CELL=28 AXES_LEFT=140 AXES_RIGHT=48 AXES_TOP=48 AXES_BOTTOM=72
 SCATTER_PLOT=560 SCATTER_RIGHT=120
-PAD=16 TITLE_BAND=28 ROW_LABEL=104 TILE=56 GAP=2
+PAD=16 TITLE_BAND=28 ROW_LABEL=104 TILE=56 GAP=2 LINE_GAP=12 PER_LINE=20
 grid_size() { echo "$((AXES_LEFT + $1 * CELL + AXES_RIGHT)) $((AXES_TOP + $1 * CELL + AXES_BOTTOM))"; }
 scatter_size() { echo "$((AXES_LEFT + SCATTER_PLOT + SCATTER_RIGHT)) $((AXES_TOP + SCATTER_PLOT + AXES_BOTTOM))"; }
-recon_size() {
-  echo "$((2 * PAD + ROW_LABEL + $1 * TILE + ($1 - 1) * GAP)) $((2 * PAD + TITLE_BAND + 2 * TILE + GAP))"
+# A row of N tiles wraps onto LINES = ceil(N / 20) lines of PER = ceil(N / LINES) tiles.
+wrap() {
+  LINES=$(( ($1 + PER_LINE - 1) / PER_LINE ))
+  PER=$(( ($1 + LINES - 1) / LINES ))
 }
-sample_size() {  # sample_size ROWS COLS
-  echo "$((2 * PAD + $2 * TILE + ($2 - 1) * GAP)) $((2 * PAD + TITLE_BAND + $1 * TILE + ($1 - 1) * GAP))"
+recon_size() {  # each line of originals above its reconstructions, LINE_GAP between lines
+  wrap "$1"
+  echo "$((2 * PAD + ROW_LABEL + PER * TILE + (PER - 1) * GAP))" \
+    "$((2 * PAD + TITLE_BAND + LINES * (2 * TILE + GAP) + (LINES - 1) * LINE_GAP))"
+}
+sample_size() {  # sample_size ROWS COLS: each row wraps onto LINES lines
+  wrap "$2"
+  local lines=$(($1 * LINES))
+  echo "$((2 * PAD + PER * TILE + (PER - 1) * GAP)) $((2 * PAD + TITLE_BAND + lines * TILE + (lines - 1) * GAP))"
 }
 
 # "WIDTH HEIGHT" from the IHDR chunk (bytes 16-23, big-endian), or nothing if not a PNG.
@@ -88,13 +98,26 @@ expect_picture "$RUN/grid_7.png" "$(grid_size 7)" grid "$RUN/model.safetensors" 
 expect_picture "$RUN/scatter.png" "$(scatter_size)" scatter "$RUN" --device cpu --data "$DATA"
 expect_picture "$TMP/s.png" "$(scatter_size)" scatter "$RUN" --device cpu --data "$DATA" \
   --limit 10 --out "$TMP/s.png"
+expect_picture "$TMP/s2.png" "$(scatter_size)" scatter "$RUN" --device cpu --data "$DATA" \
+  --dims 1,0 --split train --out "$TMP/s2.png"
+grep -qF "z_mean of 64 train images" "$TMP/out" || fail "scatter --split train: no '64 train images'"
+cmp -s "$TMP/s.png" "$TMP/s2.png" && fail "scatter --dims 1,0 --split train drew the same picture"
 expect_picture "$RUN/reconstructions.png" "$(recon_size 10)" reconstruct "$RUN" --device cpu \
   --data "$DATA"
 expect_picture "$TMP/r.png" "$(recon_size 3)" reconstruct "$RUN" --device cpu --data "$DATA" \
   --count 3 --out "$TMP/r.png"
+expect_picture "$TMP/r25.png" "$(recon_size 25)" reconstruct "$RUN" --device cpu --data "$DATA" \
+  --count 25 --out "$TMP/r25.png"
+expect_picture "$TMP/r40.png" "$(recon_size 40)" reconstruct "$RUN" --device cpu --data "$DATA" \
+  --split train --count 40 --out "$TMP/r40.png"
+grep -qF "40 train images" "$TMP/out" || fail "reconstruct --split train: no '40 train images'"
 expect_picture "$RUN/samples.png" "$(sample_size 8 8)" sample "$RUN" --device cpu
 expect_picture "$TMP/p.png" "$(sample_size 2 5)" sample "$RUN" --device cpu --rows 2 --cols 5 \
   --seed 7 --out "$TMP/p.png"
+expect_picture "$TMP/p100.png" "$(sample_size 1 100)" sample "$RUN" --device cpu --rows 1 \
+  --cols 100 --out "$TMP/p100.png"
+expect_picture "$TMP/p23.png" "$(sample_size 3 23)" sample "$RUN" --device cpu --rows 3 \
+  --cols 23 --out "$TMP/p23.png"
 # The same seed gives the same samples.
 "$CUVAE" sample "$RUN" --device cpu --rows 2 --cols 5 --seed 7 --out "$TMP/p2.png" >/dev/null 2>&1
 cmp -s "$TMP/p.png" "$TMP/p2.png" || fail "sample --seed 7 twice gave different files"
@@ -147,6 +170,12 @@ expect_error "$TMP/train.log" grid "$TMP/train.log" "${out[@]}"
 expect_error "$TMP/no-such-folder" grid "$RUN" --device cpu --out "$TMP/no-such-folder/g.png"
 expect_error "--out" grid "$RUN" --device cpu --out "$TMP/bad"
 expect_error --limit scatter "$RUN" "${out[@]}" --data "$DATA" --limit -1
+expect_error --dims scatter "$RUN" "${out[@]}" --data "$DATA" --dims 1,1
+expect_error --dims scatter "$RUN" "${out[@]}" --data "$DATA" --dims 0,2
+expect_error --dims scatter "$RUN" "${out[@]}" --data "$DATA" --dims 0
+expect_error --dims scatter "$RUN" "${out[@]}" --data "$DATA" --dims x,1
+expect_error --split scatter "$RUN" "${out[@]}" --data "$DATA" --split valid
+expect_error --split reconstruct "$RUN" "${out[@]}" --data "$DATA" --split ""
 expect_error "$TMP/no-data" scatter "$RUN" "${out[@]}" --data "$TMP/no-data"
 expect_error --count reconstruct "$RUN" "${out[@]}" --data "$DATA" --count 0
 expect_error --count reconstruct "$RUN" "${out[@]}" --data "$DATA" --count $((N_TEST + 1))
@@ -156,6 +185,18 @@ expect_error --seed sample "$RUN" "${out[@]}" --seed -1
 expect_error no-such-flag sample "$RUN" "${out[@]}" --no-such-flag
 expect_error "unexpected argument" sample "$RUN" "$RUN" "${out[@]}"
 expect_error "--n" grid "$RUN" "${out[@]}" --n
+
+# Every --extent out of range, however far, gets one message naming the range.
+for e in 0 1e-7 -1 2e6; do
+  "$CUVAE" grid "$RUN" "${out[@]}" --extent "$e" 2>&1 | sed "s/ $e / X /" >"$TMP/extent_$e"
+done
+if cmp -s "$TMP/extent_0" "$TMP/extent_1e-7" && cmp -s "$TMP/extent_0" "$TMP/extent_-1" &&
+  cmp -s "$TMP/extent_0" "$TMP/extent_2e6"; then
+  echo "ok: --extent 0, 1e-7, -1, 2e6 -> $(cat "$TMP/extent_0")"
+else
+  fail "--extent out of range: different messages"
+  cat "$TMP"/extent_*
+fi
 
 # ---- the device policy every command shares ------------------------------------------------
 # Without a usable GPU: an explicit --device gpu is an error (exit 2, one line, nothing written),
@@ -185,7 +226,8 @@ else
 fi
 
 # ---- help ----------------------------------------------------------------------------------
-for cmd in "grid --extent" "scatter --limit" "reconstruct --count" "sample --seed"; do
+for cmd in "grid --extent" "scatter --limit" "scatter --dims" "scatter --split" \
+  "reconstruct --count" "reconstruct --split" "reconstruct wrap" "sample --seed" "sample wrap"; do
   set -- $cmd
   if "$CUVAE" "$1" --help >"$TMP/out" 2>&1 && grep -q -- "$2" "$TMP/out" && grep -q RUN "$TMP/out"
   then

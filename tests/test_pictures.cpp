@@ -13,8 +13,10 @@
 #include "host/core/error.h"
 #include "host/core/model.h"
 #include "host/core/philox.h"
+#include "host/core/text.h"
 #include "host/cpu/inference_cpu.h"
 #include "host/eval/pictures.h"
+#include "host/eval/plot.h"
 #include "host/io/png.h"
 #include "tests/test_support.h"
 
@@ -116,6 +118,40 @@ int grid_width(int n) {
 }
 int grid_height(int rows) {
   return kAxesTop + rows * kGridCell + kAxesBottom;
+}
+
+// Where `text`, as draw_text draws it at kTextScale in black, stands in `img` with its top-left
+// corner in [x_lo, x_hi) x [y_lo, y_hi): every pixel of its box, and of a white border of 4
+// pixels left and right (2 above and below) around it, black exactly where the text is (so "3"
+// is not found inside "-3" or "13"). The corners found.
+std::vector<std::pair<int, int>> find_text(const Image& img, const std::string& text, int x_lo,
+                                           int x_hi, int y_lo, int y_hi) {
+  constexpr int kPadX = 4, kPadY = 2;
+  const int w = text_width(text, kTextScale), h = text_height(kTextScale);
+  Canvas t(w + 2 * kPadX, h + 2 * kPadY, kWhite);
+  draw_text(t, kPadX, kPadY, text, kBlack, kTextScale);
+  // The box's pixels, the text's first: most places differ there at once.
+  std::vector<std::tuple<int, int, bool>> box;
+  for (const bool ink : {true, false})
+    for (int ty = 0; ty < t.height(); ++ty)
+      for (int tx = 0; tx < t.width(); ++tx)
+        if ((t.at(tx, ty) == kBlack) == ink) box.emplace_back(tx - kPadX, ty - kPadY, ink);
+  std::vector<std::pair<int, int>> found;
+  for (int y = std::max(y_lo, kPadY); y < std::min(y_hi, img.height - h - kPadY); ++y)
+    for (int x = std::max(x_lo, kPadX); x < std::min(x_hi, img.width - w - kPadX); ++x) {
+      bool same = true;
+      for (size_t k = 0; k < box.size() && same; ++k) {
+        const auto& [dx, dy, ink] = box[k];
+        same = (img.at(x + dx, y + dy) == kBlack) == ink;
+      }
+      if (same) found.emplace_back(x, y);
+    }
+  return found;
+}
+
+// Whether `text` stands in the title band (the top `band` rows) of `img`.
+bool title_has(const Image& img, const std::string& text, int band) {
+  return !find_text(img, text, 0, img.width, 0, band).empty();
 }
 
 template <typename F>
@@ -335,6 +371,112 @@ TEST_CASE("latent grid refuses bad options", "[pictures]") {
   REQUIRE(fs::exists(path));
 }
 
+TEST_CASE("latent grid ticks reach both ends of the extent for any n and extent", "[pictures]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> pick_n(2, kGridMaxN);
+  std::uniform_real_distribution<double> pick_log(std::log10(kGridMinExtent),
+                                                  std::log10(kGridMaxExtent));
+  // The whole number `label` reads as (strtod), NaN when it is not one.
+  const auto read = [](const std::string& label) {
+    char* end = nullptr;
+    const double v = std::strtod(label.c_str(), &end);
+    return end == label.c_str() + label.size() && !label.empty() ? v : std::nan("");
+  };
+  // The place value of the last digit a label shows ("0.0227" 1e-4, "1.5e-6" 1e-7, "30" 1).
+  const auto last_place = [](const std::string& label) {
+    const size_t e = label.find('e');
+    const std::string mantissa = label.substr(0, e);
+    const size_t dot = mantissa.find('.');
+    const int decimals = dot == std::string::npos ? 0 : int(mantissa.size() - dot - 1);
+    const int exponent = e == std::string::npos ? 0 : std::atoi(label.c_str() + e + 1);
+    return std::pow(10.0, exponent - decimals);
+  };
+  for (int round = 0; round < 2000; ++round) {
+    const int n = round < 4 ? std::vector<int>{2, 5, 3, kGridMaxN}[size_t(round)] : pick_n(rng);
+    const double extent = round == 1   ? 3.0
+                          : round == 2 ? kGridMinExtent
+                          : round == 3 ? kGridMaxExtent
+                                       : std::pow(10.0, pick_log(rng));
+    // The grid's x axis: the first and last cell centres, (n - 1) cells apart, on -/+extent.
+    const double px_per_unit = (n - 1) * kGridCell / (2.0 * extent);
+    INFO("n " << n << ", extent " << exact_text(extent));
+    for (const bool horizontal : {true, false}) {
+      const std::vector<Tick> ticks = ticks_with_ends(-extent, extent, px_per_unit, horizontal);
+      REQUIRE(ticks.size() >= 2);
+      REQUIRE(ticks.size() <= size_t(kMaxTicks) + 2);
+      REQUIRE(ticks.front().value == -extent);
+      REQUIRE(ticks.back().value == extent);
+      // The two ends read alike but for the sign.
+      REQUIRE(ticks.front().label == "-" + ticks.back().label);
+      for (size_t i = 0; i < ticks.size(); ++i) {
+        const Tick& t = ticks[i];
+        INFO("tick " << i << " " << exact_text(t.value) << " '" << t.label << "'");
+        REQUIRE(t.label.size() <= size_t(kTickLabelChars));
+        // The label is the value rounded to its last digit shown, and to at least two
+        // significant digits (a 7-character label cannot always show more: "0.0012").
+        const double error = std::abs(read(t.label) - t.value);
+        REQUIRE(error <= 0.5 * last_place(t.label) * (1 + 1e-9));
+        if (t.value != 0)
+          REQUIRE(error <=
+                  0.5 * std::pow(10.0, std::floor(std::log10(std::abs(t.value))) - 1) * (1 + 1e-9));
+        if (i == 0) continue;
+        REQUIRE(t.value > ticks[i - 1].value);
+        // Neighbouring labels never touch: side by side on x (centred on their ticks; two end
+        // ticks alone are drawn outwards), one text line apart on y.
+        const double gap = (t.value - ticks[i - 1].value) * px_per_unit;
+        if (!horizontal)
+          REQUIRE(gap >= kLinePx + 8);
+        else if (ticks.size() > 2)
+          REQUIRE(gap >= (text_px(t.label) + text_px(ticks[i - 1].label)) / 2.0 + 8);
+      }
+    }
+  }
+}
+
+TEST_CASE("latent grid pictures label -extent and +extent at the end cells", "[pictures]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  const test::TempDir dir("cuvae_pictures_");
+  // (latent dim, n, extent, the labels the ends must carry)
+  for (const auto& [dim, n, extent, lo_text, hi_text] :
+       {std::tuple<int, int, double, std::string, std::string>{2, 5, 3.0, "-3", "3"},
+        {2, 15, 2.5, "-2.5", "2.5"},
+        {2, 2, 1e-6, "-1e-6", "1e-6"},
+        {2, 12, 1e6, "-1e6", "1e6"},
+        {3, 7, 0.123456, "-0.1235", "0.1235"},
+        {1, 6, 3.0, "-3", "3"}}) {
+    INFO("latent dim " << dim << ", n " << n << ", extent " << extent);
+    auto model = random_model(dim, seed + uint64_t(n));
+    GridOptions g;
+    g.n = n;
+    g.extent = extent;
+    const std::string path = dir.file("grid.png");
+    write_latent_grid(path, *model, g);
+    const Image img = read_png(path);
+    const int rows = dim == 1 ? 1 : n, plot_bottom = kAxesTop + rows * kGridCell;
+    const int first = kAxesLeft + kGridCell / 2, last = first + (n - 1) * kGridCell;
+    // x: below the plot, each label over (or ending or starting at) its end cell's centre.
+    const auto on_x = [&](const std::string& text, int centre) {
+      for (const auto& [x, y] : find_text(img, text, 0, img.width, plot_bottom, img.height))
+        if (x <= centre && centre <= x + text_width(text, kTextScale)) return true;
+      return false;
+    };
+    REQUIRE(on_x(lo_text, first));
+    REQUIRE(on_x(hi_text, last));
+    if (dim == 1) continue;
+    // y: left of the plot, level with the centres of the bottom (-extent) and top rows.
+    const auto on_y = [&](const std::string& text, int centre) {
+      for (const auto& [x, y] : find_text(img, text, 0, kAxesLeft, 0, img.height))
+        if (y <= centre && centre <= y + text_height(kTextScale)) return true;
+      return false;
+    };
+    REQUIRE(on_y(hi_text, kAxesTop + kGridCell / 2));
+    REQUIRE(on_y(lo_text, plot_bottom - kGridCell / 2));
+  }
+}
+
 // ---- scatter -------------------------------------------------------------------------------
 TEST_CASE("scatter: size from the layout and one colour per class in the plot", "[pictures]") {
   const uint64_t seed = test::fresh_seed();
@@ -350,7 +492,7 @@ TEST_CASE("scatter: size from the layout and one colour per class in the plot", 
     INFO("latent dim " << dim);
     auto model = random_model(dim, seed ^ uint64_t(dim));
     const std::string path = dir.file("scatter.png");
-    write_scatter(path, *model, data, 0);
+    write_scatter(path, *model, data, ScatterOptions{});
     const Image img = read_png(path);
     REQUIRE(img.width == kAxesLeft + kScatterPlot + kScatterRight);
     REQUIRE(img.height == kAxesTop + kScatterPlot + kAxesBottom);
@@ -371,7 +513,9 @@ TEST_CASE("scatter: size from the layout and one colour per class in the plot", 
   }
   auto model = random_model(2, seed);
   const std::string path = dir.file("limited.png");
-  write_scatter(path, *model, data, 7);  // first 7 images: classes 0-6 only
+  ScatterOptions seven;
+  seven.limit = 7;  // first 7 images: classes 0-6 only
+  write_scatter(path, *model, data, seven);
   const Image img = read_png(path);
   std::set<int> classes;
   for (int y = kAxesTop; y < kAxesTop + kScatterPlot; ++y)
@@ -380,14 +524,151 @@ TEST_CASE("scatter: size from the layout and one colour per class in the plot", 
         if (img.at(x, y) == palette[k]) classes.insert(k);
   REQUIRE(classes == std::set<int>{0, 1, 2, 3, 4, 5, 6});
 
-  require_input_error([&] { write_scatter(path, *model, data, -1); }, "limit");
+  const auto scatter = [&](const Dataset& d, int64_t limit, int dx, int dy) {
+    ScatterOptions opt;
+    opt.limit = limit;
+    opt.dim_x = dx;
+    opt.dim_y = dy;
+    write_scatter(path, *model, d, opt);
+  };
+  require_input_error([&] { scatter(data, -1, 0, 1); }, "limit");
+  require_input_error([&] { scatter(data, 0, 0, 0); }, "must differ");
+  require_input_error([&] { scatter(data, 0, 2, 1); }, "x dimension 2");
+  require_input_error([&] { scatter(data, 0, 0, -1); }, "y dimension -1");
   Dataset short_labels = data;
   short_labels.labels.labels.resize(10);
-  require_input_error([&] { write_scatter(path, *model, short_labels, 0); }, "fewer labels");
+  require_input_error([&] { scatter(short_labels, 0, 0, 1); }, "fewer labels");
   Dataset empty = data;
   empty.images.count = 0;
   empty.images.pixels.clear();
-  require_input_error([&] { write_scatter(path, *model, empty, 0); }, "no images");
+  require_input_error([&] { scatter(empty, 0, 0, 1); }, "no images");
+}
+
+TEST_CASE("scatter: each point at its z_mean[dim_x], z_mean[dim_y] for any two dims",
+          "[pictures]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const test::TempDir dir("cuvae_pictures_");
+  constexpr int kPoints = 60;
+  const Dataset data = synthetic_data(rng, kPoints);
+  auto model = random_model(4, seed);
+  // z_mean of every image from the model, called here directly.
+  std::vector<float> x(size_t(kPoints) * kImagePixels), mu(size_t(kPoints) * 4),
+      logvar(size_t(kPoints) * 4);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(data.images.pixels[i]) / 255.0f;
+  model->encode(mu.data(), logvar.data(), x.data(), kPoints);
+  const int radius = scatter_dot_radius(kPoints);
+  const int right = kAxesLeft + kScatterPlot - 1, bottom = kAxesTop + kScatterPlot - 1;
+  for (const auto& [dx, dy] : {std::pair<int, int>{2, 3}, {3, 0}, {1, 2}, {0, 1}}) {
+    INFO("dims " << dx << "," << dy);
+    ScatterOptions opt;
+    opt.dim_x = dx;
+    opt.dim_y = dy;
+    const std::string path = dir.file("scatter.png");
+    write_scatter(path, *model, data, opt);
+    const Image img = read_png(path);
+    // With under 200 points the documented axes run from the smallest to the largest value,
+    // widened by 5% of their span each side; a dot's centre is kept `radius` inside the plot.
+    const auto centres = [&](int d, int p_lo, int p_hi) {
+      double lo = INFINITY, hi = -INFINITY;
+      for (int i = 0; i < kPoints; ++i) {
+        lo = std::min(lo, double(mu[size_t(i) * 4 + d]));
+        hi = std::max(hi, double(mu[size_t(i) * 4 + d]));
+      }
+      const double span = hi - lo;
+      lo -= 0.05 * span;
+      hi += 0.05 * span;
+      std::vector<int> px(kPoints);
+      for (int i = 0; i < kPoints; ++i) {
+        const double t = (double(mu[size_t(i) * 4 + d]) - lo) / (hi - lo);
+        px[size_t(i)] = int(std::lround(p_lo + t * (p_hi - p_lo)));
+        px[size_t(i)] =
+            std::clamp(px[size_t(i)], std::min(p_lo, p_hi) + radius, std::max(p_lo, p_hi) - radius);
+      }
+      return px;
+    };
+    const std::vector<int> cx = centres(dx, kAxesLeft, right), cy = centres(dy, bottom, kAxesTop);
+    const Rgb palette[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
+                             {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
+                             {188, 189, 34},  {23, 190, 207}};
+    for (int i = 0; i < kPoints; ++i) {
+      // Points are drawn in data order: the last one whose disc covers this centre shows.
+      int top = i;
+      for (int j = i + 1; j < kPoints; ++j) {
+        const int ddx = cx[size_t(j)] - cx[size_t(i)], ddy = cy[size_t(j)] - cy[size_t(i)];
+        if (ddx * ddx + ddy * ddy <= radius * radius + radius) top = j;
+      }
+      INFO("point " << i << " at (" << cx[size_t(i)] << ", " << cy[size_t(i)] << ")");
+      REQUIRE(img.at(cx[size_t(i)], cy[size_t(i)]) == palette[data.labels.labels[size_t(top)]]);
+    }
+    // The axes are named after the dimensions shown.
+    REQUIRE(!find_text(img, "z[" + std::to_string(dx) + "]", kAxesLeft, right,
+                       kAxesTop + kScatterPlot, img.height)
+                 .empty());
+  }
+}
+
+TEST_CASE("scatter points are bigger the fewer they are, and never invisible", "[pictures]") {
+  int previous = scatter_dot_radius(1);
+  REQUIRE(previous >= 3);  // a lone point or a few: at least a 7-pixel disc
+  for (int64_t count = 1; count <= 100000; count += 1 + count / 50) {
+    INFO("count " << count);
+    const int r = scatter_dot_radius(count);
+    REQUIRE(r >= 1);  // a plus of 5 pixels at least
+    REQUIRE(r <= previous);
+    previous = r;
+  }
+  REQUIRE(scatter_dot_radius(10000) == 1);  // MNIST's test split: the points do not merge
+
+  // A scatter of one point shows a disc of that radius: (dx, dy) with dx^2 + dy^2 <= r^2 + r.
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const test::TempDir dir("cuvae_pictures_");
+  const Dataset one = synthetic_data(rng, 1);
+  auto model = random_model(2, seed);
+  write_scatter(dir.file("one.png"), *model, one, ScatterOptions{});
+  const Image img = read_png(dir.file("one.png"));
+  const Rgb class0{31, 119, 180};
+  int lit = 0;
+  for (int y = kAxesTop; y < kAxesTop + kScatterPlot; ++y)
+    for (int x = kAxesLeft; x < kAxesLeft + kScatterPlot; ++x) lit += img.at(x, y) == class0;
+  const int r = scatter_dot_radius(1);
+  int disc = 0;
+  for (int dy = -r; dy <= r; ++dy)
+    for (int dx = -r; dx <= r; ++dx) disc += dx * dx + dy * dy <= r * r + r;
+  REQUIRE(lit == disc);
+  REQUIRE(lit >= 25);
+}
+
+TEST_CASE("the pictures of images name their split in the title", "[pictures]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const test::TempDir dir("cuvae_pictures_");
+  const Dataset data = synthetic_data(rng, 12);
+  for (const int dim : {2, 1, 5}) {
+    auto model = random_model(dim, seed + uint64_t(dim));
+    for (const Split split : {Split::Test, Split::Train}) {
+      const std::string name = std::string(split_name(split)) + " split";
+      const std::string other = split == Split::Test ? "train split" : "test split";
+      INFO("latent dim " << dim << ", " << name);
+      ScatterOptions opt;
+      opt.split = split;
+      write_scatter(dir.file("s.png"), *model, data, opt);
+      const Image scatter = read_png(dir.file("s.png"));
+      REQUIRE(title_has(scatter, name, kAxesTop));
+      REQUIRE_FALSE(title_has(scatter, other, kAxesTop));
+      for (const int count : {12, 1}) {
+        INFO("count " << count);
+        write_reconstructions(dir.file("r.png"), *model, data.images, count, split);
+        const Image recon = read_png(dir.file("r.png"));
+        REQUIRE(title_has(recon, name, kPicturePad + kTitleBand));
+        REQUIRE_FALSE(title_has(recon, other, kPicturePad + kTitleBand));
+      }
+    }
+  }
 }
 
 // ---- reconstructions -----------------------------------------------------------------------
@@ -396,15 +677,23 @@ TEST_CASE("reconstructions: originals above decoder of z_mean", "[pictures]") {
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   const test::TempDir dir("cuvae_pictures_");
-  const Dataset data = synthetic_data(rng, 9);
-  for (const auto& [dim, count] : {std::pair<int, int>{2, 4}, {1, 1}, {3, 9}}) {
+  const Dataset data = synthetic_data(rng, 45);
+  // (latent dim, count, lines, tiles per line): at most 20 side by side, the lines evened out.
+  for (const auto& [dim, count, lines, per_line] : {std::tuple<int, int, int, int>{2, 4, 1, 4},
+                                                    {1, 1, 1, 1},
+                                                    {3, 20, 1, 20},
+                                                    {2, 21, 2, 11},
+                                                    {3, 45, 3, 15}}) {
     INFO("latent dim " << dim << ", count " << count);
     auto model = random_model(dim, seed + 7 * uint64_t(dim));
     const std::string path = dir.file("recon.png");
-    write_reconstructions(path, *model, data.images, count);
+    write_reconstructions(path, *model, data.images, count, Split::Test);
     const Image img = read_png(path);
-    REQUIRE(img.width == 2 * kPicturePad + kRowLabelWidth + count * kTile + (count - 1) * kTileGap);
-    REQUIRE(img.height == 2 * kPicturePad + kTitleBand + 2 * kTile + kTileGap);
+    REQUIRE(img.width ==
+            2 * kPicturePad + kRowLabelWidth + per_line * kTile + (per_line - 1) * kTileGap);
+    const int pair_h = 2 * kTile + kTileGap;  // a line of originals above its reconstructions
+    REQUIRE(img.height ==
+            2 * kPicturePad + kTitleBand + lines * pair_h + (lines - 1) * kReconLineGap);
 
     std::vector<float> x(size_t(count) * kImagePixels), mu(size_t(count) * dim),
         logvar(size_t(count) * dim);
@@ -413,22 +702,40 @@ TEST_CASE("reconstructions: originals above decoder of z_mean", "[pictures]") {
     const std::vector<int> want = expected_gray(*model, mu, count);
     const int x0 = kPicturePad + kRowLabelWidth, y0 = kPicturePad + kTitleBand;
     for (int i = 0; i < count; ++i) {
-      const int tx = x0 + i * (kTile + kTileGap);
+      // Image i: line i / per_line, column i % per_line; its reconstruction right below it.
+      const int tx = x0 + (i % per_line) * (kTile + kTileGap);
+      const int ty = y0 + (i / per_line) * (pair_h + kReconLineGap);
       std::vector<int> original(kImagePixels);
       for (int j = 0; j < kImagePixels; ++j)
         original[size_t(j)] = data.images.pixels[size_t(i) * kImagePixels + size_t(j)];
-      require_digit(img, tx, y0, kTileScale, original.data(), "original " + std::to_string(i));
-      require_digit(img, tx, y0 + kTile + kTileGap, kTileScale, &want[size_t(i) * kImagePixels],
+      require_digit(img, tx, ty, kTileScale, original.data(), "original " + std::to_string(i));
+      require_digit(img, tx, ty + kTile + kTileGap, kTileScale, &want[size_t(i) * kImagePixels],
                     "reconstruction " + std::to_string(i));
     }
   }
   auto model = random_model(2, seed);
   const std::string path = dir.file("bad.png");
-  require_input_error([&] { write_reconstructions(path, *model, data.images, 0); }, "count");
-  require_input_error([&] { write_reconstructions(path, *model, data.images, 10); }, "count");
-  require_input_error(
-      [&] { write_reconstructions(path, *model, data.images, kMaxReconstructions + 1); }, "count");
+  const ImageSet nine = synthetic_data(rng, 9).images;
+  const auto recon = [&](const ImageSet& images, int count) {
+    write_reconstructions(path, *model, images, count, Split::Test);
+  };
+  require_input_error([&] { recon(nine, 0); }, "count");
+  require_input_error([&] { recon(nine, 10); }, "count");
+  require_input_error([&] { recon(data.images, kMaxReconstructions + 1); }, "count");
   REQUIRE_FALSE(fs::exists(path));
+}
+
+TEST_CASE("wrap_tiles: lines of at most 20, as few as possible, evened out", "[pictures]") {
+  for (int count = 1; count <= std::max(kMaxReconstructions, kMaxSampleSide); ++count) {
+    INFO("count " << count);
+    const TileWrap w = wrap_tiles(count);
+    REQUIRE(w.per_line >= 1);
+    REQUIRE(w.per_line <= 20);
+    REQUIRE(int64_t(w.lines) * w.per_line >= count);       // room for every tile
+    REQUIRE(int64_t(w.lines - 1) * 20 < count);            // no fewer lines would do
+    REQUIRE(count - (w.lines - 1) * w.per_line >= 1);      // the last line is not empty
+    REQUIRE(int64_t(w.lines) * (w.per_line - 1) < count);  // as narrow as that many lines allow
+  }
 }
 
 // ---- samples -------------------------------------------------------------------------------
@@ -436,14 +743,21 @@ TEST_CASE("samples: the decoder of the documented Philox normals and reproducibl
   const uint64_t seed = test::fresh_seed();
   INFO("seed " << seed);
   const test::TempDir dir("cuvae_pictures_");
-  for (const auto& [dim, rows, cols] : {std::tuple<int, int, int>{2, 2, 3}, {1, 1, 1}, {3, 3, 2}}) {
+  // (latent dim, rows, cols, lines per row, tiles per line): a row of more than 20 wraps.
+  for (const auto& [dim, rows, cols, wrap_lines, per_line] :
+       {std::tuple<int, int, int, int, int>{2, 2, 3, 1, 3},
+        {1, 1, 1, 1, 1},
+        {3, 3, 2, 1, 2},
+        {2, 1, 45, 3, 15},
+        {2, 2, 23, 2, 12}}) {
     INFO("latent dim " << dim << ", " << rows << " x " << cols);
     auto model = random_model(dim, seed + 3);
     const std::string path = dir.file("samples.png");
     write_samples(path, *model, rows, cols, seed);
     const Image img = read_png(path);
-    REQUIRE(img.width == 2 * kPicturePad + cols * kTile + (cols - 1) * kTileGap);
-    REQUIRE(img.height == 2 * kPicturePad + kTitleBand + rows * kTile + (rows - 1) * kTileGap);
+    const int lines = rows * wrap_lines;
+    REQUIRE(img.width == 2 * kPicturePad + per_line * kTile + (per_line - 1) * kTileGap);
+    REQUIRE(img.height == 2 * kPicturePad + kTitleBand + lines * kTile + (lines - 1) * kTileGap);
 
     // The picture of `draw_seed` holds the decoder's images of its documented Philox normals.
     const int count = rows * cols;
@@ -454,12 +768,14 @@ TEST_CASE("samples: the decoder of the documented Philox normals and reproducibl
         z[i] = normal_from(w.v[0], w.v[1]);
       }
       const std::vector<int> want = expected_gray(*model, z, count);
+      // Sample (r, c): line r * wrap_lines + c / per_line, column c % per_line.
       for (int r = 0; r < rows; ++r)
         for (int c = 0; c < cols; ++c)
-          require_digit(pic, kPicturePad + c * (kTile + kTileGap),
-                        kPicturePad + kTitleBand + r * (kTile + kTileGap), kTileScale,
-                        &want[(size_t(r) * cols + c) * kImagePixels],
-                        "sample (" + std::to_string(r) + ", " + std::to_string(c) + ")");
+          require_digit(
+              pic, kPicturePad + (c % per_line) * (kTile + kTileGap),
+              kPicturePad + kTitleBand + (r * wrap_lines + c / per_line) * (kTile + kTileGap),
+              kTileScale, &want[(size_t(r) * cols + c) * kImagePixels],
+              "sample (" + std::to_string(r) + ", " + std::to_string(c) + ")");
     };
     require_samples_of(img, seed);
     // Same seed, same picture; another seed, that seed's draws. (Not "other pixels": a random
@@ -505,6 +821,20 @@ TEST_CASE("write_run_pictures writes the five pictures with the suffix", "[pictu
       REQUIRE(img.width == w);
       REQUIRE(img.height == h);
     }
+    // Without the split argument the titles say the test split.
+    REQUIRE(title_has(read_png(dir.file("scatter" + suffix + ".png")), "test split", kAxesTop));
+    REQUIRE(title_has(read_png(dir.file("reconstructions" + suffix + ".png")), "test split",
+                      kPicturePad + kTitleBand));
   }
   REQUIRE(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 10);
+  // A run without test files shows its first training images, and says so.
+  auto model = random_model(2, seed);
+  write_run_pictures(dir.path.string(), *model, test_set, "_train", seed, Split::Train);
+  for (const auto& [name, band] : {std::pair<std::string, int>{"scatter", kAxesTop},
+                                   {"reconstructions", kPicturePad + kTitleBand}}) {
+    INFO(name);
+    const Image img = read_png(dir.file(name + "_train.png"));
+    REQUIRE(title_has(img, "train split", band));
+    REQUIRE_FALSE(title_has(img, "test split", band));
+  }
 }

@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "host/app/cli.h"
 #include "host/app/cli_util.h"
 #include "host/app/commands.h"
+#include "host/app/model_cmd.h"
 #include "host/app/run_folder.h"
 #include "host/core/error.h"
 #include "host/core/inference.h"
@@ -29,12 +32,17 @@ constexpr const char* kRunHelp =
     "\nRUN is a run folder holding model.safetensors (cuvae train --out RUN) or the path of a "
     "model file.\n";
 
-// A picture command's options: RUN (positional); the command adds its own, then
-// add_common_options() the shared --out, --device and --help.
-cxxopts::Options picture_options(const std::string& cmd, const std::string& what) {
+// A picture command's options: RUN (positional) and, for the pictures of images (`with_data`),
+// --data DIR and --split as every model command has them (add_model_data_options); the command
+// adds its own, then add_common_options() the shared --out, --device and --help.
+cxxopts::Options picture_options(const std::string& cmd, const std::string& what,
+                                 bool with_data = false) {
   cxxopts::Options options("cuvae " + cmd, what);
   options.positional_help("RUN");
-  options.add_options()("run", "run folder or model file", cxxopts::value<std::string>(), "RUN");
+  if (with_data)
+    add_model_data_options(options);
+  else
+    options.add_options()("run", "run folder or model file", cxxopts::value<std::string>(), "RUN");
   options.parse_positional({"run"});
   return options;
 }
@@ -92,7 +100,11 @@ std::vector<int> parse_dims(const std::string& text) {
   return dims;
 }
 
-void check_dims(const std::vector<int>& dims, int latent_dim, GridOptions& g) {
+// The (x, y) dimensions of --dims for a model of `latent_dim`: the flag's value checked
+// against the model, or z[0], z[1] (z[0] alone at latent dim 1) when the flag is not given.
+std::pair<int, int> model_dims(const cxxopts::ParseResult& r, int latent_dim) {
+  if (!r.count("dims")) return {0, latent_dim > 1 ? 1 : 0};
+  const std::vector<int> dims = parse_dims(r["dims"].as<std::string>());
   const std::string dims_text =
       std::to_string(dims[0]) + (dims.size() > 1 ? "," + std::to_string(dims[1]) : "");
   if (latent_dim == 1 && (dims.size() != 1 || dims[0] != 0))
@@ -104,8 +116,7 @@ void check_dims(const std::vector<int>& dims, int latent_dim, GridOptions& g) {
     if (d >= latent_dim)
       throw InputError("--dims: dimension " + std::to_string(d) + " does not exist (latent dim " +
                        std::to_string(latent_dim) + ": 0.." + std::to_string(latent_dim - 1) + ")");
-  g.dim_x = dims[0];
-  g.dim_y = dims.size() > 1 ? dims[1] : 0;
+  return {dims[0], dims.size() > 1 ? dims[1] : 0};
 }
 
 // cxxopts wants long option names of two or more characters, so `--n` is registered as the
@@ -146,11 +157,11 @@ std::string help_with_long_n(const cxxopts::Options& options) {
   return help;
 }
 
-// Loads the test split of --data, checked before the model runs.
-Dataset load_test_split(const cxxopts::ParseResult& r) {
+// --data's folder, checked for form before anything is loaded.
+std::string data_dir(const cxxopts::ParseResult& r) {
   const std::string dir = r["data"].as<std::string>();
   if (dir.empty()) throw InputError("--data: empty folder name");
-  return load_dataset(dir, Split::Test);
+  return dir;
 }
 
 }  // namespace
@@ -163,7 +174,8 @@ int cmd_grid(int argc, char** argv) {
   options.add_options()
     ("n", "digits per side (1-" + std::to_string(kGridMaxN) + ")",
        cxxopts::value<std::string>()->default_value("15"), "N")
-    ("extent", "the grid spans [-X, X] in both dimensions (1e-6 <= X <= 1e6)",
+    ("extent", "the grid spans [-X, X] in both dimensions (1e-6 <= X <= 1e6); the axes' end "
+       "ticks mark -X and X",
        cxxopts::value<std::string>()->default_value("1"), "X")
     ("dims", "latent dimensions along x and y, 'X,Y' (other dimensions are 0)",
        cxxopts::value<std::string>()->default_value("0,1"), "X,Y");
@@ -179,20 +191,15 @@ int cmd_grid(int argc, char** argv) {
   }
   GridOptions g;
   g.n = int(parse_int_flag("--n", r["n"].as<std::string>(), 1, kGridMaxN));
-  g.extent = parse_real_flag("--extent", r["extent"].as<std::string>(), 0.0, 1e6, false);
-  if (g.extent < 1e-6)
-    throw InputError("--extent: " + r["extent"].as<std::string>() +
-                     " is too small, expected a number >= 1e-6 and <= 1e6");
-  const std::vector<int> dims = parse_dims(r["dims"].as<std::string>());
+  g.extent = parse_real_flag("--extent", r["extent"].as<std::string>(), kGridMinExtent,
+                             kGridMaxExtent, true);
+  parse_dims(r["dims"].as<std::string>());  // its form, before the model is loaded
   const std::string device = checked_device(r);
   const RunModel run = locate_run(r, "grid");
   const std::string out = checked_out(r, run, "grid_" + std::to_string(g.n) + ".png");
   LoadedModel m = load_model(run.model);
   const int dim = m.desc.latent_dim;
-  if (r.count("dims"))
-    check_dims(dims, dim, g);
-  else
-    g.dim_x = 0, g.dim_y = dim > 1 ? 1 : 0;  // the default "0,1" means z[0] alone at D == 1
+  std::tie(g.dim_x, g.dim_y) = model_dims(r, dim);
   check_grid_options(g, dim);
   const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
   write_latent_grid(out, *model, g);
@@ -209,65 +216,80 @@ int cmd_grid(int argc, char** argv) {
 
 int cmd_scatter(int argc, char** argv) {
   cxxopts::Options options = picture_options(
-      "scatter", "Plot z_mean of the test images, coloured by label (plot_label_clusters).");
+      "scatter", "Plot z_mean of the images of a split, coloured by label (plot_label_clusters).",
+      true);
   // clang-format off
   options.add_options()
-    ("data", "folder with the MNIST-format test files (t10k-images-idx3-ubyte[.gz], ...)",
-       cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("limit", "plot the first N test images only (0: all)",
-       cxxopts::value<std::string>()->default_value("0"), "N");
+    ("limit", "plot the first N images only (0: all)",
+       cxxopts::value<std::string>()->default_value("0"), "N")
+    ("dims", "latent dimensions along x and y, 'I,J' (two different ones, each below the "
+       "latent dim)", cxxopts::value<std::string>()->default_value("0,1"), "I,J");
   // clang-format on
   add_common_options(options, "scatter.png");
   const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
   if (r.count("help")) {
     std::cout << options.help() << kRunHelp
-              << "The axes show z[0] and z[1] (z[0] against the label for a model of latent dim "
+              << "The axes show z[I] and z[J] (z[0] against the label for a model of latent dim "
                  "1) and span the\n0.5th-99.5th percentiles of the points; points outside are "
-                 "counted in the title.\n";
+                 "counted in the title, which names\nthe split. The fewer the points, the bigger "
+                 "they are drawn.\n";
     return 0;
   }
-  const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  ScatterOptions opt;
+  opt.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  opt.split = split_of(r["split"].as<std::string>());
+  parse_dims(r["dims"].as<std::string>());  // its form, before the model is loaded
+  const std::string dir = data_dir(r);
   const std::string device = checked_device(r);
   const RunModel run = locate_run(r, "scatter");
   const std::string out = checked_out(r, run, "scatter.png");
   LoadedModel m = load_model(run.model);
-  const Dataset test = load_test_split(r);
+  std::tie(opt.dim_x, opt.dim_y) = model_dims(r, m.desc.latent_dim);
+  check_scatter_options(opt, m.desc.latent_dim);
+  const Dataset data = load_dataset(dir, opt.split);
   const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
-  write_scatter(out, *model, test, limit);
-  const int64_t shown = limit > 0 ? std::min(limit, test.size()) : test.size();
-  report(out, "z_mean of " + with_commas(shown) + " test images", *model);
+  write_scatter(out, *model, data, opt);
+  const int64_t shown = opt.limit > 0 ? std::min(opt.limit, data.size()) : data.size();
+  report(out, "z_mean of " + with_commas(shown) + " " + split_name(opt.split) + " images", *model);
   return 0;
 }
 
 int cmd_reconstruct(int argc, char** argv) {
   cxxopts::Options options = picture_options(
-      "reconstruct", "Show test images (top row) above their reconstructions decoder(z_mean).");
+      "reconstruct",
+      "Show images of a split (the upper line of each pair) above their reconstructions "
+      "decoder(z_mean).",
+      true);
   // clang-format off
   options.add_options()
-    ("data", "folder with the MNIST-format test files (t10k-images-idx3-ubyte[.gz], ...)",
-       cxxopts::value<std::string>()->default_value("data/mnist"), "DIR")
-    ("count", "how many of the first test images (1-" + std::to_string(kMaxReconstructions) + ")",
+    ("count", "how many of the first images (1-" + std::to_string(kMaxReconstructions) + ")",
        cxxopts::value<std::string>()->default_value("10"), "N");
   // clang-format on
   add_common_options(options, "reconstructions.png");
   const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
   if (r.count("help")) {
-    std::cout << options.help() << kRunHelp;
+    const std::string most = std::to_string(kMaxTilesPerLine);
+    std::cout << options.help() << kRunHelp << "Up to " << most
+              << " images stand side by side, each above its reconstruction; more wrap onto "
+                 "further\nlines of pairs, evened out (--count 30: two lines of 15).\n";
     return 0;
   }
   const int count =
       int(parse_int_flag("--count", r["count"].as<std::string>(), 1, kMaxReconstructions));
+  const Split split = split_of(r["split"].as<std::string>());
+  const std::string dir = data_dir(r);
   const std::string device = checked_device(r);
   const RunModel run = locate_run(r, "reconstruct");
   const std::string out = checked_out(r, run, "reconstructions.png");
   LoadedModel m = load_model(run.model);
-  const Dataset test = load_test_split(r);
-  if (count > test.size())
+  const Dataset data = load_dataset(dir, split);
+  if (count > data.size())
     throw InputError("--count: " + std::to_string(count) + " is more than the " +
-                     with_commas(test.size()) + " images of " + test.images.path);
+                     with_commas(data.size()) + " images of " + data.images.path);
   const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
-  write_reconstructions(out, *model, test.images, count);
-  report(out, std::to_string(count) + (count == 1 ? " test image" : " test images"), *model);
+  write_reconstructions(out, *model, data.images, count, split);
+  report(out, std::to_string(count) + " " + split_name(split) + (count == 1 ? " image" : " images"),
+         *model);
   return 0;
 }
 
@@ -287,7 +309,11 @@ int cmd_sample(int argc, char** argv) {
   const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
   if (r.count("help")) {
     std::cout << options.help() << kRunHelp
-              << "Each image is sigmoid(decoder(z)); the same seed gives the same samples.\n";
+              << "Each image is sigmoid(decoder(z)); the same seed gives the same samples. A row "
+                 "of more than\n"
+              << kMaxTilesPerLine
+              << " samples wraps onto further lines, evened out (--cols 30: two lines of 15 per "
+                 "row).\n";
     return 0;
   }
   const int rows = int(parse_int_flag("--rows", r["rows"].as<std::string>(), 1, kMaxSampleSide));

@@ -41,6 +41,25 @@ std::string dim_name(int d) {
   return "z[" + std::to_string(d) + "]";
 }
 
+std::string split_words(Split s) {
+  return std::string(split_name(s)) + " split";
+}
+
+// Throws unless dim_x and dim_y are two different dimensions of a latent space of `latent_dim`
+// (dim_y is unused, so unchecked, when latent_dim is 1).
+void check_latent_dims(const std::string& what, int dim_x, int dim_y, int latent_dim) {
+  const std::string range =
+      " (latent dim " + std::to_string(latent_dim) + ": 0.." + std::to_string(latent_dim - 1) + ")";
+  if (dim_x < 0 || dim_x >= latent_dim)
+    throw InputError(what + ": x dimension " + std::to_string(dim_x) + " does not exist" + range);
+  if (latent_dim == 1) return;  // one dimension, z[0]; dim_y unused
+  if (dim_y < 0 || dim_y >= latent_dim)
+    throw InputError(what + ": y dimension " + std::to_string(dim_y) + " does not exist" + range);
+  if (dim_x == dim_y)
+    throw InputError(what + ": the x and y dimensions must differ, both are " +
+                     std::to_string(dim_x));
+}
+
 }  // namespace
 
 // ---- model calls ---------------------------------------------------------------------------
@@ -82,21 +101,10 @@ void check_grid_options(const GridOptions& opt, int latent_dim) {
   if (opt.n < 1 || opt.n > kGridMaxN)
     throw InputError("latent grid: n must be between 1 and " + std::to_string(kGridMaxN) +
                      ", got " + std::to_string(opt.n));
-  if (!std::isfinite(opt.extent) || opt.extent < 1e-6 || opt.extent > 1e6)
+  if (!std::isfinite(opt.extent) || opt.extent < kGridMinExtent || opt.extent > kGridMaxExtent)
     throw InputError("latent grid: extent must be a finite number between 1e-6 and 1e6, got " +
                      exact_text(opt.extent));
-  const std::string range =
-      " (latent dim " + std::to_string(latent_dim) + ": 0.." + std::to_string(latent_dim - 1) + ")";
-  if (opt.dim_x < 0 || opt.dim_x >= latent_dim)
-    throw InputError("latent grid: x dimension " + std::to_string(opt.dim_x) + " does not exist" +
-                     range);
-  if (latent_dim == 1) return;  // one row along z[0]; dim_y unused
-  if (opt.dim_y < 0 || opt.dim_y >= latent_dim)
-    throw InputError("latent grid: y dimension " + std::to_string(opt.dim_y) + " does not exist" +
-                     range);
-  if (opt.dim_x == opt.dim_y)
-    throw InputError("latent grid: the x and y dimensions must differ, both are " +
-                     std::to_string(opt.dim_x));
+  check_latent_dims("latent grid", opt.dim_x, opt.dim_y, latent_dim);
 }
 
 void write_latent_grid(const std::string& path, Inference& model, const GridOptions& opt) {
@@ -126,8 +134,8 @@ void write_latent_grid(const std::string& path, Inference& model, const GridOpti
   const double lo = n > 1 ? -opt.extent : 0.0, hi = n > 1 ? opt.extent : 0.0;
   const AxisMap xmap{lo, hi, plot.x + half, plot.x + (n - 1) * kGridCell + half};
   // Both axes span the same values over the same pixels: one set of ticks (spaced for the
-  // side-by-side x labels) serves both.
-  const std::vector<Tick> ticks = nice_ticks(lo, hi, xmap.px_per_unit(), true);
+  // side-by-side x labels) serves both; the end ticks show the extent.
+  const std::vector<Tick> ticks = ticks_with_ends(lo, hi, xmap.px_per_unit(), true);
   draw_x_axis(c, plot, xmap, ticks, dim_name(opt.dim_x), false);
   std::vector<std::string> title;
   if (dim == 1) {
@@ -147,22 +155,58 @@ void write_latent_grid(const std::string& path, Inference& model, const GridOpti
 }
 
 // ---- scatter -------------------------------------------------------------------------------
-void write_scatter(const std::string& path, Inference& model, const Dataset& data, int64_t limit) {
+int scatter_dot_radius(int64_t count) {
+  if (count <= 50) return 4;
+  if (count <= 500) return 3;
+  if (count <= 3000) return 2;
+  return 1;
+}
+
+void check_scatter_options(const ScatterOptions& opt, int latent_dim) {
+  if (opt.limit < 0)
+    throw InputError("scatter: limit must be >= 0, got " + std::to_string(opt.limit));
+  check_latent_dims("scatter", opt.dim_x, opt.dim_y, latent_dim);
+}
+
+namespace {
+
+// The title candidates of a scatter, longest first; every one names the split.
+std::vector<std::string> scatter_titles(const ScatterOptions& opt, int dim, int64_t count,
+                                        int64_t outside) {
+  const std::string split = split_words(opt.split);
+  std::string title = "z_mean of " + with_commas(count) + (count == 1 ? " image" : " images");
+  if (dim == 1) title += " by label";
+  title += ", " + split;
+  const std::string note =
+      outside > 0 ? ", " + with_commas(outside) + " outside the axes" : std::string();
+  std::string dims;  // which of the latent dims the axes show
+  if (dim == 1) dims = " (latent dim 1)";
+  if (dim > 2)
+    dims = " (" + dim_name(opt.dim_x) + ", " + dim_name(opt.dim_y) + " of " + std::to_string(dim) +
+           ")";
+  // The count of points outside the axes matters more than the dims, which the axes name.
+  return {title + dims + note, title + note, title + dims, title, split};
+}
+
+}  // namespace
+
+void write_scatter(const std::string& path, Inference& model, const Dataset& data,
+                   const ScatterOptions& opt) {
   const std::string what = "scatter";
-  if (limit < 0) throw InputError(what + ": limit must be >= 0, got " + std::to_string(limit));
+  const int dim = model.desc().latent_dim;
+  check_scatter_options(opt, dim);
   check_images(data.images, what);
-  const int64_t count = limit > 0 ? std::min(limit, data.images.count) : data.images.count;
+  const int64_t count = opt.limit > 0 ? std::min(opt.limit, data.images.count) : data.images.count;
   if (int64_t(data.labels.labels.size()) < count)
     throw InputError(what + ": " + data.labels.path + " holds fewer labels than " +
                      data.images.path + " holds images");
-  const int dim = model.desc().latent_dim;
   const std::vector<float> mu = encode_means(model, data.images, count);
 
   std::vector<double> xs(static_cast<size_t>(count)), ys(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
-    xs[size_t(i)] = mu[size_t(i) * dim];
+    xs[size_t(i)] = mu[size_t(i) * dim + size_t(opt.dim_x)];
     if (dim >= 2) {
-      ys[size_t(i)] = mu[size_t(i) * dim + 1];
+      ys[size_t(i)] = mu[size_t(i) * dim + size_t(opt.dim_y)];
     } else {  // one band per class, jittered so the points do not hide each other
       const Philox4 w = random_words(0, Stream::Data, kScatterJitterTag, uint32_t(i));
       ys[size_t(i)] = data.labels.labels[size_t(i)] + 0.6 * (double(uniform01(w.v[0])) - 0.5);
@@ -175,10 +219,12 @@ void write_scatter(const std::string& path, Inference& model, const Dataset& dat
   Canvas c(kAxesLeft + kScatterPlot + kScatterRight, kAxesTop + kScatterPlot + kAxesBottom, kWhite);
   const AxisMap xmap{x_lo, x_hi, plot.x, plot.right() - 1};
   const AxisMap ymap{y_lo, y_hi, plot.bottom() - 1, plot.y};
-  draw_x_axis(c, plot, xmap, nice_ticks(x_lo, x_hi, xmap.px_per_unit(), true), "z[0]", true);
+  draw_x_axis(c, plot, xmap, nice_ticks(x_lo, x_hi, xmap.px_per_unit(), true), dim_name(opt.dim_x),
+              true);
   draw_y_axis(c, plot, ymap, nice_ticks(y_lo, y_hi, ymap.px_per_unit(), false),
-              dim >= 2 ? "z[1]" : "label", true);
+              dim >= 2 ? dim_name(opt.dim_y) : "label", true);
 
+  const int radius = scatter_dot_radius(count);
   int64_t outside = 0;
   for (int64_t i = 0; i < count; ++i) {
     const double x = xs[size_t(i)], y = ys[size_t(i)];
@@ -189,9 +235,8 @@ void write_scatter(const std::string& path, Inference& model, const Dataset& dat
     const int px = int(std::lround(xmap.to_px(x))), py = int(std::lround(ymap.to_px(y)));
     const Rgb colour = kClassColors[data.labels.labels[size_t(i)] % 10];
     // Keep the dot inside the plot so it never covers the frame.
-    c.disc(std::clamp(px, plot.x + kScatterDotRadius, plot.right() - 1 - kScatterDotRadius),
-           std::clamp(py, plot.y + kScatterDotRadius, plot.bottom() - 1 - kScatterDotRadius),
-           kScatterDotRadius, colour);
+    c.disc(std::clamp(px, plot.x + radius, plot.right() - 1 - radius),
+           std::clamp(py, plot.y + radius, plot.bottom() - 1 - radius), radius, colour);
   }
   draw_frame(c, plot);
 
@@ -200,19 +245,21 @@ void write_scatter(const std::string& path, Inference& model, const Dataset& dat
   for (int k = 0; k < 10; ++k) classes.emplace_back(std::to_string(k), kClassColors[k]);
   draw_legend(c, plot.right() + 24, plot.y, "label", classes);
 
-  std::string title = "z_mean of " + with_commas(count) + (count == 1 ? " image" : " images");
-  if (dim == 1) title += " by label (latent dim 1)";
-  if (dim > 2) title += " (z[0], z[1] of " + std::to_string(dim) + ")";
-  std::string note;
-  if (outside > 0) note = ", " + with_commas(outside) + " outside the axes";
-  draw_fitting(c, plot.x + plot.w / 2, kPicturePad, {title + note, title}, kPicturePad,
-               c.width() - kPicturePad);
+  draw_fitting(c, plot.x + plot.w / 2, kPicturePad, scatter_titles(opt, dim, count, outside),
+               kPicturePad, c.width() - kPicturePad);
   write_png(path, c);
+}
+
+// ---- tile sheets ---------------------------------------------------------------------------
+TileWrap wrap_tiles(int count) {
+  if (count < 1) return {1, 1};
+  const int lines = (count + kMaxTilesPerLine - 1) / kMaxTilesPerLine;
+  return {lines, (count + lines - 1) / lines};
 }
 
 // ---- reconstructions -----------------------------------------------------------------------
 void write_reconstructions(const std::string& path, Inference& model, const ImageSet& images,
-                           int count) {
+                           int count, Split split) {
   const std::string what = "reconstructions";
   check_images(images, what);
   const int64_t most = std::min<int64_t>(kMaxReconstructions, images.count);
@@ -222,24 +269,33 @@ void write_reconstructions(const std::string& path, Inference& model, const Imag
                      std::to_string(count));
   const std::vector<float> p = reconstruction_means(model, images, count);
 
-  const int strip = count * kTile + (count - 1) * kTileGap;
+  const TileWrap wrap = wrap_tiles(count);
+  const int strip = wrap.per_line * kTile + (wrap.per_line - 1) * kTileGap;
+  const int pair_h = 2 * kTile + kTileGap;  // a line of originals above its reconstructions
   Canvas c(2 * kPicturePad + kRowLabelWidth + strip,
-           2 * kPicturePad + kTitleBand + 2 * kTile + kTileGap, kWhite);
+           2 * kPicturePad + kTitleBand + wrap.lines * pair_h + (wrap.lines - 1) * kReconLineGap,
+           kWhite);
   const int x0 = kPicturePad + kRowLabelWidth, y0 = kPicturePad + kTitleBand;
-  const int y1 = y0 + kTile + kTileGap;
   std::vector<float> original(kImagePixels);
   for (int i = 0; i < count; ++i) {
     const uint8_t* src = images.pixels.data() + size_t(i) * kImagePixels;
     for (int j = 0; j < kImagePixels; ++j) original[size_t(j)] = float(src[j]) / 255.0f;
-    const int x = x0 + i * (kTile + kTileGap);
-    c.blit_gray(x, y0, original.data(), kImageSide, kImageSide, kTileScale);
-    c.blit_gray(x, y1, &p[size_t(i) * kImagePixels], kImageSide, kImageSide, kTileScale);
+    const int x = x0 + (i % wrap.per_line) * (kTile + kTileGap);
+    const int y = y0 + (i / wrap.per_line) * (pair_h + kReconLineGap);
+    c.blit_gray(x, y, original.data(), kImageSide, kImageSide, kTileScale);
+    c.blit_gray(x, y + kTile + kTileGap, &p[size_t(i) * kImagePixels], kImageSide, kImageSide,
+                kTileScale);
   }
-  ink_text(c, kPicturePad, y0 + (kTile - kCapPx) / 2, "original");
-  ink_text(c, kPicturePad, y1 + (kTile - kCapPx) / 2, "decoded");
-  draw_fitting(c, x0 + strip / 2, kPicturePad,
-               {"reconstructions: decoder(z_mean)", "decoder(z_mean)"}, kPicturePad,
-               c.width() - kPicturePad);
+  for (int line = 0; line < wrap.lines; ++line) {
+    const int y = y0 + line * (pair_h + kReconLineGap);
+    ink_text(c, kPicturePad, y + (kTile - kCapPx) / 2, "original");
+    ink_text(c, kPicturePad, y + kTile + kTileGap + (kTile - kCapPx) / 2, "decoded");
+  }
+  const std::string from = split_words(split);
+  draw_fitting(
+      c, x0 + strip / 2, kPicturePad,
+      {"reconstructions of the " + from + ": decoder(z_mean)", from + ": decoder(z_mean)", from},
+      kPicturePad, c.width() - kPicturePad);
   write_png(path, c);
 }
 
@@ -258,14 +314,19 @@ void write_samples(const std::string& path, Inference& model, int rows, int cols
   }
   const std::vector<float> p = decode_means(model, z, count);
 
-  const int sheet_w = cols * kTile + (cols - 1) * kTileGap;
+  // A row of more than kMaxTilesPerLine samples wraps onto wrap.lines lines.
+  const TileWrap wrap = wrap_tiles(cols);
+  const int lines = rows * wrap.lines;
+  const int sheet_w = wrap.per_line * kTile + (wrap.per_line - 1) * kTileGap;
   Canvas c(2 * kPicturePad + sheet_w,
-           2 * kPicturePad + kTitleBand + rows * kTile + (rows - 1) * kTileGap, kWhite);
+           2 * kPicturePad + kTitleBand + lines * kTile + (lines - 1) * kTileGap, kWhite);
   const int x0 = kPicturePad, y0 = kPicturePad + kTitleBand;
   for (int r = 0; r < rows; ++r)
-    for (int col = 0; col < cols; ++col)
-      c.blit_gray(x0 + col * (kTile + kTileGap), y0 + r * (kTile + kTileGap),
+    for (int col = 0; col < cols; ++col) {
+      const int line = r * wrap.lines + col / wrap.per_line;
+      c.blit_gray(x0 + (col % wrap.per_line) * (kTile + kTileGap), y0 + line * (kTile + kTileGap),
                   &p[(size_t(r) * cols + col) * kImagePixels], kImageSide, kImageSide, kTileScale);
+    }
   draw_fitting(c, x0 + sheet_w / 2, kPicturePad,
                {"samples: decoded z ~ N(0, I), seed " + std::to_string(seed), "decoded z ~ N(0, I)",
                 "z ~ N(0, I)"},
@@ -274,18 +335,20 @@ void write_samples(const std::string& path, Inference& model, int rows, int cols
 }
 
 // ---- run pictures --------------------------------------------------------------------------
-void write_run_pictures(const std::string& dir, Inference& model, const Dataset& test,
-                        const std::string& suffix, uint64_t seed) {
+void write_run_pictures(const std::string& dir, Inference& model, const Dataset& shown,
+                        const std::string& suffix, uint64_t seed, Split shown_split) {
   const std::string base = dir + "/";
   for (const int n : {15, 30}) {
     GridOptions g;
     g.n = n;
     write_latent_grid(base + "grid_" + std::to_string(n) + suffix + ".png", model, g);
   }
-  if (test.size() > 0) {
-    write_scatter(base + "scatter" + suffix + ".png", model, test, 0);
-    write_reconstructions(base + "reconstructions" + suffix + ".png", model, test.images,
-                          int(std::min<int64_t>(10, test.size())));
+  if (shown.size() > 0) {
+    ScatterOptions scatter;  // z[0], z[1] (z[0] alone at latent dim 1)
+    scatter.split = shown_split;
+    write_scatter(base + "scatter" + suffix + ".png", model, shown, scatter);
+    write_reconstructions(base + "reconstructions" + suffix + ".png", model, shown.images,
+                          int(std::min<int64_t>(10, shown.size())), shown_split);
   }
   write_samples(base + "samples" + suffix + ".png", model, 8, 8, seed);
 }

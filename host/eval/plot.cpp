@@ -121,6 +121,61 @@ std::vector<Tick> nice_ticks(double lo, double hi, double px_per_unit, bool hori
   return {};
 }
 
+// A value as short text for a tick that is not on a nice step: at most 4 significant digits
+// and kTickLabelChars characters ("3", "2.5", "1.235", "-1e-6", "1.23e5").
+std::string value_label(double v) {
+  if (v == 0.0) return "0";  // never "-0"
+  // "1e-06" -> "1e-6", "1e+06" -> "1e6"
+  const auto short_exponent = [](std::string s) {
+    const size_t e = s.find('e');
+    if (e != std::string::npos) s = s.substr(0, e) + "e" + std::to_string(std::atoi(&s[e + 1]));
+    return s;
+  };
+  // The most significant digits of |v| that fit in one character less than the limit (so that
+  // v and -v read alike), as %g writes them or, where that is too long, in exponent form.
+  std::string s;
+  for (int digits = 4; digits >= 1; --digits) {
+    char g[40], e[40];
+    std::snprintf(g, sizeof g, "%.*g", digits, std::abs(v));
+    std::snprintf(e, sizeof e, "%.*e", digits - 1, std::abs(v));
+    s = short_exponent(g);
+    if (int(s.size()) < kTickLabelChars) break;
+    s = short_exponent(e);
+    if (int(s.size()) < kTickLabelChars) break;
+  }
+  return v < 0 ? "-" + s : s;
+}
+
+// Ticks for an axis whose ends are values of their own: lo and hi, and the nice ticks between
+// them far enough from both for their labels.
+std::vector<Tick> ticks_with_ends(double lo, double hi, double px_per_unit, bool horizontal) {
+  if (!(hi > lo)) return {{lo, value_label(lo)}};
+  const std::vector<Tick> nice = nice_ticks(lo, hi, px_per_unit, horizontal);
+  const double tol = 1e-9 * (hi - lo);
+  const auto end_tick = [&](double v) {
+    for (const Tick& t : nice)
+      if (std::abs(t.value - v) <= tol) return Tick{v, t.label};
+    return Tick{v, value_label(v)};
+  };
+  Tick first = end_tick(lo), last = end_tick(hi);
+  if (lo == -hi && first.label != "-" + last.label) {  // "-1e6" but "1000000": alike instead
+    first.label = value_label(lo);
+    last.label = value_label(hi);
+  }
+  // The spacing nice_ticks keeps between neighbours, for these two labels.
+  const auto apart = [&](const Tick& a, const Tick& b) {
+    const int widest = std::max(text_px(a.label), text_px(b.label));
+    const int need = std::max(kMinTickSpacing, (horizontal ? widest : kLinePx) + 16);
+    return (b.value - a.value) * px_per_unit >= need;
+  };
+  std::vector<Tick> ticks{first};
+  for (const Tick& t : nice)
+    if (t.value > lo + tol && t.value < hi - tol && apart(first, t) && apart(t, last))
+      ticks.push_back(t);
+  ticks.push_back(last);
+  return ticks;
+}
+
 double AxisMap::px_per_unit() const {
   return hi > lo ? std::abs(p_hi - p_lo) / (hi - lo) : 0.0;
 }
@@ -134,11 +189,24 @@ double AxisMap::to_px(double v) const {
 void draw_x_axis(Canvas& c, const PlotArea& plot, const AxisMap& map,
                  const std::vector<Tick>& ticks, const std::string& name, bool guides) {
   const int label_y = plot.bottom() + 1 + kTickLength + 4;
-  for (const Tick& t : ticks) {
-    const int px = int(std::lround(map.to_px(t.value)));
-    if (guides) c.vline(px, plot.y, plot.bottom() - 1, kGuide);
-    c.vline(px, plot.bottom() + 1, plot.bottom() + kTickLength, kInk);
-    ink_text(c, px - text_px(t.label) / 2, label_y, t.label);
+  const size_t n = ticks.size();
+  std::vector<int> px(n), x(n), w(n);
+  for (size_t i = 0; i < n; ++i) {
+    px[i] = int(std::lround(map.to_px(ticks[i].value)));
+    w[i] = text_px(ticks[i].label);
+    x[i] = px[i] - w[i] / 2;
+  }
+  constexpr int kLabelGap = 8;  // least white between neighbouring labels
+  if (n >= 2) {
+    const bool first_touches = x[0] + w[0] + kLabelGap > x[1];
+    const bool last_touches = x[n - 2] + w[n - 2] + kLabelGap > x[n - 1];
+    if (first_touches) x[0] = px[0] - w[0];
+    if (last_touches) x[n - 1] = px[n - 1];
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (guides) c.vline(px[i], plot.y, plot.bottom() - 1, kGuide);
+    c.vline(px[i], plot.bottom() + 1, plot.bottom() + kTickLength, kInk);
+    ink_text(c, std::clamp(x[i], 0, std::max(0, c.width() - w[i])), label_y, ticks[i].label);
   }
   const int cx = plot.x + plot.w / 2;
   draw_fitting(c, cx, label_y + kLinePx + 8, {name}, 0, c.width());

@@ -50,6 +50,18 @@ std::string tick_label(double v, double step);
 // far enough apart for their labels (`horizontal`: labels side by side) and at most kMaxTicks.
 std::vector<Tick> nice_ticks(double lo, double hi, double px_per_unit, bool horizontal);
 
+// A value as short text for a tick that is not on a nice step: at most 4 significant digits
+// and kTickLabelChars characters, v and -v alike but for the sign ("3", "-2.5", "0.1235",
+// "-1e-6", "1.23e5").
+std::string value_label(double v);
+
+// Ticks for an axis whose ends are values of their own (the latent grid: its first and last
+// cells sit on -extent and +extent): lo and hi are always ticks, labelled with value_label
+// unless a nice tick (nice_ticks) sits there already (and, for lo = -hi, its label reads as
+// the other end's with a minus sign); between them the nice ticks that are
+// far enough from the ends for their labels. lo == hi gives the one tick lo.
+std::vector<Tick> ticks_with_ends(double lo, double hi, double px_per_unit, bool horizontal);
+
 // A linear map from values to pixels: value lo at pixel p_lo, hi at p_hi (p_hi < p_lo for a
 // y axis, whose values grow upwards).
 struct AxisMap {
@@ -67,6 +79,8 @@ struct PlotArea {
 };
 
 // Ticks, tick labels and the axis name below the plot. `guides` draws light lines across.
+// Labels are centred on their ticks; an end label that would touch its neighbour's (two end
+// ticks close together) moves outwards, to end (first) or start (last) at its tick.
 void draw_x_axis(Canvas& c, const PlotArea& plot, const AxisMap& map,
                  const std::vector<Tick>& ticks, const std::string& name, bool guides);
 // Ticks, right-aligned tick labels and the turned axis name left of the plot.
