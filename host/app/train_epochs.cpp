@@ -127,19 +127,6 @@ bool EpochReporter::final_pictures() {
   return curves;
 }
 
-void print_cpu_notes(const TrainJob& job) {
-  if (!is_cpu_device(job.cfg.device)) return;
-  const GpuOptions& o = job.gpu_opts;
-  if (o.profile_first > 0)
-    std::cout
-        << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
-  if (o.bf16)
-    std::cout << "cuvae: note: --bf16 applies to the GPU trainer only; the CPU trains in fp32\n";
-  if (o.nhwc || o.layout_auto)
-    std::cout << "cuvae: note: --layout " << layout_key(o)
-              << " applies to the GPU trainer only; the CPU computes in NCHW\n";
-}
-
 bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter,
                   const StopSignals& signals) {
   const StopCheck stop = [&signals] { return signals.signal() != 0; };

@@ -88,8 +88,6 @@ class EpochReporter {
   ProgressLine progress_;
 };
 
-// Notes on the GPU flags a CPU run ignores (train_epochs.cpp).
-void print_cpu_notes(const TrainJob& job);
 // Trains to cfg.epochs; false when a signal stopped it between steps. A diverged run's error
 // says which checkpoint stays (train_epochs.cpp).
 bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter,
