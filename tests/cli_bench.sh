@@ -6,8 +6,9 @@
 # the timed epochs only; and its losses are those of `cuvae train` with the same settings (the
 # same training, only timed), epoch for epoch, as many epochs in both. The GPU-only switches
 # (--no-cuda-graph, --no-fusion) are accepted and reported as off on the CPU; --bf16 is a GPU
-# setting, and so is --layout nhwc: the CPU notes each, trains in fp32 NCHW and config.json
-# records the flags; the bench JSON reports the layout the run used (NCHW on the CPU).
+# setting, and so is --layout nhwc: bench and train note each on the CPU, train in fp32 NCHW,
+# and config.json records the CPU's precision, none of the GPU settings; the bench JSON reports
+# the layout the run used (NCHW on the CPU).
 # The pixels and the training seed come from a seed printed first (CUVAE_TEST_SEED replays it).
 # usage: cli_bench.sh <cuvae-binary> <python3> <repo-root>
 set -u
@@ -102,14 +103,21 @@ r = json.load(open(os.path.join(tmp, "beta1.json")))
 need(r["cuda_graph"] is False and r["fused"] is False, "the GPU switches are off on the CPU")
 need(r.get("layout") == "nchw", "the CPU bench reports its NCHW layout, --layout nhwc notwithstanding")
 config = json.load(open(os.path.join(tmp, "beta1-run", "config.json")))
-need(config.get("cuda_graph") is False, "config.json records --no-cuda-graph")
-need(config.get("bf16") is True, "config.json records --bf16")
-need(config.get("layout") == "nhwc", "config.json records --layout nhwc")
+gpu_keys = sorted({"tf32", "bf16", "layout", "cuda_graph", "cudnn_algorithms"} & set(config))
+need(not gpu_keys, "config.json of a CPU run records GPU settings: %s" % gpu_keys)
+need(config.get("precision") == "fp32", "config.json records the CPU's fp32")
 train_out = open(os.path.join(tmp, "beta1.train.out")).read()
 need("--bf16 applies to the GPU trainer only" in train_out, "the CPU run notes that --bf16 is ignored")
 need("--layout nhwc applies to the GPU trainer only" in train_out, "the CPU run notes that --layout is ignored")
+need("--no-cuda-graph applies to the GPU trainer only" in train_out,
+     "the CPU run notes that --no-cuda-graph is ignored")
+bench_out = open(os.path.join(tmp, "beta1.bench.out")).read()
+for flag in ("--layout nhwc", "--no-cuda-graph", "--no-fusion"):
+    need("cuvae: note: %s applies to the GPU trainer only" % flag in bench_out,
+         "the CPU bench notes that %s is ignored, as train does" % flag)
 if problems:
     print("FAIL: " + "; ".join(problems))
     sys.exit(1)
-print("ok: the GPU-only switches are off on the CPU and recorded in config.json")
+print("ok: the GPU-only switches are off on the CPU, noted by bench and train, and left out of "
+      "config.json")
 PY

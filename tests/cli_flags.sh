@@ -4,9 +4,10 @@
 # stderr naming the flag, before any data is read or any file written.
 # usage: cli_flags.sh <cuvae-binary>
 set -u
-CUVAE=$1
+CUVAE=$(realpath "$1")
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cuvae_flags.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
+cd "$TMP" || exit 1  # a binary that took "-" for a file name would write it here
 fails=0
 
 expect_error() {  # expect_error <word that must appear> <args...>
@@ -99,6 +100,31 @@ expect_error --batch-size parity-dump --out "$TMP/p.safetensors" --batch-size 0
 expect_error --beta parity-dump --out "$TMP/p.safetensors" --beta -0.5
 expect_error "unknown command" fly
 expect_error "--epochs" "${run[@]}" --epochs
+# A real setting that float stores as 0 or a subnormal is refused: the run could not resume it.
+expect_error "the smallest normal float" "${run[@]}" --lr 1e-50
+expect_error "the smallest normal float" "${run[@]}" --beta 1e-40
+expect_error "the smallest normal float" "${bench[@]}" --beta 1e-45
+expect_error "the smallest normal float" parity-dump --out "$TMP/p.safetensors" --beta 1e-39
+# A PNG or .safetensors output is a file: "-" (stdout, for the text results) is refused.
+expect_error "--out -: standard output takes only text results" interpolate "$TMP/norun" --out -
+expect_error "--dump-batch -: standard output takes only text results" eval "$TMP/norun" \
+  --dump-batch -
+expect_error "--out -: standard output takes only text results" parity-dump --out -
+# The unknown command's message names every command of `cuvae --help`.
+"$CUVAE" fly 2>"$TMP/err"
+for cmd in $("$CUVAE" --help | awk '/^commands:/ {on = 1; next} on && /^$/ {on = 0} on && /^  [a-z]/ {print $1}'); do
+  grep -qE "[ (]$cmd[,)]" "$TMP/err" || { echo "FAIL: 'cuvae fly' does not list $cmd"; fails=$((fails + 1)); }
+done
+# Each --help states a default once (cxxopts appends "(default: X)" to an option with one).
+for cmd in train eval encode anomaly classify grid scatter reconstruct sample interpolate curves \
+  bench parity-dump; do
+  # One entry per option (its wrapped lines joined), from the first option to the blank line.
+  twice=$("$CUVAE" $cmd --help | awk 'done {next}
+    /^  +-/ {if (n > 1) print entry; entry = $0; n = 0; on = 1}
+    !on {next} /^$/ {done = 1; next} !/^  +-/ {entry = entry " " $0}
+    {n += gsub(/[Dd]efault/, "&")} END {if (n > 1) print entry}')
+  [ -z "$twice" ] || { echo "FAIL: cuvae $cmd --help states a default twice: $twice"; fails=$((fails + 1)); }
+done
 # A missing data folder is reported by name; nothing is created in the run folder.
 expect_error "$TMP/nodata" "${run[@]}"
 if [ -e "$TMP/run" ]; then

@@ -348,6 +348,26 @@ expect_ok warm-first "${COMMON[@]}" --beta 2 --beta-warmup 2 --epochs 1 --out "$
 expect_refused warm-changed "--beta-warmup 3 conflicts with the run in $TMP/warm1, trained with --beta-warmup 2" \
   --resume "$TMP/warm1" --epochs 3 --beta-warmup 3 --device cpu
 expect_ok warm-resumed --resume "$TMP/warm1" --epochs 3 --beta-warmup 2 --device cpu
+# --snapshot-every 1: pictures with suffix _epochN after every epoch; the last epoch's are the
+# final pictures, drawn once (copied, so byte-identical); a resume adds its own, keeping the
+# earlier ones.
+PICS=(grid_15 grid_30 scatter reconstructions samples)
+expect_ok snap "${COMMON[@]}" --epochs 2 --snapshot-every 1 --out "$TMP/snap"
+for p in "${PICS[@]}"; do
+  [ -s "$TMP/snap/${p}_epoch1.png" ] || fail "snap: no ${p}_epoch1.png"
+  cmp -s "$TMP/snap/${p}_epoch2.png" "$TMP/snap/$p.png" ||
+    fail "snap: ${p}_epoch2.png is not the final $p.png"
+done
+cp "$TMP/snap/grid_15_epoch2.png" "$TMP/snap_grid2.png"
+expect_ok snap-resumed --resume "$TMP/snap" --epochs 3 --snapshot-every 1 --device cpu
+cmp -s "$TMP/snap/grid_15_epoch3.png" "$TMP/snap/grid_15.png" ||
+  fail "snap-resumed: grid_15_epoch3.png is not the final grid_15.png"
+cmp -s "$TMP/snap/grid_15_epoch2.png" "$TMP/snap_grid2.png" ||
+  fail "snap-resumed: the resume changed grid_15_epoch2.png"
+if cmp -s "$TMP/snap/grid_15_epoch3.png" "$TMP/snap_grid2.png"; then
+  fail "snap-resumed: epoch 3's grid equals epoch 2's (not redrawn?)"
+fi
+
 # --test-limit is the run's too: metrics.csv's test_loss column is over one image count.
 expect_refused test-limit-changed "conflicts with the run in $TMP/warm1, trained with --test-limit" \
   --resume "$TMP/warm1" --epochs 4 --test-limit 7 --device cpu

@@ -13,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <vector>
 
 #include "host/core/error.h"
 #include "host/cpu/trainer_cpu.h"
@@ -161,6 +162,74 @@ TEST_CASE("train_state round trip is bit-exact", "[checkpoint]") {
   CHECK(f.get("epoch_sums", DType::F64, {3}).numel() == 3);
   CHECK(f.tensors.size() == 3 * d.params.size() + 4);
   fs::remove_all(dir);
+}
+
+// Every setting train_state holds, at each end of the range the flags accept (the same
+// constants, train_types.h), loads back bit for bit: a run can always resume its own
+// checkpoint. (The latent dimension's upper end, 4096, would make a 460 MB file: its range is
+// make_vae's, checked by the model tests.)
+TEST_CASE("train_state holds every setting at the edges of the accepted ranges", "[checkpoint]") {
+  const uint64_t seed = test::fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const test::TempDir dir("cuvae_ckpt_");
+  const std::string path = (dir.path / "train_state.safetensors").string();
+  const ModelDesc d = make_vae(1);
+  const float tiny = std::numeric_limits<float>::min();  // the smallest normal float
+  const float below_one = std::nextafter(1.0f, 0.0f);
+  for (const bool high : {false, true}) {
+    INFO((high ? "the upper ends" : "the lower ends"));
+    TrainRun run;
+    TrainConfig& c = run.cfg;
+    c.latent_dim = 1;
+    c.batch_size = int(high ? kBatchSizeRange.hi : kBatchSizeRange.lo);
+    c.adam.lr = high ? float(kLrRange.hi) : tiny;
+    c.beta = high ? kBetaRange.hi : kBetaRange.lo;
+    c.beta_warmup = int(high ? kBetaWarmupRange.hi : kBetaWarmupRange.lo);
+    c.adam.beta1 = high ? below_one : float(kAdamBetaRange.lo);
+    c.adam.beta2 = high ? below_one : float(kAdamBetaRange.lo);
+    c.adam.eps = high ? float(kAdamEpsRange.hi) : tiny;
+    c.seed = high ? UINT64_MAX : 0;
+    c.epochs = int(high ? kEpochsRange.hi : kEpochsRange.lo);
+    c.limit = high ? kImageLimitRange.hi : kImageLimitRange.lo;
+    c.data_dir = "d";
+    run.train_images = high ? INT32_MAX : 1;
+    run.test_limit = high ? kImageLimitRange.hi : kImageLimitRange.lo;
+    run.train_crc32 = high ? 0xffffffffu : 0;
+    TrainState st = random_state(d, rng);
+    const int64_t steps = (run.train_images + c.batch_size - 1) / c.batch_size;
+    st.epoch = 3;
+    st.step = 3 * steps;
+    for (const double beta : high ? std::vector<double>{kBetaRange.hi}
+                                  : std::vector<double>{kBetaRange.lo, double(tiny)}) {
+      INFO("beta " << beta);
+      c.beta = beta;
+      REQUIRE(kLrRange.holds(c.adam.lr));
+      REQUIRE(kBetaRange.holds(c.beta));
+      save_train_state(path, d, run, st);
+      const LoadedTrainState got = load_train_state(path);
+      const TrainConfig& g = got.run.cfg;
+      CHECK(g.batch_size == c.batch_size);
+      CHECK(std::memcmp(&g.adam, &c.adam, sizeof g.adam) == 0);  // lr, betas, eps: every bit
+      CHECK(g.beta == c.beta);
+      CHECK(g.beta_warmup == c.beta_warmup);
+      CHECK(g.seed == c.seed);
+      CHECK(g.epochs == c.epochs);
+      CHECK(g.limit == c.limit);
+      CHECK(g.latent_dim == 1);
+      CHECK(got.run.train_images == run.train_images);
+      CHECK(got.run.test_limit == run.test_limit);
+      CHECK(got.run.train_crc32 == run.train_crc32);
+      CHECK(got.state.step == st.step);
+    }
+  }
+  // Just outside: a subnormal lr in a file is refused, as the flag refuses it.
+  TrainRun run = sample_run(d, seed);
+  run.cfg.latent_dim = 1;
+  run.cfg.adam.lr = std::nextafter(tiny, 0.0f);
+  TrainState st = random_state(d, rng);
+  save_train_state(path, d, run, st);
+  require_refused(load_state, path, "bad lr");
 }
 
 TEST_CASE("train_split: absent (an older file) is train, an unknown value is refused",

@@ -238,8 +238,10 @@ TEST_CASE("the run folder is created with its parents and refused when it is a f
   CHECK(fs::is_empty(nested.dir()));  // the write probe is gone
   test::write_file(dir + "/file", "x");
   REQUIRE_THROWS_AS(RunFolder(dir + "/file").create(), InputError);
+  REQUIRE_THROWS_WITH(RunFolder(dir + "/file").create(),
+                      Contains("--out " + dir + "/file: is a file, not a folder"));
   REQUIRE_THROWS_WITH(RunFolder(dir + "/file/run").create(),
-                      Contains("--out " + dir + "/file/run"));
+                      Contains("--out " + dir + "/file/run: " + dir + "/file is a file"));
   fs::remove_all(dir);
 }
 

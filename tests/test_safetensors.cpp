@@ -127,8 +127,15 @@ TEST_CASE("corrupt safetensors files are refused with the reason", "[safetensors
   const std::string full = make_file(good_header, std::string(8, '\1'));
   spit(p, full.substr(0, full.size() - 3));  // data cut short
   require_refused(p, "larger than the file");
-  spit(p, full.substr(0, 20));  // header cut short
+  spit(p, full.substr(0, 20));  // header cut short: a safetensors file, truncated
+  require_refused(p, "header length");
   require_refused(p, "runs past the end");
+  CHECK_THROWS_WITH(read_safetensors(p.string()), !Catch::Contains("not a safetensors file"));
+  // Another kind of file (a PNG given as a model): its first 8 bytes read as a length far past
+  // the end, and no JSON object follows them.
+  spit(p, std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16) + std::string(300, '\7'));
+  require_refused(p, "not a safetensors file");
+  require_refused(p, "runs past the end of the file (316 bytes)");
   std::string huge = full;
   huge[7] = '\x7f';  // header length ~ 2^63
   spit(p, huge);

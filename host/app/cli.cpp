@@ -87,19 +87,41 @@ uint64_t parse_seed_flag(const std::string& flag, const std::string& text) {
   return v;
 }
 
-double parse_real_flag(const std::string& flag, const std::string& text, double lo, double hi,
-                       bool lo_inclusive) {
-  std::ostringstream range;
-  range << (lo_inclusive ? " >= " : " > ") << lo << " and <= " << hi;
+namespace {
+
+// The number `text` as a finite double; otherwise an InputError that names the flag and, after
+// "expected a number ", the accepted range.
+double parse_finite(const std::string& flag, const std::string& text, const std::string& range) {
   errno = 0;
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
   if (text.empty() || end != text.c_str() + text.size() || std::isspace((unsigned char)text[0]))
-    throw InputError(flag + ": expected a number" + range.str() + ", got " + quote_arg(text));
+    throw InputError(flag + ": expected a number " + range + ", got " + quote_arg(text));
   if (!std::isfinite(v)) throw InputError(flag + ": " + text + " is not a finite number");
-  if ((lo_inclusive ? v < lo : v <= lo) || v > hi)
-    throw InputError(flag + ": " + text + " is out of range, expected a number" + range.str());
   return v;
+}
+
+}  // namespace
+
+double parse_real_flag(const std::string& flag, const std::string& text, double lo, double hi,
+                       bool lo_inclusive) {
+  std::ostringstream range;
+  range << (lo_inclusive ? ">= " : "> ") << lo << " and <= " << hi;
+  const double v = parse_finite(flag, text, range.str());
+  if ((lo_inclusive ? v < lo : v <= lo) || v > hi)
+    throw InputError(flag + ": " + text + " is out of range, expected a number " + range.str());
+  return v;
+}
+
+double parse_real_flag(const std::string& flag, const std::string& text, const RealRange& range) {
+  const double v = parse_finite(flag, text, range.text());
+  if (!range.holds(v))
+    throw InputError(flag + ": " + text + " is out of range, expected a number " + range.text());
+  return v;
+}
+
+int64_t parse_int_flag(const std::string& flag, const std::string& text, const IntRange& range) {
+  return parse_int_flag(flag, text, range.lo, range.hi);
 }
 
 int run_cli(int argc, char** argv) {

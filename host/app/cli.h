@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "host/core/train_types.h"
+
 namespace cuvae {
 
 // Runs the command line; returns the exit code. Throws on errors (main() reports them).
@@ -18,5 +20,9 @@ int64_t parse_int_flag(const std::string& flag, const std::string& text, int64_t
 uint64_t parse_seed_flag(const std::string& flag, const std::string& text);
 double parse_real_flag(const std::string& flag, const std::string& text, double lo, double hi,
                        bool lo_inclusive);
+// A run's setting (train_types.h): as above, and a nonzero real value must also be a normal
+// float (RealRange::holds), so that what the flag accepts is what the run stores and resumes.
+double parse_real_flag(const std::string& flag, const std::string& text, const RealRange& range);
+int64_t parse_int_flag(const std::string& flag, const std::string& text, const IntRange& range);
 
 }  // namespace cuvae

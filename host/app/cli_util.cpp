@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <utility>
 
 #include "host/core/error.h"
 
@@ -89,6 +90,21 @@ const char* algo_name(const GpuOptions& opts) {
   return opts.deterministic ? "deterministic" : "fastest";
 }
 
+void print_cpu_notes(const std::string& device, const GpuOptions& o, std::ostream& log) {
+  if (!is_cpu_device(device)) return;
+  const auto note = [&log](const std::string& flag, const char* on_cpu) {
+    log << "cuvae: note: " << flag << " applies to the GPU trainer only; " << on_cpu << "\n";
+  };
+  if (o.tf32) note("--tf32", "the CPU trains in strict fp32");
+  if (o.bf16) note("--bf16", "the CPU trains in fp32");
+  if (o.nhwc || o.layout_auto)
+    note(std::string("--layout ") + layout_key(o), "the CPU computes in NCHW");
+  if (!o.deterministic) note("--algo fastest", "the CPU has no cuDNN algorithms to choose");
+  if (!o.cuda_graph) note("--no-cuda-graph", "ignored on the CPU");
+  if (!o.fused) note("--no-fusion", "ignored on the CPU");
+  if (o.profile_first > 0) note("--profile-steps", "ignored on the CPU");
+}
+
 std::string required_run(const cxxopts::ParseResult& r, const std::string& cmd) {
   if (!r.count("run"))
     throw InputError("RUN: missing the run folder or model file (usage: cuvae " + cmd +
@@ -99,6 +115,9 @@ std::string required_run(const cxxopts::ParseResult& r, const std::string& cmd) 
 void check_output_path(const std::string& flag, const std::string& path, const std::string& kind) {
   namespace fs = std::filesystem;
   if (path.empty()) throw InputError(flag + ": empty file name");
+  if (is_stdout_path(path))
+    throw InputError(flag + " -: standard output takes only text results (--json, --csv); give a " +
+                     kind + " name (./- for a file named '-')");
   std::error_code ec;
   if (fs::is_directory(path, ec))
     throw InputError(flag + " " + path + ": is a folder, expected a " + kind + " name");
@@ -109,6 +128,55 @@ void check_output_path(const std::string& flag, const std::string& path, const s
   if (::access(dir.c_str(), W_OK) != 0)
     throw InputError(flag + " " + path + ": cannot write in " + dir.string() + ": " +
                      std::strerror(errno));
+}
+
+void check_result_path(const std::string& flag, const std::string& path, const std::string& kind) {
+  if (!is_stdout_path(path)) check_output_path(flag, path, kind);
+}
+
+std::ostream& summary_stream(const std::string& result_path) {
+  return is_stdout_path(result_path) ? std::cerr : std::cout;
+}
+
+void write_result_text(const std::string& flag, const std::string& path, const std::string& text) {
+  ResultFile f(flag, path);
+  if (std::fwrite(text.data(), 1, text.size(), f.get()) != text.size())
+    throw InputError(flag + " " + path + ": cannot write: " + std::strerror(errno));
+  f.commit();
+}
+
+ResultFile::ResultFile(std::string flag, const std::string& path) : flag_(std::move(flag)) {
+  if (!is_stdout_path(path)) file_ = std::make_unique<AtomicTextFile>(path);
+}
+
+ResultFile::~ResultFile() = default;
+
+std::FILE* ResultFile::get() {
+  return file_ ? file_->get() : stdout;
+}
+
+void ResultFile::commit() {
+  if (file_) return file_->commit();
+  std::cout.flush();  // what went to std::cout before stays ahead of the result
+  if (std::fflush(stdout) != 0 || std::ferror(stdout))
+    throw InputError(flag_ + " -: cannot write to standard output: " + std::strerror(errno));
+}
+
+Dataset load_dataset_noted(const std::string& dir, Split split, std::ostream& log) {
+  Dataset data = load_dataset(dir, split);
+  for (const std::string& gz : data.unread_gz)
+    log << "cuvae: note: reading " << gz.substr(0, gz.size() - 3) << "; " << gz
+        << " is there too and stays unread\n";
+  return data;
+}
+
+int64_t limited_count(const std::string& flag, int64_t limit, int64_t available,
+                      const std::string& noun, const std::string& where, std::ostream& log) {
+  if (limit <= 0) return available;
+  if (limit <= available) return limit;
+  log << "cuvae: note: " << flag << " " << limit << " is more than the " << counted(available, noun)
+      << where << ": using " << (available == 1 ? "it" : "all of them") << "\n";
+  return available;
 }
 
 std::string folder_name(const std::string& dir) {

@@ -5,13 +5,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cxxopts.hpp>
+#include <memory>
 #include <ostream>
 #include <string>
 
 #include "host/app/device_policy.h"
 #include "host/core/text.h"
 #include "host/core/train_types.h"
+#include "host/io/atomic_file.h"
+#include "host/io/idx.h"
 
 namespace cuvae {
 
@@ -31,16 +35,61 @@ const char* algo_name(const GpuOptions& opts);       // "deterministic" or "fast
 const char* layout_key(const GpuOptions& opts);      // "nchw", "nhwc" or "auto" (as asked)
 const char* precision_name(const GpuOptions& opts);  // "strict fp32", "TF32", "bf16 mixed ..."
 const char* precision_key(const GpuOptions& opts);   // "fp32", "tf32" or "bf16"
+// On a CPU device (train, bench), one note line on `log` for each GPU flag given, which the CPU
+// engines ignore: --tf32, --bf16, --layout nhwc|auto, --algo fastest, --no-cuda-graph,
+// --no-fusion, --profile-steps. Nothing on the GPU.
+void print_cpu_notes(const std::string& device, const GpuOptions& opts, std::ostream& log);
 
 // The positional RUN of eval, encode and the picture commands (find_run_model() in
 // run_folder.h looks it up); missing, an InputError with the usage of `cuvae <cmd>`.
 std::string required_run(const cxxopts::ParseResult& r, const std::string& cmd);
 
-// An output file named by `flag` (--out, --json, --csv, ...), checked before any work is done:
-// not empty, not a folder (the message says a `kind` name was expected, e.g. "PNG file"), in a
+// An output file named by `flag` (--out, --png, --dump-batch, ...), checked before any work is
+// done: not empty, not "-" (standard output takes only the text results below; a file named
+// "-" is ./-), not a folder (the message says a `kind` name was expected, e.g. "PNG file"), in a
 // folder that exists and can be written. InputErrors lead with the flag.
 void check_output_path(const std::string& flag, const std::string& path,
                        const std::string& kind = "file");
+
+// The text results of every command (--json, --csv): "-" means standard output. Where a command
+// writes its result there, its summary line goes to stderr (summary_stream), so that stdout
+// holds the result alone, ready for a pipe.
+inline bool is_stdout_path(const std::string& path) {
+  return path == "-";
+}
+// check_output_path, "-" allowed.
+void check_result_path(const std::string& flag, const std::string& path,
+                       const std::string& kind = "file");
+// std::cerr when the result goes to standard output, else std::cout.
+std::ostream& summary_stream(const std::string& result_path);
+// The result `text` to standard output ("-") or atomically to the file; `flag` names the
+// failure of a write to stdout (a closed pipe, a full disk).
+void write_result_text(const std::string& flag, const std::string& path, const std::string& text);
+// A text result written piece by piece (encode's CSV): standard output ("-"), else a temporary
+// file renamed into place by commit() (AtomicTextFile) and dropped without it.
+class ResultFile {
+ public:
+  ResultFile(std::string flag, const std::string& path);
+  ~ResultFile();
+  ResultFile(const ResultFile&) = delete;
+  ResultFile& operator=(const ResultFile&) = delete;
+  std::FILE* get();
+  void commit();
+
+ private:
+  std::string flag_;
+  std::unique_ptr<AtomicTextFile> file_;  // null: standard output
+};
+
+// load_dataset (host/io/idx.h), with a note on `log` for each .gz file left unread because
+// the raw file is there too ("cuvae: note: ...": stdout for train, stderr for the others).
+Dataset load_dataset_noted(const std::string& dir, Split split, std::ostream& log);
+
+// The images a --limit-like flag keeps of `available` (limit 0: all). A limit above the count
+// keeps them all, with a note on `log`: "cuvae: note: --limit 20000 is more than the 10,000
+// test images of data/mnist: using all of them" (noun "test image", where " of data/mnist").
+int64_t limited_count(const std::string& flag, int64_t limit, int64_t available,
+                      const std::string& noun, const std::string& where, std::ostream& log);
 
 // A folder's last component, for legends and lines ("data/mnist/" -> "mnist"); the text as
 // given when it has none ("/", ".").

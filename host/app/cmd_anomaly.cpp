@@ -51,7 +51,8 @@ cxxopts::Options anomaly_options() {
     ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("png", "the picture: both score histograms and the ROC curve (default: RUN/anomaly.png)",
        cxxopts::value<std::string>(), "FILE")
-    ("json", "also write the figures as JSON to FILE", cxxopts::value<std::string>(), "FILE")
+    ("json", "also write the figures as JSON to FILE ('-': stdout, the summary line then on "
+             "stderr)", cxxopts::value<std::string>(), "FILE")
     ("h,help", "show this help");
   // clang-format on
   options.parse_positional({"run"});
@@ -96,7 +97,7 @@ AnomalyFlags parse_anomaly_flags(const cxxopts::ParseResult& r) {
   }
   if (r.count("json")) {
     f.json_path = r["json"].as<std::string>();
-    check_output_path("--json", f.json_path, "JSON file");
+    check_result_path("--json", f.json_path, "JSON file");
   }
   return f;
 }
@@ -157,9 +158,10 @@ std::string summary_line(const ScoredSet& in, const ScoredSet& out, const Anomal
   for (const OperatingPoint* p : {&r.at_1pct, &r.at_5pct})
     line += "; at " + fixed(100 * p->target_fpr, 0) + "% FPR: TPR " + percent(p->tpr) +
             " (threshold " + fixed(p->threshold, 2) + ", FPR " + percent(p->fpr) + ")";
-  line += "; in " + in.name + ": " + with_commas(in.n) + " test images, median " +
-          fixed(quantile(r.in, 0.5), 2) + "; out " + out.name + ": " + with_commas(out.n) +
-          " test images, median " + fixed(quantile(r.out, 0.5), 2) + "; device " + device;
+  line += "; in " + in.name + ": " + counted(in.n, "test image") + ", median " +
+          fixed(quantile(r.in, 0.5), 2) + "; out " + out.name + ": " +
+          counted(out.n, "test image") + ", median " + fixed(quantile(r.out, 0.5), 2) +
+          "; device " + device;
   return line;
 }
 
@@ -167,9 +169,9 @@ ScoredSet open_set(const std::string& dir, int64_t limit) {
   ScoredSet s;
   s.dir = dir;
   s.name = folder_name(dir);
-  s.data = load_dataset(dir, Split::Test);
+  s.data = load_dataset_noted(dir, Split::Test, std::cerr);
   if (s.data.size() < 1) throw InputError(s.data.images.path + ": no test images");
-  s.n = limit > 0 ? std::min(limit, s.data.size()) : s.data.size();
+  s.n = limited_count("--limit", limit, s.data.size(), "test image", " of " + dir, std::cerr);
   return s;
 }
 
@@ -218,10 +220,10 @@ int cmd_anomaly(int argc, char** argv) {
         {"at_fpr", {point_json(res.at_1pct), point_json(res.at_5pct)}},
         {"png", png},
         {"version", kVersion}};
-    write_text_atomically(f.json_path, j.dump(2) + "\n");
-    std::cerr << "cuvae: wrote " << f.json_path << "\n";
+    write_result_text("--json", f.json_path, j.dump(2) + "\n");
+    if (!is_stdout_path(f.json_path)) std::cerr << "cuvae: wrote " << f.json_path << "\n";
   }
-  std::cout << summary_line(in, out, res, model->device()) << "\n";
+  summary_stream(f.json_path) << summary_line(in, out, res, model->device()) << "\n";
   return 0;
 }
 

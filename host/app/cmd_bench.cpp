@@ -3,7 +3,8 @@
 //
 // It trains a fresh model (Glorot-uniform init from --seed) for --warmup-epochs + --epochs
 // epochs and reports each epoch's time, loss parts and the peak memory as a JSON object
-// (--json FILE, "-" for standard output) plus one human line per epoch:
+// (--json FILE, "-" for standard output, the human lines then on stderr) plus one human line per
+// epoch:
 //   GPU: ms = device time between CUDA events recorded on the compute stream at the start of
 //        the epoch (before its permutation is drawn) and after its last step
 //        (EpochMetrics::device_ms); peak memory = the most device memory in use after any
@@ -19,7 +20,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -75,14 +75,14 @@ cxxopts::Options bench_options() {
        cxxopts::value<std::string>()->default_value("128"), "N")
     ("latent-dim", "latent dimension D (1-" + std::to_string(kMaxLatentDim) + ")",
        cxxopts::value<std::string>()->default_value("2"), "D")
-    ("lr", "Adam learning rate (0 < lr <= 10)", cxxopts::value<std::string>()->default_value("0.001"), "X")
-    ("beta", "weight of the KL term (0 <= beta <= 1e6)",
+    ("lr", "Adam learning rate (0 < lr <= 10, a normal float)", cxxopts::value<std::string>()->default_value("0.001"), "X")
+    ("beta", "weight of the KL term (0 <= beta <= 1e6; 0 or a normal float)",
        cxxopts::value<std::string>()->default_value("1"), "X")
     ("seed", "seed of the initialisation, shuffling and noise",
        cxxopts::value<std::string>()->default_value("0"), "N")
     ("limit", "use the first N training images (0: all)",
        cxxopts::value<std::string>()->default_value("0"), "N")
-    ("json", "write the result as JSON to FILE ('-': standard output)",
+    ("json", "write the result as JSON to FILE ('-': stdout, the other lines then on stderr)",
        cxxopts::value<std::string>(), "FILE")
     ("h,help", "show this help");
   // clang-format on
@@ -105,28 +105,29 @@ BenchFlags parse_bench_flags(const cxxopts::ParseResult& r) {
   f.timed = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 1000));
   f.warmup = int(parse_int_flag("--warmup-epochs", r["warmup-epochs"].as<std::string>(), 0, 1000));
   cfg.epochs = f.warmup + f.timed;
-  cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 65536));
+  cfg.batch_size =
+      int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), kBatchSizeRange));
   cfg.latent_dim =
       int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
-  cfg.adam.lr = float(parse_real_flag("--lr", r["lr"].as<std::string>(), 0.0, 10.0, false));
-  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
+  cfg.adam.lr = float(parse_real_flag("--lr", r["lr"].as<std::string>(), kLrRange));
+  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), kBetaRange);
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
-  cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), kImageLimitRange);
   if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
   check_device_flag(cfg.device);
   f.gpu_opts = parse_gpu_flags(r);
   f.json_path = r.count("json") ? r["json"].as<std::string>() : "";
-  if (r.count("json") && f.json_path.empty()) throw InputError("--json: empty file name");
+  if (r.count("json")) check_result_path("--json", f.json_path, "JSON file");
   return f;
 }
 
 // The training images of --data, the first --limit of them.
 ImageSet load_bench_images(const TrainConfig& cfg) {
-  ImageSet images = load_dataset(cfg.data_dir, Split::Train).images;
-  if (cfg.limit > 0 && cfg.limit < images.count) {
-    images.count = cfg.limit;
-    images.pixels.resize(size_t(cfg.limit) * kImagePixels);
-  }
+  ImageSet images = load_dataset_noted(cfg.data_dir, Split::Train, std::cerr).images;
+  const int64_t n = limited_count("--limit", cfg.limit, images.count, "training image",
+                                  " of " + cfg.data_dir, std::cerr);
+  images.count = n;
+  images.pixels.resize(size_t(n) * kImagePixels);
   return images;
 }
 
@@ -147,12 +148,13 @@ BenchRun run_bench(const BenchFlags& f, const ModelDesc& desc, const ImageSet& i
   state.adam_v.assign(desc.num_params, 0.0f);
   init_params(desc, cfg.seed, state.params.data());
   BenchRun b;
+  std::ostream& lines = summary_stream(f.json_path);
   const auto report = [&](const EpochMetrics& m) {
     const double ms = cfg.device == "gpu" ? m.device_ms : m.seconds * 1e3;
-    std::cout << "epoch " << m.epoch << (m.epoch <= f.warmup ? " (warm-up)" : "") << "  "
-              << fixed(ms, 2) << " ms  " << with_commas(int64_t(double(m.images) / ms * 1e3))
-              << " images/s  loss " << fixed(m.loss, 4) << "\n"
-              << std::flush;
+    lines << "epoch " << m.epoch << (m.epoch <= f.warmup ? " (warm-up)" : "") << "  "
+          << fixed(ms, 2) << " ms  " << with_commas(int64_t(double(m.images) / ms * 1e3))
+          << " images/s  loss " << fixed(m.loss, 4) << "\n"
+          << std::flush;
     b.epochs.push_back(m);
     check_interrupt();  // a signal stops the benchmark after the epoch (GPU epochs are short)
   };
@@ -229,17 +231,12 @@ nlohmann::json bench_json(const BenchFlags& f, const std::string& device_name,
 void write_bench_result(const std::string& json_path, const nlohmann::json& out,
                         const std::vector<double>& timed_ms, int64_t images, size_t peak) {
   const double med = median(timed_ms);
-  std::cout << "median " << fixed(med, 2) << " ms per epoch over " << timed_ms.size()
-            << " timed epochs, " << with_commas(int64_t(double(images) / med * 1e3))
-            << " images/s, peak memory " << fixed(double(peak) / (1 << 20), 1) << " MiB\n";
-  if (json_path == "-") {
-    std::cout << out.dump(2) << '\n';
-  } else if (!json_path.empty()) {
-    std::ofstream f(json_path, std::ios::trunc);
-    f << out.dump(2) << '\n';
-    f.flush();
-    if (!f) throw InputError("--json " + json_path + ": cannot write the file");
-  }
+  summary_stream(json_path) << "median " << fixed(med, 2) << " ms per epoch over "
+                            << counted(int64_t(timed_ms.size()), "timed epoch") << ", "
+                            << with_commas(int64_t(double(images) / med * 1e3))
+                            << " images/s, peak memory " << fixed(double(peak) / (1 << 20), 1)
+                            << " MiB\n";
+  if (!json_path.empty()) write_result_text("--json", json_path, out.dump(2) + "\n");
 }
 
 }  // namespace
@@ -256,6 +253,7 @@ int cmd_bench(int argc, char** argv) {
   // The note of a fallback goes to stderr: `--json -` writes the result to stdout.
   const DeviceChoice choice = resolve_device(cfg.device, r.count("device") > 0, std::cerr);
   cfg.device = choice.device;
+  print_cpu_notes(cfg.device, f.gpu_opts, std::cerr);
   const std::string device_name =
       cfg.device == "gpu" ? choice.gpu.name : cpu_device_line(cfg.device);
   // The processor's GEMM rate, measured before training so that nothing else runs beside it.
@@ -263,11 +261,12 @@ int cmd_bench(int argc, char** argv) {
 
   const ModelDesc desc = make_vae(cfg.latent_dim);
   const ImageSet images = load_bench_images(cfg);
-  std::cout << "cuvae bench: " << device_name << ", "
-            << (is_cpu_device(cfg.device) ? "fp32" : precision_name(f.gpu_opts)) << ", batch "
-            << cfg.batch_size << ", " << with_commas(images.count) << " images, " << f.warmup
-            << " warm-up + " << f.timed << " timed epochs\n"
-            << std::flush;
+  std::ostream& lines = summary_stream(f.json_path);  // stdout, unless the JSON goes there
+  lines << "cuvae bench: " << device_name << ", "
+        << (is_cpu_device(cfg.device) ? "fp32" : precision_name(f.gpu_opts)) << ", batch "
+        << cfg.batch_size << ", " << counted(images.count, "image") << ", " << f.warmup
+        << " warm-up + " << counted(f.timed, "timed epoch") << "\n"
+        << std::flush;
   const BenchRun b = run_bench(f, desc, images);
   std::vector<double> timed_ms;
   nlohmann::json out = bench_json(f, device_name, desc, images, b, timed_ms);

@@ -22,7 +22,6 @@
 #include "host/core/inference.h"
 #include "host/eval/classify.h"
 #include "host/eval/logreg.h"
-#include "host/io/atomic_file.h"
 #include "host/io/checkpoint.h"
 #include "host/io/idx.h"
 
@@ -52,10 +51,10 @@ cxxopts::Options classify_options() {
     ("seed", "seed of the draws", cxxopts::value<std::string>()->default_value("0"), "S")
     ("limit-test", "score on the first N test images only (0: all)",
        cxxopts::value<std::string>()->default_value("0"), "N")
-    ("device", std::string(kDeviceHelp) + " for the encoder (default gpu; falls back to cpu "
-               "with a note when no GPU is usable)",
+    ("device", std::string("the encoder's device: ") + kDeviceOptionHelp,
        cxxopts::value<std::string>()->default_value("gpu"), "DEV")
-    ("json", "also write the results as JSON to FILE", cxxopts::value<std::string>(), "FILE")
+    ("json", "also write the results as JSON to FILE ('-': stdout, the table then on stderr)",
+       cxxopts::value<std::string>(), "FILE")
     ("h,help", "show this help");
   // clang-format on
   options.parse_positional({"run"});
@@ -142,7 +141,7 @@ ClassifyFlags parse_classify_flags(const cxxopts::ParseResult& r) {
   f.explicit_device = r.count("device") > 0;
   if (r.count("json")) {
     f.json_path = r["json"].as<std::string>();
-    check_output_path("--json", f.json_path, "JSON file");
+    check_result_path("--json", f.json_path, "JSON file");
   }
   return f;
 }
@@ -171,7 +170,7 @@ Draws make_draws(const ClassifyFlags& f, const Dataset& train) {
         if (have[size_t(c)] < count)
           throw InputError("--labels-per-class: " + std::to_string(count) +
                            " labels per class, but class " + std::to_string(c) + " has only " +
-                           with_commas(have[size_t(c)]) + " training images in " + f.data_dir);
+                           counted(have[size_t(c)], "training image") + " in " + f.data_dir);
       for (int r = 0; r < f.repeats; ++r)
         draws.push_back(
             balanced_draw(train.labels.labels.data(), train.size(), count, f.seed, uint32_t(r)));
@@ -326,21 +325,20 @@ std::string pad(const std::string& s, size_t width) {
   return s + std::string(chars < width ? width - chars : 1, ' ');
 }
 
-void print_table(const std::vector<CountResult>& results, int64_t test_images) {
-  std::cout << "test accuracy on " << with_commas(test_images)
-            << " test images (mean ± standard deviation over the draws)\n"
-            << pad("labels/class", 14) << pad("labelled", 10) << pad("draws", 7)
-            << pad("features", 10) << pad("k nearest neighbours", 26) << "logistic regression\n";
+void print_table(std::ostream& os, const std::vector<CountResult>& results, int64_t test_images) {
+  os << "test accuracy on " << with_commas(test_images)
+     << " test images (mean ± standard deviation over the draws)\n"
+     << pad("labels/class", 14) << pad("labelled", 10) << pad("draws", 7) << pad("features", 10)
+     << pad("k nearest neighbours", 26) << "logistic regression\n";
   for (const CountResult& r : results)
     for (int feat = 0; feat < 2; ++feat)
-      std::cout << pad(count_name(r.count), 14) << pad(with_commas(r.labelled), 10)
-                << pad(std::to_string(r.knn[feat].accuracy.size()), 7)
-                << pad(kFeatureNames[feat], 10)
-                << pad(accuracy_text(r.knn[feat].accuracy) + " (" +
-                           choice_text("k", r.knn[feat].chosen, true) + ")",
-                       26)
-                << accuracy_text(r.logreg[feat].accuracy) << " ("
-                << choice_text("λ", r.logreg[feat].chosen, false) << ")\n";
+      os << pad(count_name(r.count), 14) << pad(with_commas(r.labelled), 10)
+         << pad(std::to_string(r.knn[feat].accuracy.size()), 7) << pad(kFeatureNames[feat], 10)
+         << pad(accuracy_text(r.knn[feat].accuracy) + " (" +
+                    choice_text("k", r.knn[feat].chosen, true) + ")",
+                26)
+         << accuracy_text(r.logreg[feat].accuracy) << " ("
+         << choice_text("λ", r.logreg[feat].chosen, false) << ")\n";
 }
 
 nlohmann::json series_json(const Series& s, const char* chosen_key, bool integer) {
@@ -399,11 +397,12 @@ int cmd_classify(int argc, char** argv) {
   const ClassifyFlags f = parse_classify_flags(r);
   const std::string model_path = find_run_model(f.run).model;
   const LoadedModel m = load_model(model_path);
-  const Dataset train = load_dataset(f.data_dir, Split::Train);
-  const Dataset test = load_dataset(f.data_dir, Split::Test);
+  const Dataset train = load_dataset_noted(f.data_dir, Split::Train, std::cerr);
+  const Dataset test = load_dataset_noted(f.data_dir, Split::Test, std::cerr);
   const Draws draws = make_draws(f, train);
   const std::unique_ptr<Inference> engine = make_engine(m, f.device, f.explicit_device);
-  const int64_t n_test = f.limit_test > 0 ? std::min(f.limit_test, test.size()) : test.size();
+  const int64_t n_test = limited_count("--limit-test", f.limit_test, test.size(), "test image",
+                                       " of " + f.data_dir, std::cerr);
   std::cerr << "cuvae: model " << model_path << " (latent dim " << m.desc.latent_dim << "), "
             << f.data_dir << ": labels from " << with_commas(int64_t(draws.needed.size())) << " of "
             << with_commas(train.size()) << " training images, scored on " << with_commas(n_test)
@@ -423,16 +422,16 @@ int cmd_classify(int argc, char** argv) {
   const std::vector<CountResult> results =
       run_probe(f, draws, train_f, train_y, test_f, test.labels.labels.data());
   const double total_s = seconds_since(t0);
-  print_table(results, n_test);
+  print_table(summary_stream(f.json_path), results, n_test);
   std::cerr << "cuvae: " << fixed(total_s, 1) << " s in all (encoding " << fixed(encode_s, 1)
             << " s)\n";
   if (!f.json_path.empty()) {
-    write_text_atomically(
-        f.json_path, result_json(f, model_path, m.desc.latent_dim, engine->device(), train.size(),
-                                 n_test, test.size(), results, encode_s, total_s)
-                             .dump(2) +
-                         "\n");
-    std::cerr << "cuvae: wrote " << f.json_path << "\n";
+    write_result_text("--json", f.json_path,
+                      result_json(f, model_path, m.desc.latent_dim, engine->device(), train.size(),
+                                  n_test, test.size(), results, encode_s, total_s)
+                              .dump(2) +
+                          "\n");
+    if (!is_stdout_path(f.json_path)) std::cerr << "cuvae: wrote " << f.json_path << "\n";
   }
   return 0;
 }

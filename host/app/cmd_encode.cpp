@@ -1,6 +1,7 @@
 // `cuvae encode`: one CSV row per image of a dataset split: index, label, z_mean, z_log_var and
-// the one-sample negative ELBO (the anomaly score), written atomically; one summary line on
-// stdout, progress on stderr. Every bad flag or file is an InputError before any work is done.
+// the one-sample negative ELBO (the anomaly score), written atomically (or to stdout: --csv -);
+// one summary line on stdout (stderr with --csv -), progress on stderr. Every bad flag or file
+// is an InputError before any work is done.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,7 +18,6 @@
 #include "host/core/error.h"
 #include "host/core/inference.h"
 #include "host/eval/evaluate.h"
-#include "host/io/atomic_file.h"
 #include "host/io/checkpoint.h"
 #include "host/io/idx.h"
 
@@ -32,7 +32,8 @@ cxxopts::Options encode_options() {
   add_model_data_options(options);
   // clang-format off
   options.add_options()
-    ("csv", "output CSV file (written atomically)", cxxopts::value<std::string>(), "FILE")
+    ("csv", "output CSV file (written atomically; '-': stdout, the summary line then on stderr)",
+       cxxopts::value<std::string>(), "FILE")
     ("limit", "the first N images only (0: all)", cxxopts::value<std::string>()->default_value("0"), "N")
     ("seed", "seed of the noise of the neg_elbo sample", cxxopts::value<std::string>()->default_value("0"), "N")
     ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
@@ -48,7 +49,7 @@ cxxopts::Options encode_options() {
 std::vector<double> write_encodings(const std::string& csv_path, Inference& model,
                                     const Dataset& data, uint64_t seed, int64_t n) {
   const int dim = model.desc().latent_dim;
-  AtomicTextFile f(csv_path);
+  ResultFile f("--csv", csv_path);
   std::FILE* out = f.get();
   std::fputs("index,label", out);
   for (int j = 0; j < dim; ++j) std::fprintf(out, ",z_mean_%d", j);
@@ -104,21 +105,26 @@ int cmd_encode(int argc, char** argv) {
   const Split split = split_of(r["split"].as<std::string>());
   if (!r.count("csv")) throw InputError("--csv: required (the file to write)");
   const std::string csv_path = r["csv"].as<std::string>();
-  check_output_path("--csv", csv_path, "CSV file");
+  check_result_path("--csv", csv_path, "CSV file");
   const int64_t limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
   const uint64_t seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
   const std::string device = r["device"].as<std::string>();
   check_device_flag(device);
 
   const LoadedModel m = load_model(find_run_model(run).model);
-  const Dataset data = load_dataset(data_dir, split);
+  const Dataset data = load_dataset_noted(data_dir, split, std::cerr);
   const std::unique_ptr<Inference> model = make_engine(m, device, r.count("device") > 0);
-  const int64_t n = limit > 0 ? std::min(limit, data.size()) : data.size();
+  const int64_t n =
+      limited_count("--limit", limit, data.size(), std::string(split_name(split)) + " image",
+                    " of " + data_dir, std::cerr);
   const std::vector<double> scores = write_encodings(csv_path, *model, data, seed, n);
-  std::cout << "cuvae: wrote " << csv_path << ": " << with_commas(n) << " " << split_name(split)
-            << " images; neg_elbo median " << fixed(quantile(scores, 0.5), 2)
-            << ", 99th percentile " << fixed(quantile(scores, 0.99), 2) << ", max "
-            << fixed(scores.back(), 2) << " (device " << model->device() << ")\n";
+  summary_stream(csv_path) << "cuvae: "
+                           << (is_stdout_path(csv_path) ? "encoded" : "wrote " + csv_path + ":")
+                           << " " << with_commas(n) << " " << split_name(split)
+                           << (n == 1 ? " image" : " images") << "; neg_elbo median "
+                           << fixed(quantile(scores, 0.5), 2) << ", 99th percentile "
+                           << fixed(quantile(scores, 0.99), 2) << ", max "
+                           << fixed(scores.back(), 2) << " (device " << model->device() << ")\n";
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +25,6 @@
 #include "host/core/inference.h"
 #include "host/eval/evaluate.h"
 #include "host/gpu/device_info.h"
-#include "host/io/atomic_file.h"
 #include "host/io/checkpoint.h"
 #include "host/io/idx.h"
 #include "host/io/safetensors.h"
@@ -106,7 +106,8 @@ cxxopts::Options eval_options() {
        cxxopts::value<std::string>(), "N")
     ("seed", "seed of the evaluation noise", cxxopts::value<std::string>()->default_value("0"), "N")
     ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
-    ("json", "write the JSON object to FILE instead of stdout", cxxopts::value<std::string>(), "FILE")
+    ("json", "write the JSON object to FILE instead of stdout ('-': stdout, without the summary "
+             "line, which goes to stderr)", cxxopts::value<std::string>(), "FILE")
     ("dump-batch", "also write the first --dump-images images, their noise and cuvae's loss to "
                    "FILE (.safetensors) for tools/parity/check_model.py",
        cxxopts::value<std::string>(), "FILE")
@@ -159,7 +160,7 @@ EvalFlags parse_eval_flags(const cxxopts::ParseResult& r) {
   f.explicit_device = r.count("device") > 0;
   if (r.count("json")) {
     f.json_path = r["json"].as<std::string>();
-    check_output_path("--json", f.json_path, "JSON file");
+    check_result_path("--json", f.json_path, "JSON file");
   }
   if (r.count("dump-batch")) {
     f.dump_path = r["dump-batch"].as<std::string>();
@@ -184,7 +185,7 @@ EvalJob open_eval(const EvalFlags& f) {
   EvalJob job;
   job.model_path = find_run_model(f.run).model;
   job.m = load_model(job.model_path);
-  job.data = load_dataset(f.data_dir, f.split);
+  job.data = load_dataset_noted(f.data_dir, f.split, std::cerr);
   job.engine = make_engine(job.m, f.device, f.explicit_device);
   job.on_ref = job.engine->device() == "cpu-ref";
   job.on_cpu = job.on_ref || job.engine->device() == "cpu";
@@ -192,8 +193,12 @@ EvalJob open_eval(const EvalFlags& f) {
           : job.on_ref   ? kCpuRefDefaultSamples
           : job.on_cpu   ? kCpuDefaultSamples
                          : kGpuDefaultSamples;
-  const int64_t limit = f.limit >= 0 ? f.limit : job.on_ref ? kCpuRefDefaultLimit : 0;
-  job.n = limit > 0 ? std::min(limit, job.data.size()) : job.data.size();
+  const int64_t size = job.data.size();
+  job.n = f.limit >= 0
+              ? limited_count("--limit", f.limit, size, std::string(split_name(f.split)) + " image",
+                              " of " + f.data_dir, std::cerr)
+          : job.on_ref ? std::min(kCpuRefDefaultLimit, size)
+                       : size;
   return job;
 }
 
@@ -201,7 +206,8 @@ void print_eval_start(const EvalFlags& f, const EvalJob& job) {
   const int64_t n = job.n, size = job.data.size();
   std::cerr << "cuvae: model " << job.model_path << " (latent dim " << job.m.desc.latent_dim
             << "), " << split_name(f.split) << " split of " << f.data_dir << ": " << with_commas(n)
-            << (n < size ? " of " + with_commas(size) : std::string()) << " images"
+            << (n < size ? " of " + with_commas(size) : std::string())
+            << (n == 1 && size == 1 ? " image" : " images")
             << (job.k > 0 ? ", IWAE K=" + std::to_string(job.k) : std::string(", no IWAE"))
             << ", device " << job.engine->device()
             << (job.on_ref && (f.samples < 0 || f.limit < 0)
@@ -214,7 +220,8 @@ void print_eval_start(const EvalFlags& f, const EvalJob& job) {
 // The one-sample negative ELBO: its mean over the images and standard error, and the means of
 // its parts.
 struct ElboResult {
-  double neg_elbo = 0, std_error = 0, recon = 0, kl = 0;
+  double neg_elbo = 0, recon = 0, kl = 0;
+  std::optional<double> std_error;  // none for one image (undefined)
   double seconds = 0;
 };
 
@@ -243,7 +250,7 @@ ElboResult measure_elbo(Inference& model, const ImageSet& images, uint64_t seed,
   for (const double v : neg_elbos) e.neg_elbo += v;
   e.neg_elbo /= double(n);
   for (const double v : neg_elbos) ss += (v - e.neg_elbo) * (v - e.neg_elbo);
-  e.std_error = n > 1 ? std::sqrt(ss / double(n - 1) / double(n)) : 0.0;
+  if (n > 1) e.std_error = std::sqrt(ss / double(n - 1) / double(n));
   if (!std::isfinite(e.neg_elbo))
     throw Error("eval: the negative ELBO is not finite (the model's outputs are not finite)");
   return e;
@@ -274,11 +281,18 @@ std::string result_line(const EvalFlags& f, const EvalJob& job, const ElboResult
                      ")";
   if (job.k > 0)
     line += ", IWAE(K=" + std::to_string(job.k) + ") -log p(x) <= " + fixed(w.stats.mean, 2) +
-            " \u00b1 " + fixed(w.stats.std_error, 2);
-  line += ", " + with_commas(job.n) +
-          (job.n < job.data.size() ? " of " + with_commas(job.data.size()) : "") +
-          " images, device " + job.engine->device();
+            " \u00b1 " + (w.stats.std_error ? fixed(*w.stats.std_error, 2) : "n/a");
+  line += ", " +
+          (job.n < job.data.size()
+               ? with_commas(job.n) + " of " + with_commas(job.data.size()) + " images"
+               : counted(job.n, "image")) +
+          ", device " + job.engine->device();
   return line;
+}
+
+// A number, or null where it is undefined (a standard error of one image) or not computed.
+nlohmann::json optional_json(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
 }
 
 nlohmann::json result_json(const EvalFlags& f, const EvalJob& job, const ElboResult& e,
@@ -294,27 +308,28 @@ nlohmann::json result_json(const EvalFlags& f, const EvalJob& job, const ElboRes
           {"latent_dim", job.m.desc.latent_dim},
           {"beta", job.m.beta},
           {"neg_elbo", e.neg_elbo},
-          {"neg_elbo_std_error", e.std_error},
+          {"neg_elbo_std_error", optional_json(e.std_error)},
           {"reconstruction", e.recon},
           {"kl", e.kl},
           {"training_loss", e.recon + job.m.beta * e.kl},
           {"iw_samples", job.k},
           {"iwae", iwae ? nlohmann::json(w.stats.mean) : nlohmann::json(nullptr)},
-          {"iwae_std_error", iwae ? nlohmann::json(w.stats.std_error) : nlohmann::json(nullptr)},
+          {"iwae_std_error", optional_json(w.stats.std_error)},
           {"units", "nats per image; log p(x|z) = -BCE summed over the 784 pixels"},
           {"seconds", {{"elbo", e.seconds}, {"iwae", w.seconds}}},
           {"version", kVersion}};
 }
 
-// stdout: the line, then the JSON object unless --json sends it to a file.
+// stdout: the line, then the JSON object unless --json sends it to a file; with --json - the
+// JSON object alone (the line on stderr).
 void write_result(const std::string& line, const nlohmann::json& j, const std::string& json_path) {
-  std::cout << line << "\n";
+  summary_stream(json_path) << line << "\n";
   if (json_path.empty()) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  write_text_atomically(json_path, j.dump(2) + "\n");
-  std::cerr << "cuvae: wrote " << json_path << "\n";
+  write_result_text("--json", json_path, j.dump(2) + "\n");
+  if (!is_stdout_path(json_path)) std::cerr << "cuvae: wrote " << json_path << "\n";
 }
 
 }  // namespace
@@ -333,7 +348,7 @@ int cmd_eval(int argc, char** argv) {
     const int count = int(std::min<int64_t>(f.dump_images, job.n));
     write_eval_batch(f.dump_path, *job.engine, job.m, job.data.images, count, f.seed,
                      split_name(f.split));
-    std::cerr << "cuvae: wrote " << f.dump_path << " (" << count << " images)\n";
+    std::cerr << "cuvae: wrote " << f.dump_path << " (" << counted(count, "image") << ")\n";
   }
   const ElboResult elbo = measure_elbo(*job.engine, job.data.images, f.seed, job.n);
   const IwaeResult iwae = measure_iwae(*job.engine, job.data.images, job.k, f.seed, job.n);

@@ -17,7 +17,6 @@
 #include "host/app/run_folder.h"
 #include "host/core/error.h"
 #include "host/eval/interpolate.h"
-#include "host/io/atomic_file.h"
 #include "host/io/checkpoint.h"
 #include "host/io/idx.h"
 
@@ -47,7 +46,8 @@ cxxopts::Options interpolate_options() {
        cxxopts::value<std::string>()->default_value("10"), "K")
     ("slerp", "spherical instead of linear interpolation (latent dim " +
                 std::to_string(kMinSlerpDim) + " or more)")
-    ("json", "also write the pairs, their labels and the latent path of each to FILE",
+    ("json", "also write the pairs, their labels and the latent path of each to FILE ('-': "
+             "stdout, the summary line then on stderr)",
        cxxopts::value<std::string>(), "FILE")
     ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("h,help", "show this help");
@@ -115,7 +115,7 @@ InterpFlags parse_interp_flags(const cxxopts::ParseResult& r) {
   check_output_path("--out", f.out, "PNG file");
   if (r.count("json")) {
     f.json_path = r["json"].as<std::string>();
-    check_output_path("--json", f.json_path, "JSON file");
+    check_result_path("--json", f.json_path, "JSON file");
     if (f.json_path == f.out) throw InputError("--json: " + f.json_path + " is the --out file too");
   }
   parse_pair_flags(r, f);
@@ -138,8 +138,8 @@ std::vector<ImagePair> choose_pairs(const InterpFlags& f, const Dataset& data) {
     }
   }
   const std::string holds = ": the " + std::string(split_name(f.split)) + " split (" +
-                            data.images.path + ") holds " + with_commas(data.size()) +
-                            " images, 0.." + std::to_string(data.size() - 1);
+                            data.images.path + ") holds " + counted(data.size(), "image") +
+                            ", 0.." + std::to_string(data.size() - 1);
   if (f.from >= data.size())
     throw InputError("--from: " + std::to_string(f.from) + " is out of range" + holds);
   if (f.to >= data.size())
@@ -194,21 +194,22 @@ int cmd_interpolate(int argc, char** argv) {
     throw InputError("--slerp: needs a latent dim of " + std::to_string(kMinSlerpDim) +
                      " or more, " + model_path + " has latent dim " +
                      std::to_string(m.desc.latent_dim) + " (use the linear path)");
-  const Dataset data = load_dataset(f.data_dir, f.split);
+  const Dataset data = load_dataset_noted(f.data_dir, f.split, std::cerr);
   const std::vector<ImagePair> pairs = choose_pairs(f, data);
   const std::unique_ptr<Inference> model = make_engine(m, f.device, f.explicit_device);
 
   const Interpolation result = interpolate(*model, data.images, pairs, f.steps, f.path);
   write_interpolation(f.out, result, data, split_name(f.split));
   if (!f.json_path.empty()) {
-    write_text_atomically(f.json_path,
-                          result_json(f, model_path, result, data, model->device()).dump(2) + "\n");
-    std::cerr << "cuvae: wrote " << f.json_path << "\n";
+    write_result_text("--json", f.json_path,
+                      result_json(f, model_path, result, data, model->device()).dump(2) + "\n");
+    if (!is_stdout_path(f.json_path)) std::cerr << "cuvae: wrote " << f.json_path << "\n";
   }
   const size_t n = pairs.size();
-  std::cout << "cuvae: wrote " << f.out << ": " << n << (n == 1 ? " pair" : " pairs") << " x "
-            << f.steps << " steps, " << latent_path_name(f.path) << ", " << split_name(f.split)
-            << " split (device " << model->device() << ")\n";
+  summary_stream(f.json_path) << "cuvae: wrote " << f.out << ": " << n
+                              << (n == 1 ? " pair" : " pairs") << " x " << f.steps << " steps, "
+                              << latent_path_name(f.path) << ", " << split_name(f.split)
+                              << " split (device " << model->device() << ")\n";
   return 0;
 }
 

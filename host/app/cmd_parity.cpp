@@ -22,10 +22,10 @@ int cmd_parity_dump(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("cpu-ref"), "DEV")
     ("batch-size", "images in the batch (1-4096)", cxxopts::value<std::string>()->default_value("5"), "N")
     ("latent-dim", "latent dimension D", cxxopts::value<std::string>()->default_value("2"), "D")
-    ("beta", "weight of the KL term", cxxopts::value<std::string>()->default_value("1"), "X")
+    ("beta", "weight of the KL term (0 <= beta <= 1e6; 0 or a normal float)", cxxopts::value<std::string>()->default_value("1"), "X")
     ("seed", "seed of the weights, images and noise", cxxopts::value<std::string>()->default_value("0"), "N")
-    ("data", "take the images from this MNIST folder's test split (default: synthetic images)",
-       cxxopts::value<std::string>()->default_value(""), "DIR")
+    ("data", "take the images from this MNIST folder's test split (without it: synthetic "
+             "images)", cxxopts::value<std::string>(), "DIR")
     ("h,help", "show this help");
   // clang-format on
   const cxxopts::ParseResult r = parse_or_throw(options, argc, argv);
@@ -35,6 +35,7 @@ int cmd_parity_dump(int argc, char** argv) {
   }
   if (!r.count("out")) throw InputError("--out: required (the file to write)");
   cfg.out = r["out"].as<std::string>();
+  check_output_path("--out", cfg.out, ".safetensors file");
   cfg.device = r["device"].as<std::string>();
   check_device_flag(cfg.device);
   if (!is_cpu_device(cfg.device))
@@ -43,9 +44,12 @@ int cmd_parity_dump(int argc, char** argv) {
   cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 4096));
   cfg.latent_dim =
       int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
-  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
+  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), kBetaRange);
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
-  cfg.data_dir = r["data"].as<std::string>();
+  if (r.count("data")) {
+    cfg.data_dir = r["data"].as<std::string>();
+    if (cfg.data_dir.empty()) throw InputError("--data: empty folder name");
+  }
   write_parity_dump(cfg);
   std::cout << "cuvae: wrote " << cfg.out << " (" << cpu_device_line(cfg.device) << ")\n";
   return 0;

@@ -16,8 +16,8 @@
 // position inside the epoch) and model atomically, says how to resume and exits with
 // 128 + the signal (130, 143); during an epoch's test loss the epoch is saved without it;
 // during the final pictures the drawing stops. A second signal ends the process at once, which
-// the atomic writes make safe. A kill -9 at any moment leaves the previous checkpoint loadable, and the
-// next run in the folder clears the temporary file the killed one may have left. A NaN or
+// the atomic writes make safe. A kill -9 at any moment leaves the previous checkpoint loadable, and
+// the next run in the folder clears the temporary file the killed one may have left. A NaN or
 // infinity stops training (TrainingDiverged, exit 3) naming the step and the tensor, before
 // anything of the bad epoch is saved. A folder that cannot be written or lacks the space for
 // a checkpoint is refused before training starts.
@@ -69,9 +69,7 @@ cxxopts::Options train_options() {
     ("data", "folder with the MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...; "
              "t10k-* for the test loss); on --resume, the run's folder",
        cxxopts::value<std::string>()->default_value(cfg.data_dir), "DIR")
-    ("device", std::string(kDeviceHelp) + " (default gpu; falls back to cpu with a message "
-               "when no GPU is usable)",
-       cxxopts::value<std::string>()->default_value("gpu"), "DEV")
+    ("device", kDeviceOptionHelp, cxxopts::value<std::string>()->default_value("gpu"), "DEV")
     ("tf32", "allow TF32 tensor cores in cuDNN and cuBLAS (faster, ~1e-3 relative error)")
     ("bf16", "mixed precision: bf16 activations and bf16 tensor-core convolutions, fp32 weights, "
              "Adam and loss (GPU only; not with --tf32)")
@@ -87,14 +85,14 @@ cxxopts::Options train_options() {
                       "for a focused Nsight capture (GPU only)",
        cxxopts::value<std::string>(), "A:B")
     ("epochs", "total passes over the training images (1-100000); on --resume, the total to "
-               "reach (default: the run's)",
+               "reach (when not given, the run's)",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.epochs)), "N")
     ("batch-size", "images per step (1-65536)",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.batch_size)), "N")
-    ("lr", "Adam learning rate (0 < lr <= 10)", cxxopts::value<std::string>()->default_value("0.001"), "X")
+    ("lr", "Adam learning rate (0 < lr <= 10, a normal float)", cxxopts::value<std::string>()->default_value("0.001"), "X")
     ("latent-dim", "latent dimension D (1-" + std::to_string(kMaxLatentDim) + ")",
        cxxopts::value<std::string>()->default_value(std::to_string(cfg.latent_dim)), "D")
-    ("beta", "weight of the KL term (0 <= beta <= 1e6)", cxxopts::value<std::string>()->default_value("1"), "X")
+    ("beta", "weight of the KL term (0 <= beta <= 1e6; 0 or a normal float)", cxxopts::value<std::string>()->default_value("1"), "X")
     ("beta-warmup", "KL warm-up: the KL weight rises linearly per step from 0 to --beta over the "
                     "first E epochs (0: off, 0-100000; on --resume, the run's)",
        cxxopts::value<std::string>()->default_value("0"), "E")
@@ -116,7 +114,7 @@ cxxopts::Options train_options() {
             "pictures); default runs/<date>-<time>, a new folder for every run",
        cxxopts::value<std::string>(), "DIR")
     ("resume", "continue the run in DIR from its last completed epoch up to --epochs (a total); "
-               "its settings come from DIR/train_state.safetensors",
+               "its settings come from DIR/train_state.safetensors (which may stand for DIR)",
        cxxopts::value<std::string>(), "DIR")
     ("overwrite", "start a new run even if --out already holds one (its files are replaced)")
     ("h,help", "show this help");
@@ -173,16 +171,17 @@ TrainFlags parse_train_flags(const cxxopts::ParseResult& r) {
   TrainConfig& cfg = f.cfg;
   cfg.data_dir = r["data"].as<std::string>();
   cfg.device = r["device"].as<std::string>();
-  cfg.epochs = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), 1, 100000));
-  cfg.batch_size = int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), 1, 65536));
-  cfg.adam.lr = float(parse_real_flag("--lr", r["lr"].as<std::string>(), 0.0, 10.0, false));
+  cfg.epochs = int(parse_int_flag("--epochs", r["epochs"].as<std::string>(), kEpochsRange));
+  cfg.batch_size =
+      int(parse_int_flag("--batch-size", r["batch-size"].as<std::string>(), kBatchSizeRange));
+  cfg.adam.lr = float(parse_real_flag("--lr", r["lr"].as<std::string>(), kLrRange));
   cfg.latent_dim =
       int(parse_int_flag("--latent-dim", r["latent-dim"].as<std::string>(), 1, kMaxLatentDim));
-  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), 0.0, 1e6, true);
+  cfg.beta = parse_real_flag("--beta", r["beta"].as<std::string>(), kBetaRange);
   cfg.beta_warmup =
-      int(parse_int_flag("--beta-warmup", r["beta-warmup"].as<std::string>(), 0, 100000));
+      int(parse_int_flag("--beta-warmup", r["beta-warmup"].as<std::string>(), kBetaWarmupRange));
   cfg.seed = parse_seed_flag("--seed", r["seed"].as<std::string>());
-  cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), 0, INT32_MAX);
+  cfg.limit = parse_int_flag("--limit", r["limit"].as<std::string>(), kImageLimitRange);
   f.split_text = r["train-split"].as<std::string>();
   const std::optional<TrainSplit> split = train_split_from_name(f.split_text);
   if (!split)
@@ -190,7 +189,8 @@ TrainFlags parse_train_flags(const cxxopts::ParseResult& r) {
                      quote_arg(f.split_text));
   f.split = *split;
   if (r.count("test-limit"))
-    f.test_limit = parse_int_flag("--test-limit", r["test-limit"].as<std::string>(), 0, INT32_MAX);
+    f.test_limit =
+        parse_int_flag("--test-limit", r["test-limit"].as<std::string>(), kImageLimitRange);
   f.snapshot_every =
       int(parse_int_flag("--snapshot-every", r["snapshot-every"].as<std::string>(), 0, 100000));
   f.out_given = r.count("out") > 0;
@@ -271,17 +271,28 @@ void refuse_finished_run(const RunFolder& folder, bool epochs_given, int total, 
   const std::string& dir = folder.dir();
   if (epochs_given)
     throw InputError("--epochs " + std::to_string(total) + ": the run in " + dir +
-                     " has already completed " + std::to_string(done) +
-                     " epochs; --epochs is the total to reach, so pass more than " +
-                     std::to_string(done));
-  throw InputError("--resume " + dir + ": the run has finished its " + std::to_string(done) +
-                   " epochs; pass --epochs TOTAL (more than " + std::to_string(done) +
+                     " has already completed " + counted(done, "epoch") +
+                     "; --epochs is the total to reach, so pass more than " + std::to_string(done));
+  throw InputError("--resume " + dir + ": the run has finished its " + counted(done, "epoch") +
+                   "; pass --epochs TOTAL (more than " + std::to_string(done) +
                    ") to train further");
+}
+
+// The run folder of --resume: the folder as given, or the folder of a state file given in its
+// place; another file is an InputError that asks for the folder.
+std::string resume_folder(const std::string& given) {
+  std::error_code ec;
+  if (given.empty() || !fs::is_regular_file(given, ec)) return given;
+  const fs::path p(given);
+  if (p.filename() == RunFolder::kStateFile)
+    return p.has_parent_path() ? p.parent_path().string() : ".";
+  throw InputError("--resume " + given + ": a file; give the run folder (the one holding " +
+                   RunFolder::kStateFile + ")");
 }
 
 // --resume DIR: the run's settings come from its state file; explicit flags must agree.
 TrainJob resume_run(const cxxopts::ParseResult& r, const TrainFlags& f) {
-  const std::string dir = r["resume"].as<std::string>();
+  const std::string dir = resume_folder(r["resume"].as<std::string>());
   if (dir.empty()) throw InputError("--resume: empty folder name");
   if (f.overwrite) throw InputError("--overwrite: cannot be combined with --resume");
   if (r.count("out") &&
@@ -370,7 +381,7 @@ int cmd_train(int argc, char** argv) {
     print_banner(job, data);
     start_run(job, data);
     EpochReporter reporter(job, data);
-    print_cpu_notes(job);
+    print_cpu_notes(job.cfg.device, job.gpu_opts, std::cout);
     check_interrupt();
     // From here on a signal lets the current step finish and writes a checkpoint.
     set_interrupt_note(kTrainingInterruptNote);

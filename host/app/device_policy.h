@@ -21,10 +21,10 @@ inline bool is_cpu_device(const std::string& device) {
 }
 constexpr const char* kDeviceHelp =
     "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging)";
-// The --device help of the commands that use a model (train words its note itself).
+// The --device help of every command but parity-dump; cxxopts appends "(default: gpu)".
 constexpr const char* kDeviceOptionHelp =
-    "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging) (default "
-    "gpu; falls back to cpu with a note when no GPU is usable)";
+    "gpu, cpu (the fast CPU engine) or cpu-ref (the slow CPU reference, for debugging); gpu "
+    "falls back to cpu with a note when no GPU is usable and --device is not given";
 // The device a command runs on, one policy for every command: --device validated; an explicit
 // --device gpu without a usable GPU is an InputError; the default (gpu) falls back to the fast
 // CPU engine with one note on `log`. `gpu` describes the GPU when the choice is "gpu".

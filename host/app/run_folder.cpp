@@ -93,6 +93,16 @@ void MetricsCsv::add(const EpochMetrics& m, double test_loss) {
 
 void RunFolder::create() const {
   std::error_code ec;
+  // A file where the folder or one of its parents should be: say so, not "Not a directory".
+  for (fs::path p = fs::path(dir_).lexically_normal(); !p.empty(); p = p.parent_path()) {
+    const fs::file_status st = fs::status(p, ec);
+    if (fs::exists(st) && !fs::is_directory(st))
+      throw InputError(
+          "--out " + dir_ + ": " +
+          (p == fs::path(dir_).lexically_normal() ? std::string("is") : p.string() + " is") +
+          " a file, not a folder (--out names the run folder)");
+    if (fs::exists(st) || p == p.parent_path()) break;
+  }
   fs::create_directories(dir_, ec);
   if (ec) throw InputError("--out " + dir_ + ": cannot create the folder: " + ec.message());
   if (!fs::is_directory(dir_)) throw InputError("--out " + dir_ + ": exists and is not a folder");
@@ -161,9 +171,9 @@ void RunFolder::save_checkpoint(const ModelDesc& desc, const TrainRun& run, cons
   save_model(model_path(), desc, state.params, beta);
 }
 
-void RunFolder::write_pictures(Inference& model, const Dataset& shown, const std::string& suffix,
-                               uint64_t seed) const {
-  write_run_pictures(dir_, model, shown, suffix, seed);
+void RunFolder::write_pictures(Inference& model, const Dataset& shown, Split split,
+                               const std::string& suffix, uint64_t seed) const {
+  write_run_pictures(dir_, model, shown, suffix, seed, split);
 }
 
 void RunFolder::copy_pictures(const std::string& suffix) const {

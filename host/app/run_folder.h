@@ -105,8 +105,9 @@ class RunFolder {
   // train_state first: it alone is what a resume reads.
   void save_checkpoint(const ModelDesc& desc, const TrainRun& run, const TrainState& state,
                        double beta) const;
-  void write_pictures(Inference& model, const Dataset& shown, const std::string& suffix,
-                      uint64_t seed) const;
+  // `shown`: images of `split` (the titles name it) for the scatter and the reconstructions.
+  void write_pictures(Inference& model, const Dataset& shown, Split split,
+                      const std::string& suffix, uint64_t seed) const;
   // Copies the pictures write_pictures() drew without a suffix to their names with `suffix`.
   void copy_pictures(const std::string& suffix) const;
   // curves.png from metrics.csv (curves.h). A picture is not worth a run: any failure is a

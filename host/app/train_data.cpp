@@ -94,32 +94,36 @@ void print_test_line(const TrainJob& job, const TrainData& data) {
   if (job.run.train_split == TrainSplit::TrainTest)
     notes += (notes.empty() ? "" : "; ") + trained_on_note(data.test_trained, scored, cfg.limit);
   std::cout << "cuvae: test loss each epoch on "
-            << (scored == all ? "all " + with_commas(scored)
-                              : "the first " + with_commas(scored) + " of " + with_commas(all))
-            << " test images" << (notes.empty() ? "" : " (" + notes + ")") << "\n";
+            << (scored == all
+                    ? (all == 1 ? "the one test image" : "all " + counted(all, "test image"))
+                : scored == 1
+                    ? "the first of " + counted(all, "test image")
+                    : "the first " + with_commas(scored) + " of " + counted(all, "test image"))
+            << (notes.empty() ? "" : " (" + notes + ")") << "\n";
 }
 
+// The run's settings as config.json records them: the float settings in their shortest decimal
+// form (0.9, not 0.8999999761581421), and the GPU's settings (TF32, bf16, layout, CUDA graph,
+// cuDNN algorithms) only when the GPU trains; a CPU run records its precision only (the GPU
+// flags it ignored are noted at start-up).
 nlohmann::json run_config(const TrainJob& job, const TrainData& data) {
   const TrainConfig& cfg = job.cfg;
   const GpuOptions& o = job.gpu_opts;
+  const bool gpu = cfg.device == "gpu";
   nlohmann::json config = {{"architecture", kArchitecture},
                            {"latent_dim", cfg.latent_dim},
                            {"beta", cfg.beta},
                            {"beta_warmup", cfg.beta_warmup},
                            {"epochs", cfg.epochs},
                            {"batch_size", cfg.batch_size},
-                           {"lr", cfg.adam.lr},
-                           {"adam_beta1", cfg.adam.beta1},
-                           {"adam_beta2", cfg.adam.beta2},
-                           {"adam_eps", cfg.adam.eps},
+                           {"lr", float_as_decimal(cfg.adam.lr)},
+                           {"adam_beta1", float_as_decimal(cfg.adam.beta1)},
+                           {"adam_beta2", float_as_decimal(cfg.adam.beta2)},
+                           {"adam_eps", float_as_decimal(cfg.adam.eps)},
                            {"seed", cfg.seed},
                            {"limit", cfg.limit},
                            {"device", cfg.device},
-                           {"tf32", o.tf32},
-                           {"bf16", o.bf16},
-                           {"layout", layout_key(o)},
-                           {"cuda_graph", o.cuda_graph},
-                           {"cudnn_algorithms", algo_name(o)},
+                           {"precision", gpu ? precision_key(o) : "fp32"},
                            {"data", cfg.data_dir},
                            {"train_split", train_split_name(job.run.train_split)},
                            {"train_images", data.train.images.count},
@@ -129,6 +133,13 @@ nlohmann::json run_config(const TrainJob& job, const TrainData& data) {
                            {"snapshot_every", job.snapshot_every},
                            {"parameters", job.desc.num_params},
                            {"version", kVersion}};
+  if (gpu) {
+    config["tf32"] = o.tf32;
+    config["bf16"] = o.bf16;
+    config["layout"] = layout_key(o);
+    config["cuda_graph"] = o.cuda_graph;
+    config["cudnn_algorithms"] = algo_name(o);
+  }
   if (job.resume) config["resumed_after_epoch"] = job.resumed_from;
   return config;
 }
@@ -138,14 +149,14 @@ nlohmann::json run_config(const TrainJob& job, const TrainData& data) {
 TrainData load_train_data(const TrainJob& job) {
   const TrainConfig& cfg = job.cfg;
   TrainData data;
-  data.train = load_dataset(cfg.data_dir, Split::Train);
+  data.train = load_dataset_noted(cfg.data_dir, Split::Train, std::cout);
   const bool train_on_test = job.run.train_split == TrainSplit::TrainTest;
   if (train_on_test)
     require_test_split_files(cfg.data_dir,
                              std::string("--train-split ") + train_split_name(job.run.train_split) +
                                  (job.resume && !job.split_given ? " (the run's)" : ""));
   data.have_test = has_idx_file(cfg.data_dir, idx_images_name(Split::Test));
-  if (data.have_test) data.test = load_dataset(cfg.data_dir, Split::Test);
+  if (data.have_test) data.test = load_dataset_noted(cfg.data_dir, Split::Test, std::cout);
   const int64_t train_split_images = data.train.images.count;
   if (train_on_test) append(data.train, data.test);
   Dataset& train = data.train;
@@ -177,13 +188,18 @@ void print_banner(const TrainJob& job, const TrainData& data) {
   const int64_t n_train = data.train.images.count;
   std::cout << "cuvae: model " << with_commas(int64_t(job.desc.num_params))
             << " parameters (latent dim " << job.desc.latent_dim << ")\n"
-            << "cuvae: data " << cfg.data_dir << ": " << with_commas(n_train) << " training images"
+            << "cuvae: data " << cfg.data_dir << ": " << counted(n_train, "training image")
             << (job.run.train_split == TrainSplit::TrainTest
                     ? " (--train-split train+test: " + with_commas(n_train - data.test_trained) +
                           " from the training split, " + with_commas(data.test_trained) +
                           " from the test split)\n"
-                    : "\n")
-            << "cuvae: device " << device_text(job) << ", batch " << cfg.batch_size << ", lr "
+                    : "\n");
+  // load_train_data keeps the first --limit images, all of them when there are fewer.
+  if (cfg.limit > n_train)
+    std::cout << "cuvae: note: --limit " << cfg.limit << " is more than the "
+              << counted(n_train, "training image") << ": training on "
+              << (n_train == 1 ? "it" : "all of them") << "\n";
+  std::cout << "cuvae: device " << device_text(job) << ", batch " << cfg.batch_size << ", lr "
             << cfg.adam.lr << ", beta " << cfg.beta
             << (cfg.beta_warmup > 0 ? " (warm-up over " + std::to_string(cfg.beta_warmup) +
                                           (cfg.beta_warmup == 1 ? " epoch)" : " epochs)")

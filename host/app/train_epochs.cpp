@@ -50,7 +50,8 @@ EpochReporter::EpochReporter(const TrainJob& job, const TrainData& data)
       csv_(job.folder.open_metrics(job.resumed_from, job.resume, job.cfg.beta)),
       model_(make_inference(job.desc, job.state.params, job.cfg.device)),
       shown_train_(shown_training_images(data)),
-      shown_(data.have_test ? data.test : shown_train_) {}
+      shown_(data.have_test ? data.test : shown_train_),
+      shown_split_(data.have_test ? Split::Test : Split::Train) {}
 
 EpochCallback EpochReporter::on_epoch() {
   return [this](const EpochMetrics& m) { epoch_done(m); };
@@ -106,7 +107,7 @@ void EpochReporter::epoch_done(const EpochMetrics& m) {
   if (snapshot && interrupt_signal() == 0) {
     progress_.show(epoch_of + "  pictures ...");
     try {
-      job_.folder.write_pictures(*model_, shown_, "_epoch" + std::to_string(m.epoch),
+      job_.folder.write_pictures(*model_, shown_, shown_split_, "_epoch" + std::to_string(m.epoch),
                                  job_.cfg.seed);
     } catch (const Interrupted&) {
       progress_.clear();
@@ -141,24 +142,11 @@ bool EpochReporter::final_pictures() {
   progress_.show("pictures ...");
   // The curves first: they need no model, and a failure is only a warning.
   const bool curves = job_.folder.write_curves(std::cerr);
-  job_.folder.write_pictures(*model_, shown_, "", job_.cfg.seed);
+  job_.folder.write_pictures(*model_, shown_, shown_split_, "", job_.cfg.seed);
   if (snapshot_due(job_.cfg.epochs))
     job_.folder.copy_pictures("_epoch" + std::to_string(job_.cfg.epochs));
   progress_.clear();
   return curves;
-}
-
-void print_cpu_notes(const TrainJob& job) {
-  if (!is_cpu_device(job.cfg.device)) return;
-  const GpuOptions& o = job.gpu_opts;
-  if (o.profile_first > 0)
-    std::cout
-        << "cuvae: note: --profile-steps applies to the GPU trainer only; ignored on the CPU\n";
-  if (o.bf16)
-    std::cout << "cuvae: note: --bf16 applies to the GPU trainer only; the CPU trains in fp32\n";
-  if (o.nhwc || o.layout_auto)
-    std::cout << "cuvae: note: --layout " << layout_key(o)
-              << " applies to the GPU trainer only; the CPU computes in NCHW\n";
 }
 
 bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter) {

@@ -94,11 +94,10 @@ class EpochReporter {
   std::unique_ptr<Inference> model_;
   Dataset shown_train_;  // without a test split, the first training images for the pictures
   const Dataset& shown_;
+  Split shown_split_;  // the split shown_ comes from
   ProgressLine progress_;
 };
 
-// Notes on the GPU flags a CPU run ignores (train_epochs.cpp).
-void print_cpu_notes(const TrainJob& job);
 // Trains to cfg.epochs; false when a signal (interrupt.h) stopped it between steps. A diverged
 // run's error says which checkpoint stays (train_epochs.cpp).
 bool run_training(TrainJob& job, const TrainData& data, EpochReporter& reporter);

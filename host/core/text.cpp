@@ -1,6 +1,9 @@
 // Number and argument formatting (text.h).
 #include "host/core/text.h"
 
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 namespace cuvae {
@@ -29,6 +32,20 @@ std::string exact_text(double v) {
   os.precision(17);
   os << v;
   return os.str();
+}
+
+double float_as_decimal(float v) {
+  if (!std::isfinite(v)) return double(v);
+  for (int digits = 1; digits <= 9; ++digits) {  // 9 significant digits always suffice
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.*g", digits, double(v));
+    if (std::strtof(buf, nullptr) == v) return std::strtod(buf, nullptr);
+  }
+  return double(v);
+}
+
+std::string counted(int64_t n, const std::string& singular, const std::string& plural) {
+  return with_commas(n) + " " + (n == 1 ? singular : plural.empty() ? singular + "s" : plural);
 }
 
 }  // namespace cuvae

@@ -1,11 +1,30 @@
 // The training state's checks and the epoch loss (train_types.h).
 #include "host/core/train_types.h"
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
+#include <iomanip>
+#include <sstream>
 
 #include "host/core/error.h"
 
 namespace cuvae {
+
+bool RealRange::holds(double v) const {
+  if (!std::isfinite(v) || (lo_inclusive ? v < lo : v <= lo) || v > hi) return false;
+  const float f = static_cast<float>(v);
+  return v == 0 || (std::isnormal(f) && double(f) <= hi);
+}
+
+std::string RealRange::text() const {
+  std::ostringstream os;
+  os << (lo_inclusive ? ">= " : "> ") << lo << " and <= " << hi;
+  if (lo < double(FLT_MIN))
+    os << " (" << (lo_inclusive && lo == 0 ? "0 or " : "") << "at least " << std::setprecision(9)
+       << FLT_MIN << ", the smallest normal float)";
+  return os.str();
+}
 
 KlSchedule kl_schedule(const TrainConfig& cfg, int64_t steps_per_epoch) {
   if (cfg.beta_warmup < 0) throw Error("training: negative KL warm-up");

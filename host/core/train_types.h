@@ -63,6 +63,33 @@ struct GpuOptions {
   int64_t profile_first = 0, profile_last = 0;
 };
 
+// The accepted values of the run's settings, one set for the flags of train, bench and
+// parity-dump (host/app) and for the checkpoint loader (host/io), so that every run can resume
+// its own checkpoint.
+struct IntRange {
+  int64_t lo, hi;
+  bool holds(int64_t v) const { return v >= lo && v <= hi; }
+};
+// A real setting is stored in float (lr, Adam's settings) or becomes one in the engines (beta,
+// the KL weight of every step): besides lying in [lo, hi] (or (lo, hi]), a nonzero value must
+// be a normal float, not one that rounds to 0, a subnormal or infinity.
+struct RealRange {
+  double lo, hi;
+  bool lo_inclusive;  // lo itself is accepted
+  bool holds(double v) const;
+  // "> 0 and <= 10 (at least 1.17549435e-38, the smallest normal float)"
+  std::string text() const;
+};
+constexpr IntRange kBatchSizeRange{1, 65536};
+constexpr IntRange kEpochsRange{1, 100000};
+constexpr IntRange kBetaWarmupRange{0, 100000};
+constexpr IntRange kImageLimitRange{0, INT32_MAX};  // --limit and --test-limit (0: all)
+constexpr RealRange kLrRange{0.0, 10.0, false};
+constexpr RealRange kBetaRange{0.0, 1e6, true};
+// Adam's settings are not flags; checkpoints hold them. The betas must also be below 1.
+constexpr RealRange kAdamBetaRange{0.0, 1.0, true};
+constexpr RealRange kAdamEpsRange{0.0, 1.0, false};
+
 struct TrainConfig {
   std::string data_dir = "data/mnist";
   std::string out_dir;         // the run folder

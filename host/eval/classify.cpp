@@ -14,6 +14,7 @@
 #include "host/core/interrupt.h"
 #include "host/core/model.h"
 #include "host/core/philox.h"
+#include "host/core/text.h"
 #include "host/cpu/gemm.h"
 #include "host/eval/logreg.h"
 
@@ -56,8 +57,9 @@ std::vector<int64_t> balanced_draw(const uint8_t* labels, int64_t n, int per_cla
   for (int c = 0; c < kClasses; ++c) {
     auto& m = members[size_t(c)];
     if (int64_t(m.size()) < per_class)
-      throw Error("balanced_draw: class " + std::to_string(c) + " has " + std::to_string(m.size()) +
-                  " images, fewer than " + std::to_string(per_class));
+      throw Error("balanced_draw: class " + std::to_string(c) + " has " +
+                  counted(int64_t(m.size()), "image") + ", fewer than " +
+                  std::to_string(per_class));
     std::partial_sort(m.begin(), m.begin() + per_class, m.end());
     for (int j = 0; j < per_class; ++j) rows.push_back(m[size_t(j)].second);
   }

@@ -175,7 +175,7 @@ IwaeStats evaluate_iwae(Inference& model, const ImageSet& images, int k, uint64_
   s.mean = sum / double(n);
   double ss = 0;
   for (const double v : s.per_image) ss += (v - s.mean) * (v - s.mean);
-  s.std_error = n > 1 ? std::sqrt(ss / double(n - 1) / double(n)) : 0.0;
+  if (n > 1) s.std_error = std::sqrt(ss / double(n - 1) / double(n));
   return s;
 }
 

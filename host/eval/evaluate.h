@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "host/core/inference.h"
@@ -74,9 +75,10 @@ void iwae_log_weights(double* log_w, Inference& model, const float* x, const flo
 
 struct IwaeStats {
   int64_t images = 0;
-  int samples = 0;                // K
-  double mean = 0;                // mean over the images of IWAE_K(x), nats
-  double std_error = 0;           // sample standard deviation of IWAE_K(x) / sqrt(images)
+  int samples = 0;  // K
+  double mean = 0;  // mean over the images of IWAE_K(x), nats
+  // Sample standard deviation of IWAE_K(x) / sqrt(images); none for one image (undefined).
+  std::optional<double> std_error;
   std::vector<double> per_image;  // IWAE_K(x) of each image
 };
 

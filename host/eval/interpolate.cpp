@@ -36,7 +36,7 @@ void check_interpolation(const Inference& model, const ImageSet& images,
     for (const int64_t i : {p.first, p.second})
       if (i < 0 || i >= images.count)
         throw InputError(what + ": image " + std::to_string(i) + " does not exist (" + images.path +
-                         " holds " + with_commas(images.count) + " images)");
+                         " holds " + counted(images.count, "image") + ")");
   const int dim = model.desc().latent_dim;
   if (path == LatentPath::Slerp && dim < kMinSlerpDim)
     throw InputError(what + ": slerp needs a latent dim of " + std::to_string(kMinSlerpDim) +

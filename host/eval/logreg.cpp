@@ -12,6 +12,7 @@
 
 #include "host/core/error.h"
 #include "host/core/interrupt.h"
+#include "host/core/text.h"
 #include "host/cpu/gemm.h"
 
 namespace cuvae {
@@ -418,7 +419,7 @@ LogRegChoice fit_logreg_cv(const LabelledSet& train, const LogRegOptions& option
   }
   choice.grid = grid;
   choice.rule = held_out == 1 ? "one split: fold 1 of " + std::to_string(k) + " held out (" +
-                                    std::to_string(validated) + " images)"
+                                    counted(validated, "image") + ")"
                               : std::to_string(k) + "-fold cross-validation";
   if (stage) stage("logistic regression, lambda " + lambda_text(grid[best]) + ", all labels");
   // From the same classifier as fold 1's fit at that lambda, on all the labelled rows.

@@ -11,17 +11,39 @@
 
 namespace cuvae {
 
+namespace {
+
+// "13.0" from CUDA's 1000 * major + 10 * minor.
+std::string cuda_version_text(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+}
+
+// Why cudaGetDeviceCount found no GPU, in the user's words: without any NVIDIA driver the
+// runtime says cudaErrorInsufficientDriver, as it does for a driver too old for it.
+std::string no_gpu_reason(cudaError_t status) {
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+  cudaGetLastError();  // clear the sticky-free error state for later calls
+  if (driver == 0) return "no NVIDIA driver found";
+  if (status == cudaErrorNoDevice) return "no NVIDIA GPU found";
+  if (status == cudaErrorInsufficientDriver)
+    return "the NVIDIA driver supports CUDA " + cuda_version_text(driver) +
+           ", this build needs CUDA " + cuda_version_text(CUDART_VERSION) + " (update the driver)";
+  return std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+}
+
+}  // namespace
+
 GpuInfo query_gpus() {
   GpuInfo info;
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) {
-    info.reason = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
-    cudaGetLastError();  // clear the sticky-free error state for later calls
+    info.reason = no_gpu_reason(status);
     return info;
   }
   if (count == 0) {
-    info.reason = "no CUDA device found";
+    info.reason = "no NVIDIA GPU found";
     return info;
   }
   cudaDeviceProp prop{};
@@ -46,15 +68,6 @@ size_t device_memory_in_use() {
   }
   return total_bytes - free_bytes;
 }
-
-namespace {
-
-// "13.0" from CUDA's 1000 * major + 10 * minor.
-std::string cuda_version_text(int v) {
-  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
-}
-
-}  // namespace
 
 std::string cuda_build_info() {
   // CMAKE_CUDA_ARCHITECTURES as configured, e.g. "80-real,90-real,90-virtual" or "native".

@@ -58,15 +58,18 @@ class Meta {
     return v;
   }
 
-  // A finite number with lo <= v (or lo < v) and v <= hi.
-  double real(const char* key, double lo, double hi, bool lo_inclusive, const char* what) const {
+  // A number the range holds: the same ranges as the flags (train_types.h).
+  double real(const char* key, const RealRange& range, const char* what) const {
     const std::string& s = text(key, what);
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
     if (s.empty() || *end != '\0' || std::isspace(static_cast<unsigned char>(s[0])) ||
-        !std::isfinite(v) || (lo_inclusive ? v < lo : v <= lo) || v > hi)
+        !range.holds(v))
       throw bad(key, s);
     return v;
+  }
+  int64_t integer(const char* key, const IntRange& range, const char* what) const {
+    return integer(key, range.lo, range.hi, what);
   }
 
  private:
@@ -166,7 +169,7 @@ LoadedModel model_from_safetensors(const SafetensorsFile& f) {
   if (f.metadata.count("format_version"))
     meta.integer("format_version", kCheckpointVersion, kCheckpointVersion, what);
   LoadedModel m{described_model(f, meta, what), {}, 1.0};
-  m.beta = meta.real("beta", 0.0, 1e6, true, what);
+  m.beta = meta.real("beta", kBetaRange, what);
   read_flat(f, m.desc, "", m.params);
   std::set<std::string> known;
   for (const ParamTensor& p : m.desc.params) known.insert(p.name);
@@ -251,19 +254,19 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   LoadedTrainState out{described_model(f, meta, what), {}, {}};
   TrainConfig& c = out.run.cfg;
   c.latent_dim = out.desc.latent_dim;
-  c.batch_size = int(meta.integer("batch_size", 1, 65536, what));
-  c.adam.lr = float(meta.real("lr", 0.0, 10.0, false, what));
-  c.beta = meta.real("beta", 0.0, 1e6, true, what);
+  c.batch_size = int(meta.integer("batch_size", kBatchSizeRange, what));
+  c.adam.lr = float(meta.real("lr", kLrRange, what));
+  c.beta = meta.real("beta", kBetaRange, what);
   // Written since --beta-warmup exists; the runs before it had none.
   if (f.metadata.count("beta_warmup"))
-    c.beta_warmup = int(meta.integer("beta_warmup", 0, 100000, what));
-  c.adam.beta1 = float(meta.real("adam_beta1", 0.0, 1.0, true, what));
-  c.adam.beta2 = float(meta.real("adam_beta2", 0.0, 1.0, true, what));
-  c.adam.eps = float(meta.real("adam_eps", 0.0, 1.0, false, what));
+    c.beta_warmup = int(meta.integer("beta_warmup", kBetaWarmupRange, what));
+  c.adam.beta1 = float(meta.real("adam_beta1", kAdamBetaRange, what));
+  c.adam.beta2 = float(meta.real("adam_beta2", kAdamBetaRange, what));
+  c.adam.eps = float(meta.real("adam_eps", kAdamEpsRange, what));
   if (c.adam.beta1 >= 1.0f || c.adam.beta2 >= 1.0f)
     throw InputError(path + ": Adam betas must be below 1");
   c.seed = meta.unsigned64("seed", what);
-  c.epochs = int(meta.integer("epochs", 1, 100000, what));
+  c.epochs = int(meta.integer("epochs", kEpochsRange, what));
   c.data_dir = meta.text("data", what);
   // Written since --train-split exists; the runs before it trained on the training split.
   if (f.metadata.count("train_split")) {
@@ -273,7 +276,7 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
       throw InputError(path + ": bad train_split '" + printable(split) + "' in the metadata");
     out.run.train_split = *parsed;
   }
-  c.limit = meta.integer("limit", 0, INT32_MAX, what);
+  c.limit = meta.integer("limit", kImageLimitRange, what);
   out.run.train_images = meta.integer("train_images", 1, INT32_MAX, what);
   const std::string& crc = meta.text("train_crc32", what);
   char* end = nullptr;
@@ -281,7 +284,7 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   if (crc.size() != 8 || *end != '\0' || !std::isxdigit(static_cast<unsigned char>(crc[0])))
     throw InputError(path + ": bad train_crc32 '" + printable(crc) + "' in the metadata");
   out.run.train_crc32 = uint32_t(crc_value);
-  out.run.test_limit = meta.integer("test_limit", 0, INT32_MAX, what);
+  out.run.test_limit = meta.integer("test_limit", kImageLimitRange, what);
 
   TrainState& st = out.state;
   read_flat(f, out.desc, "", st.params);
@@ -301,11 +304,11 @@ LoadedTrainState train_state_from_safetensors(const SafetensorsFile& f) {
   const int64_t steps_per_epoch = (out.run.train_images + c.batch_size - 1) / c.batch_size;
   if (st.epoch_step < 0 || st.epoch_step >= steps_per_epoch)
     throw InputError(path + ": epoch_step " + std::to_string(st.epoch_step) +
-                     " is outside an epoch of " + std::to_string(steps_per_epoch) + " steps");
+                     " is outside an epoch of " + counted(steps_per_epoch, "step"));
   if (st.step != st.epoch * steps_per_epoch + st.epoch_step)
     throw InputError(path + ": step " + std::to_string(st.step) + " does not match " +
-                     std::to_string(st.epoch) + " epochs of " + std::to_string(steps_per_epoch) +
-                     " steps plus " + std::to_string(st.epoch_step));
+                     counted(st.epoch, "epoch") + " of " + counted(steps_per_epoch, "step") +
+                     " plus " + std::to_string(st.epoch_step));
   std::set<std::string> known = {"step", "epoch", "epoch_step", "epoch_sums"};
   for (const ParamTensor& p : out.desc.params) {
     known.insert(p.name);

@@ -37,12 +37,16 @@ enum class Split { Train, Test };
 struct Dataset {
   ImageSet images;
   LabelSet labels;
+  // The .gz files left unread because the raw file of the same name is there too (the
+  // commands say so in a note).
+  std::vector<std::string> unread_gz;
   int64_t size() const { return images.count; }
 };
 
 // Finds <dir>/train-images-idx3-ubyte[.gz] and <dir>/train-labels-idx1-ubyte[.gz] (or the
-// t10k-... files for Split::Test), preferring the raw file when both forms exist. Requires
-// 28x28 images and as many labels as images. Throws InputError.
+// t10k-... files for Split::Test), preferring the raw file when both forms exist (the .gz one
+// then goes into unread_gz). Requires 28x28 images and as many labels as images. Throws
+// InputError.
 Dataset load_dataset(const std::string& dir, Split split);
 
 // "train" / "test".

@@ -4,7 +4,10 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
+#include <vector>
 
+#include "host/core/text.h"
 #include "host/io/idx.h"
 #include "host/io/idx_source.h"
 
@@ -29,11 +32,16 @@ bool has_entry(const std::string& path) {
   return fs::exists(fs::symlink_status(path, ec));
 }
 
-// The raw file if it exists, else the .gz one, else nothing.
-std::optional<std::string> find_idx_file(const std::string& dir, const std::string& name) {
+// The raw file if it exists (the .gz one, if there too, goes into `unread`), else the .gz one,
+// else nothing.
+std::optional<std::string> find_idx_file(const std::string& dir, const std::string& name,
+                                         std::vector<std::string>& unread) {
   const std::string raw = join_path(dir, name);
-  if (has_entry(raw)) return raw;
   const std::string gz = raw + ".gz";
+  if (has_entry(raw)) {
+    if (has_entry(gz)) unread.push_back(gz);
+    return raw;
+  }
   if (has_entry(gz)) return gz;
   return std::nullopt;
 }
@@ -63,8 +71,9 @@ Dataset load_dataset(const std::string& dir, Split split) {
 
   const std::string images_name = idx_images_name(split);
   const std::string labels_name = idx_labels_name(split);
-  const std::optional<std::string> images_path = find_idx_file(where, images_name);
-  const std::optional<std::string> labels_path = find_idx_file(where, labels_name);
+  std::vector<std::string> unread;
+  const std::optional<std::string> images_path = find_idx_file(where, images_name, unread);
+  const std::optional<std::string> labels_path = find_idx_file(where, labels_name, unread);
   if (!images_path || !labels_path) {
     std::string missing;
     if (!images_path) missing = images_name + "[.gz]";
@@ -74,6 +83,7 @@ Dataset load_dataset(const std::string& dir, Split split) {
   }
 
   Dataset data;
+  data.unread_gz = std::move(unread);
   data.images = load_idx_images(*images_path);
   if (data.images.rows != 28 || data.images.cols != 28) {
     fail(*images_path, "images are " + std::to_string(data.images.rows) + "x" +
@@ -82,9 +92,8 @@ Dataset load_dataset(const std::string& dir, Split split) {
   data.labels = load_idx_labels(*labels_path);
   const auto label_count = static_cast<int64_t>(data.labels.labels.size());
   if (label_count != data.images.count) {
-    fail(*images_path, "holds " + std::to_string(data.images.count) + " images but " +
-                           *labels_path + " holds " + std::to_string(label_count) +
-                           " labels; the counts must match");
+    fail(*images_path, "holds " + counted(data.images.count, "image") + " but " + *labels_path +
+                           " holds " + counted(label_count, "label") + "; the counts must match");
   }
   return data;
 }

@@ -183,18 +183,24 @@ struct Extent {
 };
 
 // The header length from the first 8 bytes, checked against the file size and the limit.
-uint64_t header_length(const std::string& path, const uint8_t* len, uint64_t file_size) {
+// `next`: the byte after them (-1 if none), '{' in a safetensors file, whose header is a JSON
+// object: an impossible length followed by anything else is another kind of file (a PNG given as
+// a model, say), and the message says so first.
+uint64_t header_length(const std::string& path, const uint8_t* len, uint64_t file_size, int next) {
   if (file_size < 8)
     fail(path, "too short for a safetensors file (" + std::to_string(file_size) +
                    " bytes, the header length alone needs 8)");
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) header_len |= uint64_t(len[i]) << (8 * i);
+  const std::string lead = next == '{' ? "header length "
+                                       : "not a safetensors file: the header length in its "
+                                         "first 8 bytes, ";
   if (header_len > file_size - 8)
-    fail(path, "header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                   std::to_string(file_size) + " bytes)");
+    fail(path, lead + std::to_string(header_len) + (next == '{' ? "" : ",") +
+                   " runs past the end of the file (" + std::to_string(file_size) + " bytes)");
   if (header_len > kMaxHeader)
-    fail(path, "header length " + std::to_string(header_len) + " is beyond the limit of " +
-                   std::to_string(kMaxHeader));
+    fail(path, lead + std::to_string(header_len) + (next == '{' ? "" : ",") +
+                   " is beyond the limit of " + std::to_string(kMaxHeader));
   return header_len;
 }
 
@@ -311,7 +317,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const uint64_t file_size = uint64_t(st.st_size);
   uint8_t len[8] = {};
   if (file_size >= 8) in.read(reinterpret_cast<char*>(len), 8);
-  const uint64_t header_len = header_length(path, len, file_size);
+  const int next = file_size > 8 ? in.peek() : -1;
+  const uint64_t header_len = header_length(path, len, file_size, next);
   std::string text(header_len, '\0');
   in.read(text.data(), std::streamsize(header_len));
   if (!in) fail(path, "cannot read the header");
@@ -330,7 +337,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
 }
 
 SafetensorsFile parse_safetensors(const std::string& path, const uint8_t* data, size_t size) {
-  const uint64_t header_len = header_length(path, data, size);
+  const uint64_t header_len = header_length(path, data, size, size > 8 ? int(data[8]) : -1);
   SafetensorsFile file;
   file.path = path;
   const std::string text(reinterpret_cast<const char*>(data) + 8, header_len);
