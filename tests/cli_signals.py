@@ -195,11 +195,19 @@ def check(cond, what, failures):
         failures.append(what)
 
 
-def stopped(rc, seconds, sig, name, run, failures):
+def signal_at(run, marker, sig, label, failures):
+    """Sends `sig` once `marker` shows and checks the exit; False if the marker never came."""
+    if not run.wait_for(marker):
+        run.signal_and_wait(signal.SIGKILL)
+        check(False, "%s: the phase's marker never came:\n%s" % (label, run.text[-2000:]),
+              failures)
+        return False
+    rc, seconds = run.signal_and_wait(sig)
     want = 128 + sig
     check(rc == want and seconds <= kExitLimit,
           "%s: exit %s %.2f s after %s (want %d within %.0f s)"
-          % (name, rc, seconds, signal.Signals(sig).name, want, kExitLimit), failures)
+          % (label, rc, seconds, signal.Signals(sig).name, want, kExitLimit), failures)
+    return True
 
 
 def train_case(cuvae, tmp, data, phase, sig, failures):
@@ -207,13 +215,8 @@ def train_case(cuvae, tmp, data, phase, sig, failures):
     label = "train, %s, %s" % (name, signal.Signals(sig).name)
     out = os.path.join(tmp, "run_%s_%d" % (name.replace(" ", "_"), sig))
     run = Run([cuvae, "train", "--data", data[data_key], "--out", out] + TRAIN, tmp)
-    if not run.wait_for(marker):
-        run.signal_and_wait(signal.SIGKILL)
-        check(False, "%s: the phase's marker never came:\n%s" % (label, run.text[-2000:]),
-              failures)
+    if not signal_at(run, marker, sig, label, failures):
         return
-    rc, seconds = run.signal_and_wait(sig)
-    stopped(rc, seconds, sig, label, run, failures)
     last = run.text.strip().splitlines()[-3:] if run.text.strip() else []
     check(re.search(said, run.text) is not None,
           "%s: says /%s/ (last lines: %s)" % (label, said, " | ".join(l.strip() for l in last)),
@@ -245,13 +248,8 @@ def command_case(cuvae, tmp, run_dir, data, cmd, sig, failures):
     outdir = os.path.join(tmp, "out_%s_%d" % (name, sig))
     os.makedirs(outdir)
     run = Run([cuvae] + [a.format(run=run_dir, data=data, out=outdir) for a in args], tmp)
-    if not run.wait_for(marker):
-        run.signal_and_wait(signal.SIGKILL)
-        check(False, "%s: the phase's marker never came:\n%s" % (label, run.text[-2000:]),
-              failures)
+    if not signal_at(run, marker, sig, label, failures):
         return
-    rc, seconds = run.signal_and_wait(sig)
-    stopped(rc, seconds, sig, label, run, failures)
     check("stopped before the end" in run.text, "%s: says it stopped before the end" % label,
           failures)
     check(not os.path.exists(os.path.join(outdir, result)), "%s: no %s written" % (label, result),
