@@ -46,7 +46,7 @@ def idx_labels(count):
     return struct.pack(">II", 0x801, count) + bytes(i % 10 for i in range(count))
 
 
-def make_data(folder, rng, gz):
+def make_data(folder, rng, gz, test_images=TEST_IMAGES):
     """An MNIST-format folder; with `gz` the training images are gzip'ed (a longer load)."""
     os.makedirs(folder)
     count = 60000 if gz else TRAIN_IMAGES
@@ -60,8 +60,8 @@ def make_data(folder, rng, gz):
             f.write(train)
     files = {
         "train-labels-idx1-ubyte": idx_labels(count),
-        "t10k-images-idx3-ubyte": idx_images(rng, TEST_IMAGES),
-        "t10k-labels-idx1-ubyte": idx_labels(TEST_IMAGES),
+        "t10k-images-idx3-ubyte": idx_images(rng, test_images),
+        "t10k-labels-idx1-ubyte": idx_labels(test_images),
     }
     for n, data in files.items():
         with open(os.path.join(folder, n), "wb") as f:
@@ -121,7 +121,8 @@ class Run:
     def signal_and_wait(self, sig):
         """Sends `sig`; returns (exit code, seconds to the exit) -- None when over the limit."""
         t0 = time.monotonic()
-        os.kill(self.proc.pid, sig)
+        if self.proc.poll() is None:  # else it has ended (and been reaped) already
+            os.kill(self.proc.pid, sig)
         rc = None
         while time.monotonic() - t0 < kExitLimit + 8:
             self.pump(0.01)
@@ -149,16 +150,19 @@ def file_marker(pattern):
     return lambda run: any(regex.search(p) for p in run.open_files())
 
 
-def after_file_marker(pattern):
-    """The process held a file matching `pattern` open and has closed it since."""
-    regex = re.compile(pattern)
-    seen = []
+def read_marker(nbytes):
+    """The process has read at least `nbytes` bytes (/proc/PID/io: rchar only grows, so no
+    moment is missed however late this process gets the CPU)."""
 
     def marker(run):
-        held = any(regex.search(p) for p in run.open_files())
-        if held:
-            seen.append(True)
-        return bool(seen) and not held
+        try:
+            with open("/proc/%d/io" % run.proc.pid) as f:
+                for line in f:
+                    if line.startswith("rchar:"):
+                        return int(line.split()[1]) >= nbytes
+        except OSError:
+            pass
+        return False
 
     return marker
 
@@ -199,8 +203,8 @@ def signal_at(run, marker, sig, label, failures):
     """Sends `sig` once `marker` shows and checks the exit; False if the marker never came."""
     if not run.wait_for(marker):
         run.signal_and_wait(signal.SIGKILL)
-        check(False, "%s: the phase's marker never came:\n%s" % (label, run.text[-2000:]),
-              failures)
+        check(False, "%s: the phase's marker never came (the process ended first?):\n%s"
+              % (label, run.text[-2000:]), failures)
         return False
     rc, seconds = run.signal_and_wait(sig)
     want = 128 + sig
@@ -280,8 +284,12 @@ def main():
         subprocess.run([cuvae, "train", "--data", data["raw"], "--out", run_dir, "--device",
                         "cpu", "--epochs", "1", "--test-limit", "100"], cwd=tmp, check=True,
                        capture_output=True)
-        d = data["raw"]
-        # Each case gets a fresh marker (after_file_marker keeps what it saw).
+        # The other commands work on 20,000 test images: seconds of work on the fast engine,
+        # however loaded the machine, so that their phase cannot be over before the signal.
+        d = os.path.join(tmp, "data_big")
+        make_data(d, rng, False, 20000)
+        images_bytes = os.path.getsize(os.path.join(d, "t10k-images-idx3-ubyte"))
+        # Each case gets a fresh marker.
         commands = [
             ("eval", ["eval", "{run}", "--data", d, "--device", "cpu", "--iw-samples", "50",
                       "--json", "{out}/eval.json"], "eval.json",
@@ -290,7 +298,7 @@ def main():
                         "{out}/z.csv"], "z.csv", lambda: text_marker(r"images/s")),
             ("scatter", ["scatter", "{run}", "--data", d, "--device", "cpu", "--out",
                          "{out}/scatter.png"], "scatter.png",
-             lambda: after_file_marker(r"t10k-images-idx3-ubyte$")),
+             lambda: read_marker(images_bytes)),
         ]
         for cmd in commands:
             for sig in (signal.SIGINT, signal.SIGTERM):
