@@ -246,10 +246,13 @@ int cmd_scatter(int argc, char** argv) {
   LoadedModel m = load_model(run.model);
   std::tie(opt.dim_x, opt.dim_y) = model_dims(r, m.desc.latent_dim);
   check_scatter_options(opt, m.desc.latent_dim);
-  const Dataset data = load_dataset(dir, opt.split);
+  const Dataset data = load_dataset_noted(dir, opt.split, std::cerr);
+  const int64_t shown =
+      limited_count("--limit", opt.limit, data.size(),
+                    std::string(split_name(opt.split)) + " image", " of " + dir, std::cerr);
+  opt.limit = shown;
   const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
   write_scatter(out, *model, data, opt);
-  const int64_t shown = opt.limit > 0 ? std::min(opt.limit, data.size()) : data.size();
   report(out, "z_mean of " + with_commas(shown) + " " + split_name(opt.split) + " images", *model);
   return 0;
 }
@@ -282,7 +285,7 @@ int cmd_reconstruct(int argc, char** argv) {
   const RunModel run = locate_run(r, "reconstruct");
   const std::string out = checked_out(r, run, "reconstructions.png");
   LoadedModel m = load_model(run.model);
-  const Dataset data = load_dataset(dir, split);
+  const Dataset data = load_dataset_noted(dir, split, std::cerr);
   if (count > data.size())
     throw InputError("--count: " + std::to_string(count) + " is more than the " +
                      with_commas(data.size()) + " images of " + data.images.path);

@@ -46,10 +46,11 @@ void require_run_images(const TrainJob& job, const TrainData& data) {
       job.data_given ? "--data " + cfg.data_dir : cfg.data_dir + " (the run's data folder)";
   const bool train_on_test = job.run.train_split == TrainSplit::TrainTest;
   if (data.train.images.count != job.run.train_images)
-    throw InputError(source + ": " + with_commas(data.train.images.count) +
-                     " training images (--limit " + std::to_string(cfg.limit) +
+    throw InputError(source + ": " + counted(data.train.images.count, "training image") +
+                     " (--limit " + std::to_string(cfg.limit) +
                      (train_on_test ? ", --train-split train+test" : "") + "), but the run in " +
-                     cfg.out_dir + " was trained on " + with_commas(job.run.train_images));
+                     cfg.out_dir + " was trained on " +
+                     counted(job.run.train_images, "image"));
   if (data.train_crc != job.run.train_crc32)
     throw InputError(source + ": the training images differ from those the run in " + cfg.out_dir +
                      " was trained on (another dataset of the same size?)");

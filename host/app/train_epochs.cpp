@@ -91,7 +91,7 @@ void EpochReporter::epoch_done(const EpochMetrics& m) {
   double test_loss = std::nan("");
   if (data_.have_test || snapshot) model_->set_params(job_.state.params.data());
   if (data_.have_test) {
-    progress_.show(epoch_of + "  test loss on " + with_commas(data_.test_images) + " images ...");
+    progress_.show(epoch_of + "  test loss on " + counted(data_.test_images, "image") + " ...");
     try {
       test_loss = evaluate_elbo(*model_, data_.test.images, job_.cfg.seed, job_.test_limit)
                       .loss(job_.cfg.beta);
