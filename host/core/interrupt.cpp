@@ -1,6 +1,7 @@
 // The process-wide stop request (interrupt.h).
 #include "host/core/interrupt.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -24,21 +25,57 @@ extern "C" void on_interrupt(int sig) {
   (void)ignored;
 }
 
+// The signals the handler takes: SIGTERM, and SIGINT unless the process was started with it
+// ignored.
+sigset_t handled_signals(bool with_sigint) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  if (with_sigint) sigaddset(&set, SIGINT);
+  return set;
+}
+
+// The only thread that takes SIGINT and SIGTERM: it runs nothing else, so the handler always
+// runs on an ordinary stack. On the threads that compute, a handler could run on memory that is
+// not a stack: oneDNN's x86 JIT SGEMM points the stack pointer into a heap buffer while it
+// runs, and the kernel would write the signal frame there (heap corruption, found as glibc
+// aborting in free() after a Ctrl-C).
+extern "C" void* take_signals(void* arg) {
+  const sigset_t set = *static_cast<const sigset_t*>(arg);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  for (;;) pause();  // the handler runs here; a second signal ends the process (SA_RESETHAND)
+  return nullptr;
+}
+
 }  // namespace
 
 Interrupted::Interrupted(int sig, std::string what) : sig_(sig), what_(std::move(what)) {}
 
 void install_interrupt_handlers() {
+  struct sigaction old {};
+  sigaction(SIGINT, nullptr, &old);
+  const bool with_sigint = old.sa_handler != SIG_IGN;
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
-  // No SA_RESTART: a read blocked in the kernel returns EINTR and the reader polls.
   sa.sa_flags = SA_RESETHAND;
-  struct sigaction old {};
-  sigaction(SIGINT, nullptr, &old);
-  if (old.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, nullptr);
+  if (with_sigint) sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGXFSZ, SIG_IGN);
+  // Blocked here, before any other thread exists, so that every thread started later (OpenMP's,
+  // the CUDA runtime's) inherits the mask; only the signal thread unblocks them.
+  static sigset_t set = handled_signals(with_sigint);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  bool started = false;
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) == 0) {
+    pthread_t thread;
+    started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+              pthread_create(&thread, &attr, take_signals, &set) == 0;
+    pthread_attr_destroy(&attr);
+  }
+  // Without that thread the signals go to this one, as in a single-threaded program.
+  if (!started) pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
 }
 
 int interrupt_signal() {

@@ -30,7 +30,10 @@ class Interrupted : public std::exception {
 // Installs the handlers of SIGINT and SIGTERM for the life of the process (a process started
 // with SIGINT ignored, as background jobs of scripts are, keeps ignoring it), and ignores
 // SIGXFSZ so that a write past the file-size limit fails with EFBIG, which the writers report,
-// instead of killing the process.
+// instead of killing the process. The handlers run on a thread of their own, the only one that
+// does not block the two signals: call this first in main(), before any other thread starts, so
+// that every later thread inherits the blocking mask (the computing threads must never run a
+// handler: oneDNN's JIT SGEMM moves the stack pointer into heap memory).
 void install_interrupt_handlers();
 
 // The signal that asked the program to stop; 0: none yet.

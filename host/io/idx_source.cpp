@@ -63,16 +63,13 @@ const char* not_a_regular_file(const struct stat& st) {
 }
 
 FileSource::FileSource(const std::string& path) : path_(path) {
-  // Regular files only, checked before opening: opening a FIFO blocks until a writer comes, and
-  // reading one may block for ever.
+  // Regular files only: reading a FIFO may block for ever. Checked before opening, and opened
+  // without blocking (opening a FIFO would wait for a writer; a regular file's reads are the
+  // same either way), then checked again on what was opened.
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0)
     if (const char* what = not_a_regular_file(st)) fail(path, what);
-  for (;;) {
-    fd_.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_.fd >= 0 || errno != EINTR) break;
-    check_interrupt();
-  }
+  fd_.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd_.fd < 0) {
     const int err = errno;
     fail(path, std::string("cannot open: ") + std::strerror(err));
