@@ -32,24 +32,41 @@
 namespace cuvae {
 namespace {
 
-void install_once() {
+// Installs the handlers once per process; returns whether SIGINT was ignored before (as in a
+// process started in the background of a script), which the handlers keep.
+bool install_once() {
   static std::once_flag once;
-  std::call_once(once, install_interrupt_handlers);
+  static bool sigint_ignored = false;
+  std::call_once(once, [] {
+    struct sigaction old {};
+    sigaction(SIGINT, nullptr, &old);
+    sigint_ignored = old.sa_handler == SIG_IGN;
+    install_interrupt_handlers();
+  });
+  return sigint_ignored;
+}
+
+// The action SIGNAL is set to now.
+void (*disposition(int signal))(int) {
+  struct sigaction now {};
+  sigaction(signal, nullptr, &now);
+  return now.sa_handler;
 }
 
 int64_t this_tid() {
   return int64_t(::syscall(SYS_gettid));
 }
 
-// Whether thread `tid` of this process blocks both SIGINT and SIGTERM (the SigBlk mask of its
-// /proc status: bit N-1 for signal N). Fails the test when the status cannot be read.
-bool blocks_int_and_term(int64_t tid) {
+// Whether thread `tid` of this process can run no handler of SIGINT and SIGTERM: it blocks
+// SIGTERM, and SIGINT unless the process ignores it (an ignored signal runs nothing). From the
+// SigBlk mask of its /proc status (bit N-1 for signal N); fails the test when it cannot be read.
+bool takes_neither(int64_t tid, bool sigint_ignored) {
   std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
   std::string line;
   while (std::getline(in, line))
     if (line.rfind("SigBlk:", 0) == 0) {
       const uint64_t mask = std::stoull(line.substr(7), nullptr, 16);
-      return ((mask >> (SIGINT - 1)) & 1) && ((mask >> (SIGTERM - 1)) & 1);
+      return (sigint_ignored || ((mask >> (SIGINT - 1)) & 1)) && ((mask >> (SIGTERM - 1)) & 1);
     }
   FAIL("no SigBlk line for thread " << tid);
   return false;
@@ -88,7 +105,7 @@ TEST_CASE("signals: only the signal thread takes SIGINT and SIGTERM, the computi
           "[signals]") {
   const std::vector<int64_t> at_start = all_threads();
   const std::set<int64_t> before(at_start.begin(), at_start.end());
-  install_once();
+  const bool sigint_ignored = install_once();
   // OpenMP's team, started after the handlers (as in every command), and oneDNN's SGEMM on it.
   std::set<int64_t> computing{this_tid()};
   std::mutex m;
@@ -101,17 +118,17 @@ TEST_CASE("signals: only the signal thread takes SIGINT and SIGTERM, the computi
   // A thread started later (by a library, say) inherits the mask as well.
   int64_t later = 0;
   std::thread([&] { later = this_tid(); }).join();
-  INFO("OpenMP threads: " << omp_get_max_threads() << ", threads seen computing: "
-                          << computing.size());
+  INFO("OpenMP threads: " << omp_get_max_threads()
+                          << ", threads seen computing: " << computing.size());
   for (const int64_t tid : computing) {
     INFO("computing thread " << tid << (tid == this_tid() ? " (main)" : ""));
-    CHECK(blocks_int_and_term(tid));
+    CHECK(takes_neither(tid, sigint_ignored));
   }
   // The later thread is gone; its mask came from this thread's, checked above. Exactly one
   // thread of the process does not block them: the signal thread, new since install.
   int takers = 0;
   for (const int64_t tid : all_threads())
-    if (!blocks_int_and_term(tid)) {
+    if (!takes_neither(tid, sigint_ignored)) {
       ++takers;
       CHECK(before.count(tid) == 0);
       CHECK(computing.count(tid) == 0);
@@ -120,10 +137,13 @@ TEST_CASE("signals: only the signal thread takes SIGINT and SIGTERM, the computi
   CHECK(takers == 1);
 }
 
-TEST_CASE("signals: SIGTERM sent to the process while all threads compute sets the stop request",
-          "[signals]") {
-  install_once();
+TEST_CASE(
+    "signals: SIGTERM sent while all threads compute sets the stop request, a second would quit",
+    "[signals]") {
+  const bool sigint_ignored = install_once();
   REQUIRE(interrupt_signal() == 0);
+  REQUIRE(disposition(SIGTERM) != SIG_DFL);
+  CHECK((disposition(SIGINT) == SIG_IGN) == sigint_ignored);
   const uint64_t seed = test::fresh_seed();
   // Sent from another thread after a random delay, while this one runs SGEMMs on the OpenMP team
   // and allocates and frees around them.
@@ -145,6 +165,10 @@ TEST_CASE("signals: SIGTERM sent to the process while all threads compute sets t
   CHECK(rounds_after == 5);
   CHECK(worst < 1e-3);
   CHECK_THROWS_AS(check_interrupt(), Interrupted);
+  // A second signal, of either kind, would end the process: both are back to their default
+  // action (SIGINT stays ignored where it was).
+  CHECK(disposition(SIGTERM) == SIG_DFL);
+  CHECK(disposition(SIGINT) == (sigint_ignored ? SIG_IGN : SIG_DFL));
 }
 
 }  // namespace

@@ -18,7 +18,17 @@ volatile std::sig_atomic_t g_signal = 0;
 std::atomic<const char*> g_note{kDefaultInterruptNote};
 static_assert(std::atomic<const char*>::is_always_lock_free);
 
+// Whether the handler took SIGINT too (not when the process started with it ignored).
+volatile std::sig_atomic_t g_with_sigint = 0;
+
+// The first of either signal: from now on both take their default action, so a second one,
+// of either kind, ends the process at once (and the first one's name stays the reported one).
 extern "C" void on_interrupt(int sig) {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(SIGTERM, &dfl, nullptr);
+  if (g_with_sigint) sigaction(SIGINT, &dfl, nullptr);
   g_signal = sig;
   const char* note = g_note.load();
   const ssize_t ignored = ::write(STDERR_FILENO, note, std::strlen(note));
@@ -43,7 +53,7 @@ sigset_t handled_signals(bool with_sigint) {
 extern "C" void* take_signals(void* arg) {
   const sigset_t set = *static_cast<const sigset_t*>(arg);
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
-  for (;;) pause();  // the handler runs here; a second signal ends the process (SA_RESETHAND)
+  for (;;) pause();  // the handler runs here; a second signal ends the process
   return nullptr;
 }
 
@@ -58,7 +68,11 @@ void install_interrupt_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;
+  // Both blocked while it runs: the two cannot run it at once on the signal thread.
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sa.sa_flags = 0;
+  g_with_sigint = with_sigint;
   if (with_sigint) sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGXFSZ, SIG_IGN);
