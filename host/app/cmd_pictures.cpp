@@ -247,13 +247,12 @@ int cmd_scatter(int argc, char** argv) {
   std::tie(opt.dim_x, opt.dim_y) = model_dims(r, m.desc.latent_dim);
   check_scatter_options(opt, m.desc.latent_dim);
   const Dataset data = load_dataset_noted(dir, opt.split, std::cerr);
-  const int64_t shown =
-      limited_count("--limit", opt.limit, data.size(),
-                    std::string(split_name(opt.split)) + " image", " of " + dir, std::cerr);
-  opt.limit = shown;
+  opt.limit = limited_count("--limit", opt.limit, data.size(),
+                            std::string(split_name(opt.split)) + " image", " of " + dir, std::cerr);
   const std::unique_ptr<Inference> model = make_inference(m.desc, m.params, device);
   write_scatter(out, *model, data, opt);
-  report(out, "z_mean of " + with_commas(shown) + " " + split_name(opt.split) + " images", *model);
+  report(out, "z_mean of " + with_commas(opt.limit) + " " + split_name(opt.split) + " images",
+         *model);
   return 0;
 }
 

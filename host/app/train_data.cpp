@@ -49,8 +49,7 @@ void require_run_images(const TrainJob& job, const TrainData& data) {
     throw InputError(source + ": " + counted(data.train.images.count, "training image") +
                      " (--limit " + std::to_string(cfg.limit) +
                      (train_on_test ? ", --train-split train+test" : "") + "), but the run in " +
-                     cfg.out_dir + " was trained on " +
-                     counted(job.run.train_images, "image"));
+                     cfg.out_dir + " was trained on " + counted(job.run.train_images, "image"));
   if (data.train_crc != job.run.train_crc32)
     throw InputError(source + ": the training images differ from those the run in " + cfg.out_dir +
                      " was trained on (another dataset of the same size?)");

@@ -1,7 +1,6 @@
 // SIGINT and SIGTERM for every command: the first signal sets a flag that long-running work
 // polls, a second (of either kind) ends the process at once (the handler gives both back their
-// default action), which the atomic
-// file writes make safe (host/io/atomic_file.h).
+// default action), which the atomic file writes make safe (host/io/atomic_file.h).
 //
 // Training polls interrupt_signal() between steps and writes a checkpoint before it stops;
 // everything else (data loading, evaluation, encoding, pictures) calls check_interrupt() between
