@@ -160,6 +160,11 @@ void write_file(const std::string& path, const Bytes& bytes) {
   REQUIRE(f.good());
 }
 
+// "1 image", "3 images": the count as the messages write it, spelled out here on its own.
+std::string count_words(uint32_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
@@ -806,8 +811,8 @@ TEST_CASE("load_dataset finds raw and gzip files and checks them", "[idx]") {
       write_file(dir.file(lab_name + ".gz"), gzip_bytes(labels_file(random_labels(rng, n + 2))));
       const std::string msg = input_error_of([&] { cuvae::load_dataset(dir.str(), split); });
       check_message(msg, dir.file(img_name),
-                    {"holds " + std::to_string(n) + " images", dir.file(lab_name + ".gz"),
-                     "holds " + std::to_string(n + 2) + " labels", "must match"});
+                    {"holds " + count_words(n, "image") + " but ", dir.file(lab_name + ".gz"),
+                     "holds " + count_words(n + 2, "label") + ";", "must match"});
       // Fewer labels than images, gzip images.
       fs::remove(dir.file(img_name));
       fs::remove(dir.file(lab_name + ".gz"));
@@ -816,8 +821,8 @@ TEST_CASE("load_dataset finds raw and gzip files and checks them", "[idx]") {
       write_file(dir.file(lab_name), lab);
       const std::string msg2 = input_error_of([&] { cuvae::load_dataset(dir.str(), split); });
       check_message(msg2, dir.file(img_name + ".gz"),
-                    {"holds " + std::to_string(n + 1) + " images", dir.file(lab_name),
-                     "holds " + std::to_string(n) + " labels", "must match"});
+                    {"holds " + count_words(n + 1, "image") + " but ", dir.file(lab_name),
+                     "holds " + count_words(n, "label") + ";", "must match"});
     }
 
     {  // An entry that cannot be opened is named as such, not reported missing.
